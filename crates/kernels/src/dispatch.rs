@@ -1,0 +1,121 @@
+//! The kernel table: one function per (type, operation), chosen once per
+//! process from the CPU's features, like the type traits of ggml-cpu.
+//!
+//! SIMD tables start from the scalar table and replace the entries they
+//! speed up, so a type without a SIMD kernel still has the scalar one.
+
+use std::sync::OnceLock;
+
+use edgellama_gguf::GgmlType;
+
+/// Dequantizes a row: `src` holds exactly the blocks of `dst.len()` elements.
+pub type DequantizeFn = fn(src: &[u8], dst: &mut [f32]);
+
+/// Quantizes a row: `src.len()` is a multiple of the block size and `dst`
+/// holds exactly its blocks.
+pub type QuantizeFn = fn(src: &[f32], dst: &mut [u8]);
+
+/// Dot product of `n` elements: `w` is exactly a row of `n` elements of the
+/// weight type, `a` exactly a row of `n` elements of its `vec_dot_type`.
+pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
+
+/// The kernels of one tensor type.
+#[derive(Clone, Copy, Debug)]
+pub struct TypeKernels {
+    pub ty: GgmlType,
+    /// The format activations are quantized to for [`TypeKernels::vec_dot`].
+    pub vec_dot_type: GgmlType,
+    pub dequantize: DequantizeFn,
+    pub quantize: QuantizeFn,
+    /// `None` for activation-only formats (`q8_1`, `q8_K`).
+    pub vec_dot: Option<VecDotFn>,
+}
+
+/// ggml type numbers run up to `BF16 = 30`.
+const TABLE_LEN: usize = 31;
+
+/// A complete set of kernels for this CPU.
+///
+/// The function pointers skip validation so they can sit in hot loops: call
+/// them only with lengths that the checked functions of the crate root
+/// ([`crate::vec_dot`], [`crate::quantize_row`], [`crate::dequantize_row`])
+/// would accept. Out of contract they do not panic or read out of bounds:
+/// they process the whole blocks present in every slice and leave the rest.
+#[derive(Clone, Debug)]
+pub struct Kernels {
+    name: &'static str,
+    by_type: [Option<TypeKernels>; TABLE_LEN],
+}
+
+impl Kernels {
+    pub(crate) fn new(name: &'static str, entries: &[TypeKernels]) -> Kernels {
+        Kernels { name, by_type: [None; TABLE_LEN] }.with(name, entries)
+    }
+
+    /// A copy of this table under a new name, with `entries` replacing those
+    /// of the same types.
+    pub(crate) fn with(&self, name: &'static str, entries: &[TypeKernels]) -> Kernels {
+        let mut k = self.clone();
+        k.name = name;
+        for e in entries {
+            if let Some(slot) = k.by_type.get_mut(e.ty as usize) {
+                *slot = Some(*e);
+            }
+        }
+        k
+    }
+
+    /// Which table this is: `"scalar"` today; SIMD tables name their ISA.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The kernels for `t`, or `None` if this build has none.
+    #[inline]
+    pub fn get(&self, t: GgmlType) -> Option<&TypeKernels> {
+        self.by_type.get(t as usize).and_then(Option::as_ref)
+    }
+
+    #[inline]
+    pub fn dequantize(&self, t: GgmlType) -> Option<DequantizeFn> {
+        self.get(t).map(|k| k.dequantize)
+    }
+
+    #[inline]
+    pub fn quantize(&self, t: GgmlType) -> Option<QuantizeFn> {
+        self.get(t).map(|k| k.quantize)
+    }
+
+    /// The quantizer for the activations of a product with weights of type `t`.
+    #[inline]
+    pub fn quantize_activations(&self, t: GgmlType) -> Option<QuantizeFn> {
+        self.get(t).and_then(|k| self.quantize(k.vec_dot_type))
+    }
+
+    #[inline]
+    pub fn vec_dot(&self, t: GgmlType) -> Option<VecDotFn> {
+        self.get(t).and_then(|k| k.vec_dot)
+    }
+}
+
+static KERNELS: OnceLock<Kernels> = OnceLock::new();
+
+/// The table for this CPU, chosen on first use.
+pub fn kernels() -> &'static Kernels {
+    KERNELS.get_or_init(select)
+}
+
+/// Best table first; each SIMD module answers `None` when the CPU lacks its
+/// features (or when it has no kernels yet).
+fn select() -> Kernels {
+    let scalar = crate::scalar::kernels();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = crate::x86::kernels(&scalar) {
+        return k;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = crate::aarch64::kernels(&scalar) {
+        return k;
+    }
+    scalar
+}
