@@ -22,7 +22,9 @@ pub const QK: usize = 32;
 pub const K_SCALE_SIZE: usize = 12;
 
 /// `ggml_half`: IEEE binary16 bits, little-endian.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Debug, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned,
+)]
 #[repr(transparent)]
 pub struct Half([u8; 2]);
 

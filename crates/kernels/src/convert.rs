@@ -43,7 +43,11 @@ pub fn f32_to_f16(f: f32) -> u16 {
     let exp_bits = (bits >> 13) & 0x0000_7c00;
     let mantissa_bits = bits & 0x0000_0fff;
     let nonsign = exp_bits + mantissa_bits;
-    let magnitude = if shl1_w > 0xff00_0000 { 0x7e00 } else { nonsign };
+    let magnitude = if shl1_w > 0xff00_0000 {
+        0x7e00
+    } else {
+        nonsign
+    };
     ((sign >> 16) | magnitude) as u16
 }
 

@@ -49,7 +49,11 @@ pub struct Kernels {
 
 impl Kernels {
     pub(crate) fn new(name: &'static str, entries: &[TypeKernels]) -> Kernels {
-        Kernels { name, by_type: [None; TABLE_LEN] }.with(name, entries)
+        Kernels {
+            name,
+            by_type: [None; TABLE_LEN],
+        }
+        .with(name, entries)
     }
 
     /// A copy of this table under a new name, with `entries` replacing those

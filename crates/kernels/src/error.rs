@@ -8,7 +8,11 @@ use edgellama_gguf::GgmlType;
 pub enum KernelError {
     /// The element count does not fill whole blocks of the type.
     #[error("{ty}: {n} elements is not a whole number of {block}-element blocks")]
-    NotBlockMultiple { ty: GgmlType, n: usize, block: usize },
+    NotBlockMultiple {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
 
     /// A buffer does not have the size that `n` elements of `ty` occupy.
     #[error("{ty}: {what} holds {got} bytes, but {n} elements take {expected}")]

@@ -55,18 +55,21 @@ fn row_bytes(t: GgmlType, n: usize) -> Result<usize, KernelError> {
     if n % block != 0 {
         return Err(KernelError::NotBlockMultiple { ty: t, n, block });
     }
-    (n / block).checked_mul(t.type_size()).ok_or(KernelError::Overflow { ty: t, n })
+    (n / block)
+        .checked_mul(t.type_size())
+        .ok_or(KernelError::Overflow { ty: t, n })
 }
 
-fn check_len(
-    t: GgmlType,
-    what: &'static str,
-    n: usize,
-    got: usize,
-) -> Result<(), KernelError> {
+fn check_len(t: GgmlType, what: &'static str, n: usize, got: usize) -> Result<(), KernelError> {
     let expected = row_bytes(t, n)?;
     if got != expected {
-        return Err(KernelError::LengthMismatch { ty: t, what, n, expected, got });
+        return Err(KernelError::LengthMismatch {
+            ty: t,
+            what,
+            n,
+            expected,
+            got,
+        });
     }
     Ok(())
 }
@@ -78,7 +81,9 @@ fn unsupported(ty: GgmlType, op: &'static str) -> KernelError {
 /// Dequantizes `dst.len()` elements of type `t` from `src`, which must hold
 /// exactly their blocks.
 pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
-    let f = kernels().dequantize(t).ok_or_else(|| unsupported(t, "dequantize"))?;
+    let f = kernels()
+        .dequantize(t)
+        .ok_or_else(|| unsupported(t, "dequantize"))?;
     check_len(t, "source", dst.len(), src.len())?;
     f(src, dst);
     Ok(())
@@ -87,7 +92,9 @@ pub fn dequantize_row(t: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Ke
 /// Quantizes `src` to type `t` into `dst`, which must be exactly the size of
 /// the resulting blocks.
 pub fn quantize_row(t: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    let f = kernels().quantize(t).ok_or_else(|| unsupported(t, "quantize"))?;
+    let f = kernels()
+        .quantize(t)
+        .ok_or_else(|| unsupported(t, "quantize"))?;
     check_len(t, "destination", src.len(), dst.len())?;
     f(src, dst);
     Ok(())
@@ -96,7 +103,9 @@ pub fn quantize_row(t: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Kern
 /// Dot product of `n` elements: `w` a row of type `t`, `a` the activations
 /// already quantized with [`quantize_row`] to [`vec_dot_type`]`(t)`.
 pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Result<f32, KernelError> {
-    let k = kernels().get(t).ok_or_else(|| unsupported(t, "dot-product"))?;
+    let k = kernels()
+        .get(t)
+        .ok_or_else(|| unsupported(t, "dot-product"))?;
     let f = k.vec_dot.ok_or_else(|| unsupported(t, "dot-product"))?;
     check_len(t, "weight row", n, w.len())?;
     check_len(k.vec_dot_type, "activation row", n, a.len())?;

@@ -20,10 +20,16 @@ impl<'a> Reader<'a> {
         u32::from_le_bytes(self.bytes(4).try_into().unwrap())
     }
     fn f32s(&mut self, n: usize) -> Vec<f32> {
-        self.bytes(4 * n).chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+        self.bytes(4 * n)
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
     fn u16s(&mut self, n: usize) -> Vec<u16> {
-        self.bytes(2 * n).chunks_exact(2).map(|b| u16::from_le_bytes(b.try_into().unwrap())).collect()
+        self.bytes(2 * n)
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 }
 
@@ -52,7 +58,10 @@ struct Golden<'a> {
 const GOLDEN: &[u8] = include_bytes!("golden/quants.bin");
 
 fn golden() -> Golden<'static> {
-    let mut r = Reader { data: GOLDEN, pos: 0 };
+    let mut r = Reader {
+        data: GOLDEN,
+        pos: 0,
+    };
     assert_eq!(r.bytes(4), b"EGQ1");
     let n_rows = r.u32() as usize;
     let n = r.u32() as usize;
@@ -82,10 +91,22 @@ fn golden() -> Golden<'static> {
                 RowCase { q, deq, act }
             })
             .collect();
-        types.push(TypeCase { ty, vec_dot_type, rows });
+        types.push(TypeCase {
+            ty,
+            vec_dot_type,
+            rows,
+        });
     }
     assert_eq!(r.pos, GOLDEN.len(), "trailing bytes in quants.bin");
-    Golden { n, weights, acts, conv_in, conv_f16, conv_bf16, types }
+    Golden {
+        n,
+        weights,
+        acts,
+        conv_in,
+        conv_f16,
+        conv_bf16,
+        types,
+    }
 }
 
 fn row_size(t: GgmlType, n: usize) -> usize {
@@ -94,7 +115,11 @@ fn row_size(t: GgmlType, n: usize) -> usize {
 
 /// Index and values of the first differing byte, for readable failures.
 fn first_diff(a: &[u8], b: &[u8]) -> Option<(usize, u8, u8)> {
-    a.iter().zip(b).enumerate().find(|(_, (x, y))| x != y).map(|(i, (x, y))| (i, *x, *y))
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .find(|(_, (x, y))| x != y)
+        .map(|(i, (x, y))| (i, *x, *y))
 }
 
 #[test]
@@ -151,7 +176,12 @@ fn dequantize_is_bit_identical_to_llama_cpp() {
             let mut deq = vec![0f32; g.n];
             dequantize_row(case.ty, row.q, &mut deq).unwrap();
             for (i, (a, b)) in deq.iter().zip(deq_ref).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{} row {r} element {i}: {a} vs {b}", case.ty);
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{} row {r} element {i}: {a} vs {b}",
+                    case.ty
+                );
             }
         }
     }
@@ -163,13 +193,24 @@ fn vec_dot_matches_llama_cpp_generic() {
     let mut checked = 0;
     for case in &g.types {
         for (r, row) in case.rows.iter().enumerate() {
-            let Some((aq, dot_ref)) = row.act else { continue };
+            let Some((aq, dot_ref)) = row.act else {
+                continue;
+            };
             let dot = vec_dot(case.ty, g.n, row.q, aq).unwrap();
             // The operation order is llama.cpp's, so the results agree to the
             // bit; the tolerance only keeps the message readable if they don't.
             let tol = 1e-6 * dot_ref.abs().max(1e-3);
-            assert!((dot - dot_ref).abs() <= tol, "{} row {r}: ours {dot}, llama.cpp {dot_ref}", case.ty);
-            assert_eq!(dot.to_bits(), dot_ref.to_bits(), "{} row {r}: ours {dot}, llama.cpp {dot_ref}", case.ty);
+            assert!(
+                (dot - dot_ref).abs() <= tol,
+                "{} row {r}: ours {dot}, llama.cpp {dot_ref}",
+                case.ty
+            );
+            assert_eq!(
+                dot.to_bits(),
+                dot_ref.to_bits(),
+                "{} row {r}: ours {dot}, llama.cpp {dot_ref}",
+                case.ty
+            );
             checked += 1;
         }
     }

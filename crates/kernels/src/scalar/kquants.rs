@@ -263,8 +263,17 @@ pub(crate) fn q3k_scale(j: usize, s: &[u8; 12]) -> i32 {
 
 /// The 8 scale/min pairs of a `q4_K`/`q5_K` block, 6 bits each, packed by
 /// `get_scale_min_k4`'s layout.
-fn pack_scales_mins_k4(scales: &[f32; 8], mins: &[f32; 8], max_scale: f32, max_min: f32) -> [u8; 12] {
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+fn pack_scales_mins_k4(
+    scales: &[f32; 8],
+    mins: &[f32; 8],
+    max_scale: f32,
+    max_min: f32,
+) -> [u8; 12] {
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     let mut out = [0u8; 12];
     for j in 0..8 {
@@ -292,7 +301,13 @@ fn positive_max(v: &[f32]) -> f32 {
 
 pub fn quantize_row_q2_k(src: &[f32], dst: &mut [u8]) {
     const Q4SCALE: f32 = 15.0;
-    let params = Qkx2 { nmax: 3, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: true };
+    let params = Qkx2 {
+        nmax: 3,
+        rmin: -0.5,
+        rdelta: 0.1,
+        nstep: 15,
+        use_mad: true,
+    };
     let blocks: &mut [BlockQ2K] = as_blocks_mut(dst);
     for (y, x) in blocks.iter_mut().zip(src.chunks_exact(QK_K)) {
         let mut l_all = [0u8; QK_K];
@@ -519,9 +534,18 @@ pub fn dequantize_row_q3_k(src: &[u8], dst: &mut [f32]) {
 /// `scale(k) * q8[k] * a[k]`, where the scale changes every `group` elements.
 /// Integer sums are exact, so any grouping gives llama.cpp's `aux32`.
 #[inline]
-fn scaled_lanes(q8: &[i8; QK_K], a: &[i8; QK_K], group: usize, scale: impl Fn(usize) -> i32) -> [i32; 8] {
+fn scaled_lanes(
+    q8: &[i8; QK_K],
+    a: &[i8; QK_K],
+    group: usize,
+    scale: impl Fn(usize) -> i32,
+) -> [i32; 8] {
     let mut aux32 = [0i32; 8];
-    for (g, (q8g, ag)) in q8.chunks_exact(group).zip(a.chunks_exact(group)).enumerate() {
+    for (g, (q8g, ag)) in q8
+        .chunks_exact(group)
+        .zip(a.chunks_exact(group))
+        .enumerate()
+    {
         let sc = scale(g);
         for (q8c, ac) in q8g.chunks_exact(8).zip(ag.chunks_exact(8)) {
             for l in 0..8 {
@@ -598,7 +622,13 @@ fn quantize_superblock_k4(x: &[f32], params: &Qkx2) -> ([u8; 12], Half, Half, [u
 }
 
 pub fn quantize_row_q4_k(src: &[f32], dst: &mut [u8]) {
-    let params = Qkx2 { nmax: 15, rmin: -1.0, rdelta: 0.1, nstep: 20, use_mad: false };
+    let params = Qkx2 {
+        nmax: 15,
+        rmin: -1.0,
+        rdelta: 0.1,
+        nstep: 20,
+        use_mad: false,
+    };
     let blocks: &mut [BlockQ4K] = as_blocks_mut(dst);
     for (y, x) in blocks.iter_mut().zip(src.chunks_exact(QK_K)) {
         let (scales, d, dmin, l_all) = quantize_superblock_k4(x, &params);
@@ -618,7 +648,11 @@ pub fn dequantize_row_q4_k(src: &[u8], dst: &mut [f32]) {
     for (x, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = x.d.to_f32();
         let min = x.dmin.to_f32();
-        for (j, (q, ys)) in x.qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+        for (j, (q, ys)) in
+            x.qs.chunks_exact(32)
+                .zip(y.chunks_exact_mut(64))
+                .enumerate()
+        {
             let (sc1, m1) = get_scale_min_k4(2 * j, &x.scales);
             let (sc2, m2) = get_scale_min_k4(2 * j + 1, &x.scales);
             let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
@@ -684,7 +718,13 @@ pub fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 // ---- q5_K -------------------------------------------------------------------
 
 pub fn quantize_row_q5_k(src: &[f32], dst: &mut [u8]) {
-    let params = Qkx2 { nmax: 31, rmin: -0.5, rdelta: 0.1, nstep: 15, use_mad: false };
+    let params = Qkx2 {
+        nmax: 31,
+        rmin: -0.5,
+        rdelta: 0.1,
+        nstep: 15,
+        use_mad: false,
+    };
     let blocks: &mut [BlockQ5K] = as_blocks_mut(dst);
     for (y, x) in blocks.iter_mut().zip(src.chunks_exact(QK_K)) {
         let (scales, d, dmin, l_all) = quantize_superblock_k4(x, &params);
@@ -693,7 +733,11 @@ pub fn quantize_row_q5_k(src: &[f32], dst: &mut [u8]) {
         y.dmin = dmin;
         y.qh = [0; QK_K / 8];
         // Pair p (elements 64p..64p+64) keeps its fifth bits in bits 2p, 2p+1.
-        for (p, (ql, ls)) in y.qs.chunks_exact_mut(32).zip(l_all.chunks_exact(64)).enumerate() {
+        for (p, (ql, ls)) in
+            y.qs.chunks_exact_mut(32)
+                .zip(l_all.chunks_exact(64))
+                .enumerate()
+        {
             let m1 = 1u8 << (2 * p);
             let m2 = 2u8 << (2 * p);
             for j in 0..32 {
@@ -718,7 +762,11 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
     for (x, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = x.d.to_f32();
         let min = x.dmin.to_f32();
-        for (j, (ql, ys)) in x.qs.chunks_exact(32).zip(y.chunks_exact_mut(64)).enumerate() {
+        for (j, (ql, ys)) in
+            x.qs.chunks_exact(32)
+                .zip(y.chunks_exact_mut(64))
+                .enumerate()
+        {
             let (sc1, m1) = get_scale_min_k4(2 * j, &x.scales);
             let (sc2, m2) = get_scale_min_k4(2 * j + 1, &x.scales);
             let (d1, m1) = (d * sc1 as f32, min * m1 as f32);
@@ -742,7 +790,11 @@ pub fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0.0f32;
     for (x, y) in xs.iter().zip(ys).take(n / QK_K) {
         let mut q = [0i8; QK_K];
-        for (p, (qs, out)) in x.qs.chunks_exact(32).zip(q.chunks_exact_mut(64)).enumerate() {
+        for (p, (qs, out)) in
+            x.qs.chunks_exact(32)
+                .zip(q.chunks_exact_mut(64))
+                .enumerate()
+        {
             let m1 = 1u8 << (2 * p);
             let m2 = 2u8 << (2 * p);
             for l in 0..32 {
@@ -769,7 +821,11 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) {
         let mut max_scale = 0.0f32;
         let mut max_abs_scale = 0.0f32;
         for ib in 0..QK_K / 16 {
-            let scale = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l_all[16 * ib..16 * ib + 16]);
+            let scale = make_qx_quants(
+                32,
+                &x[16 * ib..16 * ib + 16],
+                &mut l_all[16 * ib..16 * ib + 16],
+            );
             scales[ib] = scale;
             if scale.abs() > max_abs_scale {
                 max_abs_scale = scale.abs();
@@ -819,7 +875,11 @@ pub fn quantize_row_q6_k(src: &[f32], dst: &mut [u8]) {
 #[inline]
 fn q6k_quants(x: &BlockQ6K) -> [i8; QK_K] {
     let mut a = [0i8; QK_K];
-    for ((ql, qh), out) in x.ql.chunks_exact(64).zip(x.qh.chunks_exact(32)).zip(a.chunks_exact_mut(128)) {
+    for ((ql, qh), out) in
+        x.ql.chunks_exact(64)
+            .zip(x.qh.chunks_exact(32))
+            .zip(a.chunks_exact_mut(128))
+    {
         for l in 0..32 {
             out[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
             out[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
@@ -835,7 +895,11 @@ pub fn dequantize_row_q6_k(src: &[u8], dst: &mut [f32]) {
     for (x, y) in blocks.iter().zip(dst.chunks_exact_mut(QK_K)) {
         let d = x.d.to_f32();
         let q = q6k_quants(x);
-        for ((ys, qs), &sc) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).zip(&x.scales) {
+        for ((ys, qs), &sc) in y
+            .chunks_exact_mut(16)
+            .zip(q.chunks_exact(16))
+            .zip(&x.scales)
+        {
             let dl = d * sc as f32;
             for (o, &v) in ys.iter_mut().zip(qs) {
                 *o = dl * v as f32;
@@ -924,7 +988,11 @@ mod tests {
         let mins: [f32; 8] = [63.0, 5.0, 0.0, 48.0, 16.0, 33.0, 1.0, 60.0];
         let packed = pack_scales_mins_k4(&scales, &mins, 63.0, 63.0);
         for j in 0..8 {
-            assert_eq!(get_scale_min_k4(j, &packed), (scales[j] as u8, mins[j] as u8), "sub-block {j}");
+            assert_eq!(
+                get_scale_min_k4(j, &packed),
+                (scales[j] as u8, mins[j] as u8),
+                "sub-block {j}"
+            );
         }
     }
 }

@@ -329,7 +329,12 @@ pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let y: &[BlockQ8_0] = as_blocks(a);
     let mut sumf = 0.0f32;
     for (xb, yb) in x.iter().zip(y).take(n / QK) {
-        let sumi: i32 = xb.qs.iter().zip(&yb.qs).map(|(&p, &q)| p as i32 * q as i32).sum();
+        let sumi: i32 = xb
+            .qs
+            .iter()
+            .zip(&yb.qs)
+            .map(|(&p, &q)| p as i32 * q as i32)
+            .sum();
         sumf += sumi as f32 * (xb.d.to_f32() * yb.d.to_f32());
     }
     sumf

@@ -21,7 +21,13 @@ fn entry(
     quantize: crate::QuantizeFn,
     vec_dot: Option<crate::VecDotFn>,
 ) -> TypeKernels {
-    TypeKernels { ty, vec_dot_type: vec_dot_type(ty), dequantize, quantize, vec_dot }
+    TypeKernels {
+        ty,
+        vec_dot_type: vec_dot_type(ty),
+        dequantize,
+        quantize,
+        vec_dot,
+    }
 }
 
 /// The scalar table.
@@ -30,21 +36,96 @@ pub fn kernels() -> Kernels {
     Kernels::new(
         "scalar",
         &[
-            entry(T::F32, float::dequantize_row_f32, float::quantize_row_f32, Some(float::vec_dot_f32)),
-            entry(T::F16, float::dequantize_row_f16, float::quantize_row_f16, Some(float::vec_dot_f16)),
-            entry(T::BF16, float::dequantize_row_bf16, float::quantize_row_bf16, Some(float::vec_dot_bf16)),
-            entry(T::Q4_0, legacy::dequantize_row_q4_0, legacy::quantize_row_q4_0, Some(legacy::vec_dot_q4_0_q8_0)),
-            entry(T::Q4_1, legacy::dequantize_row_q4_1, legacy::quantize_row_q4_1, Some(legacy::vec_dot_q4_1_q8_1)),
-            entry(T::Q5_0, legacy::dequantize_row_q5_0, legacy::quantize_row_q5_0, Some(legacy::vec_dot_q5_0_q8_0)),
-            entry(T::Q5_1, legacy::dequantize_row_q5_1, legacy::quantize_row_q5_1, Some(legacy::vec_dot_q5_1_q8_1)),
-            entry(T::Q8_0, legacy::dequantize_row_q8_0, legacy::quantize_row_q8_0, Some(legacy::vec_dot_q8_0_q8_0)),
-            entry(T::Q8_1, legacy::dequantize_row_q8_1, legacy::quantize_row_q8_1, None),
-            entry(T::Q2_K, kquants::dequantize_row_q2_k, kquants::quantize_row_q2_k, Some(kquants::vec_dot_q2_k_q8_k)),
-            entry(T::Q3_K, kquants::dequantize_row_q3_k, kquants::quantize_row_q3_k, Some(kquants::vec_dot_q3_k_q8_k)),
-            entry(T::Q4_K, kquants::dequantize_row_q4_k, kquants::quantize_row_q4_k, Some(kquants::vec_dot_q4_k_q8_k)),
-            entry(T::Q5_K, kquants::dequantize_row_q5_k, kquants::quantize_row_q5_k, Some(kquants::vec_dot_q5_k_q8_k)),
-            entry(T::Q6_K, kquants::dequantize_row_q6_k, kquants::quantize_row_q6_k, Some(kquants::vec_dot_q6_k_q8_k)),
-            entry(T::Q8_K, kquants::dequantize_row_q8_k, kquants::quantize_row_q8_k, None),
+            entry(
+                T::F32,
+                float::dequantize_row_f32,
+                float::quantize_row_f32,
+                Some(float::vec_dot_f32),
+            ),
+            entry(
+                T::F16,
+                float::dequantize_row_f16,
+                float::quantize_row_f16,
+                Some(float::vec_dot_f16),
+            ),
+            entry(
+                T::BF16,
+                float::dequantize_row_bf16,
+                float::quantize_row_bf16,
+                Some(float::vec_dot_bf16),
+            ),
+            entry(
+                T::Q4_0,
+                legacy::dequantize_row_q4_0,
+                legacy::quantize_row_q4_0,
+                Some(legacy::vec_dot_q4_0_q8_0),
+            ),
+            entry(
+                T::Q4_1,
+                legacy::dequantize_row_q4_1,
+                legacy::quantize_row_q4_1,
+                Some(legacy::vec_dot_q4_1_q8_1),
+            ),
+            entry(
+                T::Q5_0,
+                legacy::dequantize_row_q5_0,
+                legacy::quantize_row_q5_0,
+                Some(legacy::vec_dot_q5_0_q8_0),
+            ),
+            entry(
+                T::Q5_1,
+                legacy::dequantize_row_q5_1,
+                legacy::quantize_row_q5_1,
+                Some(legacy::vec_dot_q5_1_q8_1),
+            ),
+            entry(
+                T::Q8_0,
+                legacy::dequantize_row_q8_0,
+                legacy::quantize_row_q8_0,
+                Some(legacy::vec_dot_q8_0_q8_0),
+            ),
+            entry(
+                T::Q8_1,
+                legacy::dequantize_row_q8_1,
+                legacy::quantize_row_q8_1,
+                None,
+            ),
+            entry(
+                T::Q2_K,
+                kquants::dequantize_row_q2_k,
+                kquants::quantize_row_q2_k,
+                Some(kquants::vec_dot_q2_k_q8_k),
+            ),
+            entry(
+                T::Q3_K,
+                kquants::dequantize_row_q3_k,
+                kquants::quantize_row_q3_k,
+                Some(kquants::vec_dot_q3_k_q8_k),
+            ),
+            entry(
+                T::Q4_K,
+                kquants::dequantize_row_q4_k,
+                kquants::quantize_row_q4_k,
+                Some(kquants::vec_dot_q4_k_q8_k),
+            ),
+            entry(
+                T::Q5_K,
+                kquants::dequantize_row_q5_k,
+                kquants::quantize_row_q5_k,
+                Some(kquants::vec_dot_q5_k_q8_k),
+            ),
+            entry(
+                T::Q6_K,
+                kquants::dequantize_row_q6_k,
+                kquants::quantize_row_q6_k,
+                Some(kquants::vec_dot_q6_k_q8_k),
+            ),
+            entry(
+                T::Q8_K,
+                kquants::dequantize_row_q8_k,
+                kquants::quantize_row_q8_k,
+                None,
+            ),
         ],
     )
 }
