@@ -4,22 +4,34 @@
 //! ggml too: `f32 -> f16` gives the canonical quiet NaN `0x7e00` (sign kept),
 //! `f32 -> bf16` truncates the payload and forces the quiet bit.
 
-/// IEEE binary16 bits to `f32` (exact). A signalling NaN comes back quiet,
-/// as every hardware conversion does.
+/// IEEE binary16 bits to `f32` (exact), as `ggml_compute_fp16_to_fp32`.
+///
+/// Branch-free: the exponent and mantissa are placed in an f32 whose exponent
+/// is off by a constant, and one multiply rebiases it (normal numbers, and
+/// infinities and NaNs, which stay saturated); subnormals come from a
+/// magic-number subtraction. A signalling NaN comes back quiet, as the
+/// multiply makes it, like every hardware conversion.
 #[inline]
 pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h & 0x8000) as u32) << 16;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x03ff) as u32;
-    let bits = match exp {
-        0 if man == 0 => sign,
-        // Subnormal: man * 2^-24, exact in f32.
-        0 => sign | (man as f32 * f32::from_bits(0x3380_0000)).to_bits(),
-        0x1f if man == 0 => sign | 0x7f80_0000,
-        0x1f => sign | 0x7fc0_0000 | (man << 13),
-        _ => sign | ((exp + 112) << 23) | (man << 13),
+    let w = (h as u32) << 16;
+    let sign = w & 0x8000_0000;
+    let two_w = w.wrapping_add(w);
+
+    let exp_offset = 0xe0u32 << 23;
+    let exp_scale = f32::from_bits(0x0780_0000); // 2^-112
+    let normalized = f32::from_bits((two_w >> 4) + exp_offset) * exp_scale;
+
+    let magic_mask = 126u32 << 23;
+    let magic_bias = 0.5f32;
+    let denormalized = f32::from_bits((two_w >> 17) | magic_mask) - magic_bias;
+
+    let denormalized_cutoff = 1u32 << 27;
+    let magnitude = if two_w < denormalized_cutoff {
+        denormalized.to_bits()
+    } else {
+        normalized.to_bits()
     };
-    f32::from_bits(bits)
+    f32::from_bits(sign | magnitude)
 }
 
 /// `f32` to IEEE binary16 bits, as `ggml_compute_fp32_to_fp16`.

@@ -29,6 +29,25 @@ fn c_float_to_int(v: f32) -> i32 {
     }
 }
 
+/// `(int)roundf(v)` (round half away from zero, then C's conversion as in
+/// [`c_float_to_int`]) without calling libm's `roundf`: the fraction left by
+/// truncation is exact, so comparing it with one half decides the rounding.
+#[inline]
+fn c_round_to_int(v: f32) -> i32 {
+    if !(-2_147_483_648.0..2_147_483_648.0).contains(&v) {
+        return i32::MIN;
+    }
+    let t = v as i32;
+    let frac = v - t as f32;
+    if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    }
+}
+
 /// The `(value, |value|)` of largest magnitude, first one on ties.
 #[inline]
 fn signed_absmax(x: &[f32]) -> f32 {
@@ -309,7 +328,7 @@ pub fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
         let (d, id) = q8_scale(x);
         b.d = Half::from_f32(d);
         for (q, &v) in b.qs.iter_mut().zip(x) {
-            *q = c_float_to_int((v * id).round()) as i8;
+            *q = c_round_to_int(v * id) as i8;
         }
     }
 }
@@ -349,7 +368,7 @@ pub fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
         b.d = Half::from_f32(d);
         let mut sum = 0i32;
         for (q, &v) in b.qs.iter_mut().zip(x) {
-            *q = c_float_to_int((v * id).round()) as i8;
+            *q = c_round_to_int(v * id) as i8;
             sum += *q as i32;
         }
         b.s = Half::from_f32(sum as f32 * d);
@@ -381,6 +400,51 @@ mod tests {
         assert_eq!(c_float_to_int(f32::NAN), i32::MIN);
         assert_eq!(c_float_to_int(3e9), i32::MIN);
         assert_eq!(c_float_to_int(-2_147_483_648.0), i32::MIN);
+    }
+
+    #[test]
+    fn c_round_to_int_is_roundf_then_convert() {
+        let mut cases = vec![
+            0.5f32,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999997,
+            -0.49999997,
+            126.5,
+            -127.5,
+        ];
+        cases.extend([
+            8_388_607.5,
+            8_388_608.0,
+            16_777_217.0,
+            2_147_483_520.0,
+            -2_147_483_648.0,
+        ]);
+        cases.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3e9,
+            -3e9,
+            1e-40,
+            -0.0,
+        ]);
+        let mut s = 1u32;
+        for _ in 0..100_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            cases.push(f32::from_bits(s));
+            cases.push((s >> 8) as f32 / 65536.0 - 128.0);
+        }
+        for v in cases {
+            assert_eq!(
+                c_round_to_int(v),
+                c_float_to_int(v.round()),
+                "{v:e} ({:#010x})",
+                v.to_bits()
+            );
+        }
     }
 
     #[test]
