@@ -105,10 +105,8 @@ fn class_of(c: char) -> Class {
     }
 }
 
+/// `\p{P}`; among ASCII this is all punctuation except the symbols `$+<=>^`|~`.
 fn is_punct(c: char) -> bool {
-    if c.is_ascii() {
-        return c.is_ascii_punctuation();
-    }
     matches!(
         get_general_category(c),
         Gc::ConnectorPunctuation
