@@ -1,1 +1,76 @@
-//! edgellama-backend
+//! The compute backend: what the model code asks of the hardware.
+//!
+//! [`Backend`] is the seam between model definitions and the machine: a CUDA
+//! backend later implements the same trait. [`CpuBackend`] runs the kernels
+//! crate's routines on a pool of `n_threads` worker threads.
+
+mod cpu;
+mod kv;
+
+pub use cpu::CpuBackend;
+pub use kv::KvCache;
+
+use edgellama_gguf::GgmlType;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BackendError {
+    #[error("kernel error: {0}")]
+    Kernel(#[from] edgellama_kernels::KernelError),
+    #[error("tensor type {0} is not supported by the {1} backend")]
+    Unsupported(GgmlType, &'static str),
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+    #[error("could not start the thread pool: {0}")]
+    ThreadPool(String),
+}
+
+/// A weight matrix as stored in the file: `n_out` rows of `n_in` elements of
+/// type `ty`, row-major (GGUF dims `[n_in, n_out]`).
+#[derive(Debug, Clone, Copy)]
+pub struct QMatrix<'a> {
+    pub ty: GgmlType,
+    pub n_in: usize,
+    pub n_out: usize,
+    pub data: &'a [u8],
+}
+
+/// Shape of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    pub head_dim: usize,
+    /// Position of the first query token; query `t` sees keys `0..=pos0 + t`.
+    pub pos0: usize,
+    pub n_tokens: usize,
+    pub scale: f32,
+}
+
+pub trait Backend: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn n_threads(&self) -> usize;
+
+    /// `y[t][r] = dot(w.row(r), x[t])` for `n_tokens` input rows of `w.n_in`
+    /// floats; `y` holds `n_tokens * w.n_out` floats.
+    fn matmul(
+        &self,
+        w: &QMatrix<'_>,
+        x: &[f32],
+        n_tokens: usize,
+        y: &mut [f32],
+    ) -> Result<(), BackendError>;
+
+    /// Causal multi-head attention of `q` (`[n_tokens][n_head * head_dim]`)
+    /// over layer `layer` of the cache, whose keys and values for all
+    /// positions up to `pos0 + n_tokens` are already stored. Writes
+    /// `[n_tokens][n_head * head_dim]` into `out`.
+    fn attention(
+        &self,
+        q: &[f32],
+        kv: &KvCache,
+        layer: usize,
+        shape: AttnShape,
+        out: &mut [f32],
+    ) -> Result<(), BackendError>;
+}

@@ -1,1 +1,48 @@
-fn main() {}
+//! `edgellama`: run Llama models on the device in front of you.
+
+mod commands;
+mod fetch;
+mod load;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "edgellama",
+    version,
+    about = "Llama 3.2 inference on your own machine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a continuation of a prompt.
+    Run(commands::run::RunArgs),
+    /// Print a model file's metadata and tensor table.
+    Inspect(commands::inspect::InspectArgs),
+    /// Print the token ids of a text.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Score a text file (llama-perplexity's method).
+    Perplexity(commands::perplexity::PerplexityArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => commands::run::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Perplexity(a) => commands::perplexity::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,30 @@
-//! edgellama-engine
+//! The engine: drives a model through prompt processing and generation,
+//! applies sampling and stop conditions, and scores text (perplexity).
+
+mod generate;
+mod perplexity;
+
+pub use generate::{generate, GenerateParams, GenerationStats, StopReason};
+pub use perplexity::{perplexity, PerplexityResult};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] edgellama_models::ModelError),
+    #[error(transparent)]
+    Sampler(#[from] edgellama_sampler::SamplerError),
+    #[error("the prompt is empty after tokenization")]
+    EmptyPrompt,
+    #[error("the prompt has {n_prompt} tokens but the context holds only {n_ctx}; use a larger context (-c)")]
+    PromptTooLong { n_prompt: usize, n_ctx: usize },
+    #[error("the text tokenizes to {n_tokens} tokens; perplexity with a context of {n_ctx} needs at least {need}")]
+    TextTooShort {
+        n_tokens: usize,
+        n_ctx: usize,
+        need: usize,
+    },
+    #[error("perplexity needs a context of at least 4 tokens, got {0}")]
+    ContextTooSmall(usize),
+}

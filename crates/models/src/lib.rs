@@ -1,1 +1,112 @@
-//! edgellama-models
+//! Model definitions. `layers/` holds the pieces every decoder shares;
+//! each architecture is a folder that assembles them. [`load_model`] picks
+//! the architecture named by the file's `general.architecture`.
+
+pub mod layers;
+pub mod llama;
+
+use edgellama_backend::{Backend, BackendError, KvCache};
+use edgellama_gguf::{GgufError, GgufFile};
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Kernel(#[from] edgellama_kernels::KernelError),
+    #[error("unsupported architecture '{0}' (supported: llama)")]
+    UnsupportedArchitecture(String),
+    #[error("missing tensor '{0}'")]
+    MissingTensor(String),
+    #[error("tensor '{name}' has shape {got:?}, expected {want:?}")]
+    TensorShape {
+        name: String,
+        got: Vec<u64>,
+        want: Vec<u64>,
+    },
+    #[error("tensor '{name}' has type {ty}, which {what}")]
+    TensorType {
+        name: String,
+        ty: edgellama_gguf::GgmlType,
+        what: &'static str,
+    },
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("context is full: {n_past} tokens held + {n_new} new > context size {n_ctx}")]
+    ContextFull {
+        n_past: usize,
+        n_new: usize,
+        n_ctx: usize,
+    },
+}
+
+/// What every decoder-only architecture reports about itself.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub architecture: String,
+    pub n_vocab: usize,
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_params: u64,
+    pub weight_bytes: u64,
+}
+
+/// Per-sequence state: the KV cache and how much of it is filled.
+pub struct SeqState {
+    pub kv: KvCache,
+    pub n_past: usize,
+}
+
+impl SeqState {
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    /// Forgets everything after the first `n` positions.
+    pub fn truncate(&mut self, n: usize) {
+        self.n_past = self.n_past.min(n);
+    }
+}
+
+/// Which positions of a batch need logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    Last,
+    All,
+    /// Every position from this index of the batch on.
+    From(usize),
+}
+
+/// A causal language model: tokens in, next-token logits out.
+pub trait CausalLm: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+    /// A fresh sequence with room for `n_ctx` positions.
+    fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError>;
+    /// Appends `tokens` to the sequence and returns logits for the requested
+    /// positions, `n_vocab` floats each.
+    fn forward(
+        &self,
+        state: &mut SeqState,
+        tokens: &[u32],
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError>;
+}
+
+/// Builds the model named by the file's `general.architecture`.
+pub fn load_model(
+    file: Arc<GgufFile>,
+    backend: Arc<dyn Backend>,
+) -> Result<Box<dyn CausalLm>, ModelError> {
+    let arch = file.architecture()?.to_string();
+    match arch.as_str() {
+        "llama" => Ok(Box::new(llama::Llama::load(file, backend)?)),
+        _ => Err(ModelError::UnsupportedArchitecture(arch)),
+    }
+}

@@ -5,8 +5,8 @@
 //! buffer is reused between tokens, so sampling allocates nothing per token
 //! once warmed up.
 
-mod rng;
 pub mod processors;
+mod rng;
 
 pub use processors::{MinP, Temperature, TopK, TopP};
 pub use rng::Rng;
@@ -40,11 +40,12 @@ pub struct Candidates {
 impl Candidates {
     pub fn fill(&mut self, logits: &[f32]) {
         self.items.clear();
-        self.items.extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
-            id: i as u32,
-            logit: l,
-            p: 0.0,
-        }));
+        self.items
+            .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
+                id: i as u32,
+                logit: l,
+                p: 0.0,
+            }));
         self.sorted = false;
     }
 
@@ -274,10 +275,15 @@ mod tests {
         };
         let run = |p: &SamplingParams| {
             let mut s = Sampler::new(p).unwrap();
-            (0..50).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(&params), run(&params));
-        let other = SamplingParams { seed: 43, ..params.clone() };
+        let other = SamplingParams {
+            seed: 43,
+            ..params.clone()
+        };
         assert_ne!(run(&params), run(&other));
     }
 
@@ -313,9 +319,14 @@ mod tests {
             top_p: 0.0,
             ..Default::default()
         };
-        assert!(matches!(Sampler::new(&bad), Err(SamplerError::InvalidParam(_))));
+        assert!(matches!(
+            Sampler::new(&bad),
+            Err(SamplerError::InvalidParam(_))
+        ));
         assert_eq!(
-            Sampler::new(&SamplingParams::default()).unwrap().sample(&[]),
+            Sampler::new(&SamplingParams::default())
+                .unwrap()
+                .sample(&[]),
             Err(SamplerError::Empty)
         );
     }

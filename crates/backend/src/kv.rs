@@ -1,0 +1,68 @@
+use half::f16;
+
+/// Keys and values of every layer for up to `n_ctx` positions, stored as
+/// F16 (as llama.cpp does by default), laid out `[layer][pos][n_embd_kv]`.
+pub struct KvCache {
+    n_layer: usize,
+    n_ctx: usize,
+    n_embd_kv: usize,
+    k: Vec<f16>,
+    v: Vec<f16>,
+}
+
+impl KvCache {
+    pub fn new(n_layer: usize, n_ctx: usize, n_embd_kv: usize) -> KvCache {
+        let n = n_layer * n_ctx * n_embd_kv;
+        KvCache {
+            n_layer,
+            n_ctx,
+            n_embd_kv,
+            k: vec![f16::ZERO; n],
+            v: vec![f16::ZERO; n],
+        }
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.n_layer
+    }
+
+    pub fn n_embd_kv(&self) -> usize {
+        self.n_embd_kv
+    }
+
+    /// Bytes held by the cache.
+    pub fn size_bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 2
+    }
+
+    fn range(&self, layer: usize, pos: usize, n: usize) -> std::ops::Range<usize> {
+        let start = (layer * self.n_ctx + pos) * self.n_embd_kv;
+        start..start + n * self.n_embd_kv
+    }
+
+    /// Stores `n` positions of keys and values starting at `pos`.
+    pub fn store(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let n = k.len() / self.n_embd_kv;
+        let r = self.range(layer, pos, n);
+        for (d, s) in self.k[r.clone()].iter_mut().zip(k) {
+            *d = f16::from_f32(*s);
+        }
+        for (d, s) in self.v[r].iter_mut().zip(v) {
+            *d = f16::from_f32(*s);
+        }
+    }
+
+    /// Keys of positions `0..n` of a layer.
+    pub fn keys(&self, layer: usize, n: usize) -> &[f16] {
+        &self.k[self.range(layer, 0, n)]
+    }
+
+    /// Values of positions `0..n` of a layer.
+    pub fn values(&self, layer: usize, n: usize) -> &[f16] {
+        &self.v[self.range(layer, 0, n)]
+    }
+}

@@ -1,0 +1,4 @@
+pub mod inspect;
+pub mod perplexity;
+pub mod run;
+pub mod tokenize;

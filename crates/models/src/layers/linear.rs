@@ -1,0 +1,120 @@
+use crate::ModelError;
+use edgellama_backend::{Backend, QMatrix};
+use edgellama_gguf::{GgufFile, TensorInfo};
+use edgellama_kernels as k;
+
+/// A weight matrix in the file, `[n_in, n_out]` in GGUF order, applied as
+/// `y = W x`. It keeps the tensor's GGUF name and reads the memory-mapped
+/// bytes in place.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub info: TensorInfo,
+    pub n_in: usize,
+    pub n_out: usize,
+}
+
+impl Linear {
+    /// Looks up `name` and checks it is `[n_in, n_out]` of a type we can multiply.
+    pub fn load(
+        file: &GgufFile,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Linear, ModelError> {
+        let info = file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?
+            .clone();
+        if info.dims != [n_in as u64, n_out as u64] {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                got: info.dims.clone(),
+                want: vec![n_in as u64, n_out as u64],
+            });
+        }
+        if !k::supports(info.ggml_type) {
+            return Err(ModelError::TensorType {
+                name: name.to_string(),
+                ty: info.ggml_type,
+                what: "has no matrix kernel",
+            });
+        }
+        Ok(Linear { info, n_in, n_out })
+    }
+
+    pub fn matrix<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
+        QMatrix {
+            ty: self.info.ggml_type,
+            n_in: self.n_in,
+            n_out: self.n_out,
+            data: file.tensor_data(&self.info),
+        }
+    }
+
+    /// `y[t] = W x[t]` for each of `n_tokens` rows.
+    pub fn forward(
+        &self,
+        file: &GgufFile,
+        backend: &dyn Backend,
+        x: &[f32],
+        n_tokens: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
+        backend.matmul(&self.matrix(file), x, n_tokens, y)?;
+        Ok(())
+    }
+
+    /// Row `row` as floats (an embedding lookup).
+    pub fn row(&self, file: &GgufFile, row: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let size = self.info.n_bytes() as usize / self.n_out;
+        let data = file.tensor_data(&self.info);
+        k::dequantize_row(
+            self.info.ggml_type,
+            &data[row * size..(row + 1) * size],
+            out,
+        )?;
+        Ok(())
+    }
+}
+
+/// A 1-D weight (normalisation scale), dequantized to floats at load.
+#[derive(Debug, Clone)]
+pub struct NormWeight {
+    pub name: String,
+    pub w: Vec<f32>,
+}
+
+impl NormWeight {
+    pub fn load(file: &GgufFile, name: &str, n: usize) -> Result<NormWeight, ModelError> {
+        let w = load_vector(file, name, n)?;
+        Ok(NormWeight {
+            name: name.to_string(),
+            w,
+        })
+    }
+
+    /// RMS-normalises each `n`-float row of `x` into `out`.
+    pub fn rms_norm(&self, x: &[f32], eps: f32, out: &mut [f32]) {
+        let n = self.w.len();
+        for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+            k::ops::rms_norm(xr, &self.w, eps, or);
+        }
+    }
+}
+
+/// Reads a 1-D tensor of `n` elements as floats.
+pub fn load_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
+    let info = file
+        .tensor(name)
+        .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+    if info.dims != [n as u64] {
+        return Err(ModelError::TensorShape {
+            name: name.to_string(),
+            got: info.dims.clone(),
+            want: vec![n as u64],
+        });
+    }
+    let mut w = vec![0f32; n];
+    k::dequantize_row(info.ggml_type, file.tensor_data(info), &mut w)?;
+    Ok(w)
+}

@@ -1,0 +1,65 @@
+use crate::layers::linear::load_vector;
+use crate::ModelError;
+use edgellama_gguf::GgufFile;
+use edgellama_kernels::ops::{llama3_rope_freq_factors, RopeParams};
+
+/// Reads rotary-embedding settings for architecture `arch`: base frequency,
+/// linear scaling, and Llama 3's per-frequency factors, taken from the
+/// `rope_freqs.weight` tensor when present, else computed from
+/// `{arch}.rope.scaling.*` metadata of type `llama3`.
+pub fn rope_params(file: &GgufFile, arch: &str, n_dims: usize) -> Result<RopeParams, ModelError> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let freq_base = file.get_f32_or(&key("rope.freq_base"), 10000.0)?;
+    let scaling_type = match file.get(&key("rope.scaling.type")) {
+        Some(_) => file.get_str(&key("rope.scaling.type"))?,
+        None => "none",
+    };
+    let factor = match file.get(&key("rope.scaling.factor")) {
+        Some(_) => Some(file.get_f32(&key("rope.scaling.factor"))?),
+        None => None,
+    };
+    let mut freq_scale = 1.0;
+    if scaling_type == "linear" {
+        if let Some(f) = factor.filter(|f| *f > 0.0) {
+            freq_scale = 1.0 / f;
+        }
+    } else if !matches!(scaling_type, "none" | "llama3") {
+        return Err(ModelError::Config(format!(
+            "rope scaling type '{scaling_type}' is not supported"
+        )));
+    }
+    let freq_factors = if file.tensor("rope_freqs.weight").is_some() {
+        Some(load_vector(file, "rope_freqs.weight", n_dims / 2)?)
+    } else if scaling_type == "llama3" {
+        let get = |k: &str| -> Result<f32, ModelError> {
+            match file.get(&key(k)) {
+                Some(_) => Ok(file.get_f32(&key(k))?),
+                None => Err(ModelError::Config(format!(
+                    "llama3 rope scaling needs {}",
+                    key(k)
+                ))),
+            }
+        };
+        Some(llama3_rope_freq_factors(
+            n_dims,
+            freq_base,
+            get("rope.scaling.factor")?,
+            get("rope.scaling.low_freq_factor")?,
+            get("rope.scaling.high_freq_factor")?,
+            get("rope.scaling.original_context_length")?,
+        ))
+    } else {
+        None
+    };
+    if !(freq_base.is_finite() && freq_base > 0.0) || n_dims % 2 != 0 || n_dims == 0 {
+        return Err(ModelError::Config(format!(
+            "rope: base {freq_base}, {n_dims} rotating dims"
+        )));
+    }
+    Ok(RopeParams {
+        n_dims,
+        freq_base,
+        freq_scale,
+        freq_factors,
+    })
+}
