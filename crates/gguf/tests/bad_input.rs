@@ -558,3 +558,14 @@ fn truncated_in_each_field_names_the_field() {
         })
     ));
 }
+
+#[test]
+fn foreign_tensor_info_gives_an_empty_slice() {
+    let f = parse(&one_tensor(&[4], 0, 0, 16)).expect("valid");
+    let mut t = f.tensor("w").expect("w").clone();
+    t.offset = 1 << 40;
+    assert!(f.tensor_data(&t).is_empty());
+    t.offset = 0;
+    t.dims = vec![u64::MAX, u64::MAX];
+    assert!(f.tensor_data(&t).is_empty());
+}
