@@ -39,6 +39,9 @@ const CACHE_MAX_WORD: usize = 256;
 /// The cache is emptied when it reaches this many words.
 const CACHE_CAPACITY: usize = 1 << 16;
 
+/// Word bytes -> their tokens.
+type WordCache = Mutex<FastMap<Box<[u8]>, Box<[u32]>>>;
+
 pub(crate) struct Bpe {
     /// (left id, right id) -> (rank, merged id).
     merges: FastMap<u64, (u32, u32)>,
@@ -46,7 +49,7 @@ pub(crate) struct Bpe {
     byte_ids: [Option<u32>; 256],
     /// Raw bytes of each normal token, for `ignore_merges`.
     whole_words: Option<FastMap<Box<[u8]>, u32>>,
-    cache: Mutex<FastMap<Box<[u8]>, Box<[u32]>>>,
+    cache: WordCache,
 }
 
 fn pair_key(a: u32, b: u32) -> u64 {
@@ -127,9 +130,9 @@ impl Bpe {
             })
             .collect();
         let n = syms.len();
-        for i in 0..n {
-            syms[i].prev = if i == 0 { NONE } else { i - 1 };
-            syms[i].next = if i + 1 == n { NONE } else { i + 1 };
+        for (i, s) in syms.iter_mut().enumerate() {
+            s.prev = if i == 0 { NONE } else { i - 1 };
+            s.next = if i + 1 == n { NONE } else { i + 1 };
         }
         // (rank, left position, merged id)
         let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = BinaryHeap::new();
@@ -138,7 +141,8 @@ impl Bpe {
                 return;
             }
             let right = syms[left].next;
-            if let Some(&(rank, merged)) = self.merges.get(&pair_key(syms[left].id, syms[right].id)) {
+            if let Some(&(rank, merged)) = self.merges.get(&pair_key(syms[left].id, syms[right].id))
+            {
                 heap.push(Reverse((rank, left, merged)));
             }
         };

@@ -16,7 +16,10 @@ const MERGES: &str = "tokenizer.ggml.merges";
 const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 const ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
 
-fn strings<'a>(get: &impl Fn(&str) -> Option<&'a MetadataValue>, key: &'static str) -> Result<&'a [String]> {
+fn strings<'a>(
+    get: &impl Fn(&str) -> Option<&'a MetadataValue>,
+    key: &'static str,
+) -> Result<&'a [String]> {
     get(key)
         .ok_or(TokenizerError::MissingKey(key))?
         .as_array()
@@ -27,15 +30,23 @@ fn strings<'a>(get: &impl Fn(&str) -> Option<&'a MetadataValue>, key: &'static s
         })
 }
 
-fn opt_bool<'a>(get: &impl Fn(&str) -> Option<&'a MetadataValue>, key: &'static str) -> Result<Option<bool>> {
+fn opt_bool<'a>(
+    get: &impl Fn(&str) -> Option<&'a MetadataValue>,
+    key: &'static str,
+) -> Result<Option<bool>> {
     match get(key) {
         None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or(TokenizerError::WrongType { key, expected: "bool" }),
+        Some(v) => v.as_bool().map(Some).ok_or(TokenizerError::WrongType {
+            key,
+            expected: "bool",
+        }),
     }
 }
 
 /// Fills a [`TokenizerSpec`] from metadata looked up through `get`.
-pub(crate) fn spec_from_metadata<'a>(get: impl Fn(&str) -> Option<&'a MetadataValue>) -> Result<TokenizerSpec> {
+pub(crate) fn spec_from_metadata<'a>(
+    get: impl Fn(&str) -> Option<&'a MetadataValue>,
+) -> Result<TokenizerSpec> {
     let model = get(MODEL)
         .ok_or(TokenizerError::MissingKey(MODEL))?
         .as_str()
@@ -60,10 +71,13 @@ pub(crate) fn spec_from_metadata<'a>(get: impl Fn(&str) -> Option<&'a MetadataVa
     let types = match get(TOKEN_TYPE) {
         None => None,
         Some(v) => {
-            let t = v.as_array().and_then(|a| a.as_i32_vec()).ok_or(TokenizerError::WrongType {
-                key: TOKEN_TYPE,
-                expected: "array of i32",
-            })?;
+            let t = v
+                .as_array()
+                .and_then(|a| a.as_i32_vec())
+                .ok_or(TokenizerError::WrongType {
+                    key: TOKEN_TYPE,
+                    expected: "array of i32",
+                })?;
             if t.len() < n {
                 return Err(TokenizerError::InvalidVocab(format!(
                     "{TOKEN_TYPE} has {} entries for {n} tokens",
@@ -77,7 +91,9 @@ pub(crate) fn spec_from_metadata<'a>(get: impl Fn(&str) -> Option<&'a MetadataVa
         .iter()
         .enumerate()
         .map(|(i, text)| {
-            let kind = types.as_ref().map_or(TokenType::Normal, |t| TokenType::from_gguf(t[i]));
+            let kind = types
+                .as_ref()
+                .map_or(TokenType::Normal, |t| TokenType::from_gguf(t[i]));
             // An empty string could never be matched or merged; llama.cpp renames it so.
             let text = if text.is_empty() {
                 format!("[EMPTY_{i}]")
@@ -91,12 +107,18 @@ pub(crate) fn spec_from_metadata<'a>(get: impl Fn(&str) -> Option<&'a MetadataVa
     let merges = strings(&get, MERGES)?
         .iter()
         .map(|m| {
-            split_merge(m).ok_or_else(|| TokenizerError::InvalidVocab(format!("merge without a space: {m:?}")))
+            split_merge(m).ok_or_else(|| {
+                TokenizerError::InvalidVocab(format!("merge without a space: {m:?}"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
 
     // An id outside the vocabulary is ignored, as llama.cpp does with a warning.
-    let id = |key: &str| get(key).and_then(MetadataValue::as_u32).filter(|&i| (i as usize) < n);
+    let id = |key: &str| {
+        get(key)
+            .and_then(MetadataValue::as_u32)
+            .filter(|&i| (i as usize) < n)
+    };
     let special = SpecialIds {
         bos: id("tokenizer.ggml.bos_token_id"),
         eos: id("tokenizer.ggml.eos_token_id"),
@@ -138,11 +160,26 @@ mod tests {
         m.insert(MODEL.into(), MetadataValue::from("gpt2"));
         m.insert(PRE.into(), MetadataValue::from(pre));
         let toks = vec!["a", "b", "ab", "<|eot_id|>", ""];
-        m.insert(TOKENS.into(), MetadataValue::Array(MetadataArray::from(toks)));
-        m.insert(TOKEN_TYPE.into(), MetadataValue::Array(MetadataArray::from(vec![1i32, 1, 1, 3, 1])));
-        m.insert(MERGES.into(), MetadataValue::Array(MetadataArray::from(vec!["a b"])));
-        m.insert("tokenizer.ggml.eos_token_id".into(), MetadataValue::from(3u32));
-        m.insert("tokenizer.ggml.bos_token_id".into(), MetadataValue::from(99u32));
+        m.insert(
+            TOKENS.into(),
+            MetadataValue::Array(MetadataArray::from(toks)),
+        );
+        m.insert(
+            TOKEN_TYPE.into(),
+            MetadataValue::Array(MetadataArray::from(vec![1i32, 1, 1, 3, 1])),
+        );
+        m.insert(
+            MERGES.into(),
+            MetadataValue::Array(MetadataArray::from(vec!["a b"])),
+        );
+        m.insert(
+            "tokenizer.ggml.eos_token_id".into(),
+            MetadataValue::from(3u32),
+        );
+        m.insert(
+            "tokenizer.ggml.bos_token_id".into(),
+            MetadataValue::from(99u32),
+        );
         m
     }
 
@@ -169,12 +206,21 @@ mod tests {
     fn wrong_model_and_missing_keys() {
         let mut m = meta("gpt-2");
         m.insert(MODEL.into(), MetadataValue::from("llama"));
-        assert!(matches!(spec_from_metadata(|k| m.get(k)), Err(TokenizerError::UnsupportedModel(_))));
+        assert!(matches!(
+            spec_from_metadata(|k| m.get(k)),
+            Err(TokenizerError::UnsupportedModel(_))
+        ));
         let mut m = meta("gpt-2");
         m.remove(MERGES);
-        assert!(matches!(spec_from_metadata(|k| m.get(k)), Err(TokenizerError::MissingKey(MERGES))));
+        assert!(matches!(
+            spec_from_metadata(|k| m.get(k)),
+            Err(TokenizerError::MissingKey(MERGES))
+        ));
         let mut m = meta("gpt-2");
         m.insert(TOKENS.into(), MetadataValue::from(3u32));
-        assert!(matches!(spec_from_metadata(|k| m.get(k)), Err(TokenizerError::WrongType { key: TOKENS, .. })));
+        assert!(matches!(
+            spec_from_metadata(|k| m.get(k)),
+            Err(TokenizerError::WrongType { key: TOKENS, .. })
+        ));
     }
 }

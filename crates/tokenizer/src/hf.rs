@@ -126,7 +126,10 @@ fn pre_tokenizer_of(v: Option<&Value>) -> Result<PreTokenizer> {
             let pattern = split.get("pattern");
             let regex = pattern.and_then(|p| get_str(p, "Regex"));
             let isolated = get_str(split, "behavior") == Some("Isolated");
-            let invert = split.get("invert").and_then(Value::as_bool).unwrap_or(false);
+            let invert = split
+                .get("invert")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
             check_byte_level(bl, false)?;
             match regex {
                 Some(r) if isolated && !invert && r == LLAMA3_REGEX => Ok(PreTokenizer::Llama3),
@@ -136,7 +139,9 @@ fn pre_tokenizer_of(v: Option<&Value>) -> Result<PreTokenizer> {
         }
         [digits, bl] if get_str(digits, "type") == Some("Digits") && is_byte_level(bl) => {
             if digits.get("individual_digits").and_then(Value::as_bool) != Some(true) {
-                return Err(unsupported("Digits pre-tokenizer without individual_digits"));
+                return Err(unsupported(
+                    "Digits pre-tokenizer without individual_digits",
+                ));
             }
             check_byte_level(bl, true)?;
             Ok(PreTokenizer::Smollm)
@@ -155,7 +160,10 @@ fn template_specials(post: Option<&Value>) -> (Option<String>, Option<String>) {
         Some("Sequence") => post
             .get("processors")
             .and_then(Value::as_array)
-            .and_then(|ps| ps.iter().find(|p| get_str(p, "type") == Some("TemplateProcessing"))),
+            .and_then(|ps| {
+                ps.iter()
+                    .find(|p| get_str(p, "type") == Some("TemplateProcessing"))
+            }),
         _ => None,
     };
     let Some(single) = template
@@ -165,9 +173,16 @@ fn template_specials(post: Option<&Value>) -> (Option<String>, Option<String>) {
         return (None, None);
     };
     let special_id = |item: Option<&Value>| -> Option<String> {
-        item?.get("SpecialToken")?.get("id")?.as_str().map(str::to_string)
+        item?
+            .get("SpecialToken")?
+            .get("id")?
+            .as_str()
+            .map(str::to_string)
     };
-    (special_id(single.first()), special_id(single.last()).filter(|_| single.len() > 1))
+    (
+        special_id(single.first()),
+        special_id(single.last()).filter(|_| single.len() > 1),
+    )
 }
 
 pub(crate) fn spec_from_hf_json(json: &str) -> Result<TokenizerSpec> {
@@ -178,18 +193,31 @@ pub(crate) fn spec_from_hf_json(json: &str) -> Result<TokenizerSpec> {
         Some(other) => return Err(TokenizerError::UnsupportedModel(other.to_string())),
     }
     if model.byte_fallback {
-        return Err(unsupported("BPE byte_fallback (sentencepiece-style vocabulary)"));
+        return Err(unsupported(
+            "BPE byte_fallback (sentencepiece-style vocabulary)",
+        ));
     }
-    if model.continuing_subword_prefix.as_deref().is_some_and(|s| !s.is_empty())
-        || model.end_of_word_suffix.as_deref().is_some_and(|s| !s.is_empty())
+    if model
+        .continuing_subword_prefix
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+        || model
+            .end_of_word_suffix
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
     {
-        return Err(unsupported("BPE continuing_subword_prefix / end_of_word_suffix"));
+        return Err(unsupported(
+            "BPE continuing_subword_prefix / end_of_word_suffix",
+        ));
     }
     if tj.normalizer.as_ref().is_some_and(|n| !n.is_null()) {
         return Err(unsupported("normalizer (byte-level BPE has none)"));
     }
     if let Some(t) = tj.added_tokens.iter().find(|t| t.single_word) {
-        return Err(unsupported(format!("single_word added token {:?}", t.content)));
+        return Err(unsupported(format!(
+            "single_word added token {:?}",
+            t.content
+        )));
     }
     let pre = pre_tokenizer_of(tj.pre_tokenizer.as_ref())?;
 
@@ -224,8 +252,9 @@ pub(crate) fn spec_from_hf_json(json: &str) -> Result<TokenizerSpec> {
         .into_iter()
         .map(|m| match m {
             Merge::Pair(a, b) => Ok((a, b)),
-            Merge::Joined(s) => split_merge(&s)
-                .ok_or_else(|| TokenizerError::InvalidVocab(format!("merge without a space: {s:?}"))),
+            Merge::Joined(s) => split_merge(&s).ok_or_else(|| {
+                TokenizerError::InvalidVocab(format!("merge without a space: {s:?}"))
+            }),
         })
         .collect::<Result<Vec<_>>>()?;
 
@@ -285,7 +314,9 @@ fn apply_config(spec: &mut TokenizerSpec, config: &str) -> Result<()> {
             .iter()
             .rposition(|t| t.text == text)
             .map(|i| i as u32)
-            .ok_or_else(|| TokenizerError::InvalidVocab(format!("config names unknown token {text:?}")))
+            .ok_or_else(|| {
+                TokenizerError::InvalidVocab(format!("config names unknown token {text:?}"))
+            })
     };
     if let Some(t) = name("bos_token") {
         spec.special.bos = Some(find(&t)?);

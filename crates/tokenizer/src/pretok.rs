@@ -60,13 +60,18 @@ impl PreTokenizer {
             PreTokenizer::Gpt2 => with_chars(text, |t| split_gpt2(t, out)),
             PreTokenizer::Smollm => {
                 // Digits are isolated before the regex runs, so " 12" is " ", "1", "2".
-                isolate(text, |c| class_of(c) == Class::Number, true, |piece, is_digit| {
-                    if is_digit {
-                        out.push(piece);
-                    } else {
-                        with_chars(piece, |t| split_gpt2(t, out));
-                    }
-                });
+                isolate(
+                    text,
+                    |c| class_of(c) == Class::Number,
+                    true,
+                    |piece, is_digit| {
+                        if is_digit {
+                            out.push(piece);
+                        } else {
+                            with_chars(piece, |t| split_gpt2(t, out));
+                        }
+                    },
+                );
             }
             PreTokenizer::Default => split_default(text, out),
         }
@@ -221,13 +226,20 @@ fn split_llama3<'a>(t: &Chars<'a>, out: &mut Vec<&'a str>) {
             if cl == Class::Letter {
                 break 'm run_end(t, pos + 1, Class::Letter);
             }
-            if c != '\r' && c != '\n' && cl != Class::Number && t.class_at(pos + 1) == Some(Class::Letter)
+            if c != '\r'
+                && c != '\n'
+                && cl != Class::Number
+                && t.class_at(pos + 1) == Some(Class::Letter)
             {
                 break 'm run_end(t, pos + 2, Class::Letter);
             }
             // \p{N}{1,3}
             if cl == Class::Number {
-                break 'm run_end(t, pos, Class::Number).min(pos + 3);
+                let mut e = pos + 1;
+                while e < pos + 3 && t.class_at(e) == Some(Class::Number) {
+                    e += 1;
+                }
+                break 'm e;
             }
             // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
             let p = if c == ' ' { pos + 1 } else { pos };
@@ -241,7 +253,10 @@ fn split_llama3<'a>(t: &Chars<'a>, out: &mut Vec<&'a str>) {
             // Only whitespace is left here.
             let run = run_end(t, pos, Class::Space) - pos;
             // \s*[\r\n]+ : up to the last line break of the run.
-            if let Some(last) = (pos..pos + run).rev().find(|&i| matches!(t.chars[i], '\r' | '\n')) {
+            if let Some(last) = (pos..pos + run)
+                .rev()
+                .find(|&i| matches!(t.chars[i], '\r' | '\n'))
+            {
                 break 'm last + 1;
             }
             pos + trailing_space(t, pos, run.max(1))
@@ -262,9 +277,8 @@ fn split_gpt2<'a>(t: &Chars<'a>, out: &mut Vec<&'a str>) {
             }
             // ' ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+'
             let p = if c == ' ' { pos + 1 } else { pos };
-            match t.class_at(p) {
-                Some(k @ (Class::Letter | Class::Number | Class::Other)) => break 'm run_end(t, p, k),
-                _ => {}
+            if let Some(k @ (Class::Letter | Class::Number | Class::Other)) = t.class_at(p) {
+                break 'm run_end(t, p, k);
             }
             let run = run_end(t, pos, Class::Space) - pos;
             pos + trailing_space(t, pos, run.max(1))
@@ -307,32 +321,37 @@ fn split_default<'a>(text: &'a str, out: &mut Vec<&'a str>) {
         |piece, _| with_chars(piece, |t| split_gpt2(t, &mut words)),
     );
     for w in words {
-        isolate(w, |c| class_of(c) == Class::Number, false, |piece, is_num| {
-            if !is_num {
-                out.push(piece);
-                return;
-            }
-            // [0-9][0-9][0-9] : leftmost ASCII digit triples; the text
-            // between them stays whole, as llama.cpp keeps unmatched text.
-            let b = piece.as_bytes();
-            let mut cur = 0;
-            let mut i = 0;
-            while i + 3 <= b.len() {
-                if b[i..i + 3].iter().all(u8::is_ascii_digit) {
-                    if i > cur {
-                        out.push(&piece[cur..i]);
-                    }
-                    out.push(&piece[i..i + 3]);
-                    i += 3;
-                    cur = i;
-                } else {
-                    i += 1;
+        isolate(
+            w,
+            |c| class_of(c) == Class::Number,
+            false,
+            |piece, is_num| {
+                if !is_num {
+                    out.push(piece);
+                    return;
                 }
-            }
-            if cur < b.len() {
-                out.push(&piece[cur..]);
-            }
-        });
+                // [0-9][0-9][0-9] : leftmost ASCII digit triples; the text
+                // between them stays whole, as llama.cpp keeps unmatched text.
+                let b = piece.as_bytes();
+                let mut cur = 0;
+                let mut i = 0;
+                while i + 3 <= b.len() {
+                    if b[i..i + 3].iter().all(u8::is_ascii_digit) {
+                        if i > cur {
+                            out.push(&piece[cur..i]);
+                        }
+                        out.push(&piece[i..i + 3]);
+                        i += 3;
+                        cur = i;
+                    } else {
+                        i += 1;
+                    }
+                }
+                if cur < b.len() {
+                    out.push(&piece[cur..]);
+                }
+            },
+        );
     }
 }
 
@@ -355,13 +374,22 @@ mod tests {
 
     #[test]
     fn gpt2_and_smollm() {
-        assert_eq!(PreTokenizer::Gpt2.split("Hi  there 123"), ["Hi", " ", " there", " 123"]);
+        assert_eq!(
+            PreTokenizer::Gpt2.split("Hi  there 123"),
+            ["Hi", " ", " there", " 123"]
+        );
         assert_eq!(PreTokenizer::Gpt2.split("DON'T"), ["DON", "'", "T"]);
-        assert_eq!(PreTokenizer::Smollm.split("a 123"), ["a", " ", "1", "2", "3"]);
+        assert_eq!(
+            PreTokenizer::Smollm.split("a 123"),
+            ["a", " ", "1", "2", "3"]
+        );
     }
 
     #[test]
     fn default_splits_punct_and_digit_triples() {
-        assert_eq!(PreTokenizer::Default.split("x=12345"), ["x", "=", "123", "45"]);
+        assert_eq!(
+            PreTokenizer::Default.split("x=12345"),
+            ["x", "=", "123", "45"]
+        );
     }
 }

@@ -53,7 +53,13 @@ const EOT_TEXTS: &[&str] = &[
 /// llama.cpp also counts as end of generation.
 const FIM_EOG_TEXTS: &[&[&str]] = &[
     &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
-    &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+    &[
+        "<|fim_repo|>",
+        "<|repo_name|>",
+        "<fim-repo>",
+        "<REPO>",
+        "<reponame>",
+    ],
     &["<|file_sep|>"],
 ];
 
@@ -134,7 +140,9 @@ impl Tokenizer {
             return Err(TokenizerError::InvalidVocab("empty vocabulary".into()));
         }
         if u32::try_from(n).is_err() {
-            return Err(TokenizerError::InvalidVocab(format!("{n} tokens do not fit u32 ids")));
+            return Err(TokenizerError::InvalidVocab(format!(
+                "{n} tokens do not fit u32 ids"
+            )));
         }
         let check = |what: &str, id: Option<u32>| -> Result<Option<u32>> {
             match id {
@@ -180,7 +188,10 @@ impl Tokenizer {
         if special.eom.is_none() {
             special.eom = first_with_text(&tokens, &["<|eom_id|>"]);
         }
-        for id in [special.eos, special.eot, special.eom].into_iter().flatten() {
+        for id in [special.eos, special.eot, special.eom]
+            .into_iter()
+            .flatten()
+        {
             eog.push(id);
         }
         eog.sort_unstable();

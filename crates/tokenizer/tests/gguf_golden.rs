@@ -23,12 +23,18 @@ fn gpt2_corpus_matches_hf() {
 fn smollm2_metadata() {
     let tok = smollm2();
     assert_eq!(tok.vocab_size(), 49_152);
-    assert_eq!(tok.pre_tokenizer(), edgellama_tokenizer::PreTokenizer::Smollm);
+    assert_eq!(
+        tok.pre_tokenizer(),
+        edgellama_tokenizer::PreTokenizer::Smollm
+    );
     assert_eq!(tok.bos_id(), Some(1));
     assert_eq!(tok.eos_id(), Some(2));
     assert_eq!(tok.pad_id(), Some(2));
     assert!(!tok.adds_bos(), "add_bos_token is false in the file");
-    assert_eq!(tok.encode("Hi", true, false), tok.encode("Hi", false, false));
+    assert_eq!(
+        tok.encode("Hi", true, false),
+        tok.encode("Hi", false, false)
+    );
     // llama.cpp: <|endoftext|> and <|im_end|> by text, <reponame> as the FIM
     // repository token, and eos (= <|im_end|>).
     assert_eq!(tok.eog_ids(), [0, 2, 4]);

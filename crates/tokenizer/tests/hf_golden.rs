@@ -18,7 +18,11 @@ fn llama32_decode_matches_hf() {
     for i in 0..ids.len() {
         let ids = parse_ids(&ids[i]);
         assert_eq!(tok.decode(&ids, true), with[i], "decode special #{i}");
-        assert_eq!(tok.decode(&ids, false), skip[i], "decode skipping special #{i}");
+        assert_eq!(
+            tok.decode(&ids, false),
+            skip[i],
+            "decode skipping special #{i}"
+        );
     }
 }
 
@@ -28,7 +32,10 @@ fn llama32_vocab_and_special_ids() {
     assert_eq!(tok.vocab_size(), 128_257);
     assert_eq!(tok.token_id("<|image|>"), Some(128_256));
     assert_eq!(tok.bos_id(), Some(128_000));
-    assert!(tok.adds_bos(), "the post-processor template prepends <|begin_of_text|>");
+    assert!(
+        tok.adds_bos(),
+        "the post-processor template prepends <|begin_of_text|>"
+    );
     assert_eq!(tok.eos_id(), Some(128_001));
     assert_eq!(tok.eot_id(), Some(128_009));
     assert_eq!(tok.eom_id(), Some(128_008));

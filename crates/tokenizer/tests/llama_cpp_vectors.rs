@@ -22,7 +22,11 @@ fn run(vocab: &str) {
         let want = parse_ids(want);
         let got = tok.encode(text, false, false);
         assert_eq!(got, want, "{vocab}: {text:?}");
-        assert_eq!(tok.decode(&got, true), *text, "{vocab} round trip: {text:?}");
+        assert_eq!(
+            tok.decode(&got, true),
+            *text,
+            "{vocab} round trip: {text:?}"
+        );
     }
 }
 

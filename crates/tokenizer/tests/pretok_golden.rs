@@ -22,7 +22,12 @@ fn check(pre: PreTokenizer, key: &str) {
         "{key}: {} of {} splits differ:\n{}",
         failures.len(),
         texts.len(),
-        failures.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

@@ -27,7 +27,9 @@ pub fn testdata(name: &str) -> PathBuf {
 }
 
 pub fn golden(name: &str) -> Value {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     let text = std::fs::read_to_string(&p)
         .unwrap_or_else(|e| panic!("cannot read golden {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad golden {}: {e}", p.display()))
@@ -55,14 +57,20 @@ pub fn parse_ids(s: &str) -> Vec<u32> {
 /// The `plain` and `special` id lists of an ids golden.
 pub fn golden_ids(name: &str) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
     let g = golden(name);
-    let get = |k: &str| strings(&g[k]).iter().map(|s| parse_ids(s)).collect::<Vec<_>>();
+    let get = |k: &str| {
+        strings(&g[k])
+            .iter()
+            .map(|s| parse_ids(s))
+            .collect::<Vec<_>>()
+    };
     (get("plain"), get("special"))
 }
 
 pub fn llama32() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| {
-        Tokenizer::from_hf_json(testdata("llama3.2-tokenizer.json")).expect("load llama3.2 tokenizer.json")
+        Tokenizer::from_hf_json(testdata("llama3.2-tokenizer.json"))
+            .expect("load llama3.2 tokenizer.json")
     })
 }
 
@@ -108,6 +116,11 @@ pub fn check_corpus(tok: &Tokenizer, golden_name: &str) {
         "{} of {} encodings differ from {golden_name}:\n{}",
         failures.len(),
         2 * texts.len(),
-        failures.iter().take(8).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
