@@ -7,7 +7,7 @@ pub const fn byte_to_char(byte: u8) -> char {
     let b = byte as u32;
     let printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
     if printable {
-        // Safe: b < 256 is always a valid scalar value.
+        // Every value below 256 is a valid scalar value: the fallback never runs.
         match char::from_u32(b) {
             Some(c) => c,
             None => '\u{fffd}',

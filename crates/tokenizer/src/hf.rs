@@ -229,6 +229,13 @@ pub(crate) fn spec_from_hf_json(json: &str) -> Result<TokenizerSpec> {
         .max()
         .ok_or_else(|| TokenizerError::InvalidVocab("empty vocabulary".into()))?;
     let n = max_id as usize + 1;
+    // Ids may leave a few gaps, but a wild id must not size a huge vector.
+    let entries = model.vocab.len() + tj.added_tokens.len();
+    if n > 2 * entries + 1024 {
+        return Err(TokenizerError::InvalidVocab(format!(
+            "token id {max_id} is far beyond the {entries} tokens defined"
+        )));
+    }
     let mut tokens = vec![SpecToken::new(String::new(), TokenType::Undefined); n];
     for (text, id) in model.vocab {
         tokens[id as usize] = SpecToken::new(text, TokenType::Normal);
@@ -392,5 +399,39 @@ mod tests {
         assert_eq!(t.decode(&[5, 7], true), "abc<|eot|>");
         // Bytes without a token are dropped rather than failing.
         assert_eq!(t.encode("xa", false, false), [0]);
+    }
+
+    #[test]
+    fn wild_token_id_is_an_error_not_an_allocation() {
+        let json = r#"{"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false},
+          "added_tokens": [{"id": 4000000000, "content": "<x>", "special": true}],
+          "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}"#;
+        assert!(matches!(
+            Tokenizer::from_hf_json(json),
+            Err(TokenizerError::InvalidVocab(_))
+        ));
+    }
+
+    #[test]
+    fn unsupported_settings_are_named() {
+        let json = r#"{"normalizer": {"type": "NFC"}, "pre_tokenizer": {"type": "ByteLevel"},
+          "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}"#;
+        let err = Tokenizer::from_hf_json(json).unwrap_err();
+        assert!(err.to_string().contains("normalizer"), "{err}");
+        let json = r#"{"pre_tokenizer": {"type": "Whitespace"},
+          "model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}"#;
+        assert!(matches!(
+            Tokenizer::from_hf_json(json),
+            Err(TokenizerError::UnsupportedConfig(_))
+        ));
+        let json = r#"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#;
+        assert!(matches!(
+            Tokenizer::from_hf_json(json),
+            Err(TokenizerError::UnsupportedModel(_))
+        ));
+        assert!(matches!(
+            Tokenizer::from_hf_json("/nonexistent/tokenizer.json"),
+            Err(TokenizerError::Io { .. })
+        ));
     }
 }

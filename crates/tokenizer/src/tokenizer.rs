@@ -117,6 +117,12 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+// The engine shares one tokenizer between threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tokenizer>();
+};
+
 impl AsRef<Tokenizer> for Tokenizer {
     fn as_ref(&self) -> &Tokenizer {
         self
