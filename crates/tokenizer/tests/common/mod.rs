@@ -1,4 +1,4 @@
-//! Shared helpers: locating test data, loading goldens and tokenizers once.
+//! Shared test code: locating test data, loading goldens and tokenizers once.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
