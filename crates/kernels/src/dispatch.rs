@@ -19,6 +19,18 @@ pub type QuantizeFn = fn(src: &[f32], dst: &mut [u8]);
 /// weight type, `a` exactly a row of `n` elements of its `vec_dot_type`.
 pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 
+/// Widens a row of f16 bits: `dst[i] = src[i]`.
+pub type F16ToF32Fn = fn(src: &[u16], dst: &mut [f32]);
+
+/// Narrows a row to f16 bits, rounding to nearest-even: `dst[i] = src[i]`.
+pub type F32ToF16Fn = fn(src: &[f32], dst: &mut [u16]);
+
+/// `sum(a[i] * b[i])` with `b` a row of f16 bits (a query against a cached key).
+pub type DotF32F16Fn = fn(a: &[f32], b: &[u16]) -> f32;
+
+/// `y[i] += alpha * x[i]` with `x` a row of f16 bits (a weighted cached value).
+pub type AxpyF16Fn = fn(y: &mut [f32], alpha: f32, x: &[u16]);
+
 /// The kernels of one tensor type.
 #[derive(Clone, Copy, Debug)]
 pub struct TypeKernels {
@@ -29,6 +41,25 @@ pub struct TypeKernels {
     pub quantize: QuantizeFn,
     /// `None` for activation-only formats (`q8_1`, `q8_K`).
     pub vec_dot: Option<VecDotFn>,
+}
+
+/// The kernels on rows of f16 bits that attention uses on the KV cache.
+/// Each processes the `min` of its slices' lengths.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct F16RowKernels {
+    pub f16_to_f32: F16ToF32Fn,
+    pub f32_to_f16: F32ToF16Fn,
+    pub dot_f32_f16: DotF32F16Fn,
+    pub axpy_f16: AxpyF16Fn,
+}
+
+impl F16RowKernels {
+    pub(crate) const SCALAR: F16RowKernels = F16RowKernels {
+        f16_to_f32: crate::scalar::attn::f16_to_f32_row,
+        f32_to_f16: crate::scalar::attn::f32_to_f16_row,
+        dot_f32_f16: crate::scalar::attn::dot_f32_f16,
+        axpy_f16: crate::scalar::attn::axpy_f16,
+    };
 }
 
 /// ggml type numbers run up to `BF16 = 30`.
@@ -45,6 +76,7 @@ const TABLE_LEN: usize = 31;
 pub struct Kernels {
     name: &'static str,
     by_type: [Option<TypeKernels>; TABLE_LEN],
+    f16_rows: F16RowKernels,
 }
 
 impl Kernels {
@@ -52,6 +84,7 @@ impl Kernels {
         Kernels {
             name,
             by_type: [None; TABLE_LEN],
+            f16_rows: F16RowKernels::SCALAR,
         }
         .with(name, entries)
     }
@@ -69,7 +102,14 @@ impl Kernels {
         k
     }
 
-    /// Which table this is: `"scalar"` today; SIMD tables name their ISA.
+    /// This table with its f16 row kernels replaced.
+    pub(crate) fn with_f16_rows(mut self, f16_rows: F16RowKernels) -> Kernels {
+        self.f16_rows = f16_rows;
+        self
+    }
+
+    /// Which table this is: `"scalar"`, or the ISA of a SIMD table
+    /// (`"x86-avx2"`).
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -100,6 +140,31 @@ impl Kernels {
     pub fn vec_dot(&self, t: GgmlType) -> Option<VecDotFn> {
         self.get(t).and_then(|k| k.vec_dot)
     }
+
+    /// f16 bits to `f32`, exact ([`crate::f16_to_f32_row`] checks lengths).
+    #[inline]
+    pub fn f16_to_f32_row(&self) -> F16ToF32Fn {
+        self.f16_rows.f16_to_f32
+    }
+
+    /// `f32` to f16 bits, bit-identical to [`crate::convert::f32_to_f16`].
+    #[inline]
+    pub fn f32_to_f16_row(&self) -> F32ToF16Fn {
+        self.f16_rows.f32_to_f16
+    }
+
+    /// Query · f16 key ([`crate::dot_f32_f16`] checks lengths).
+    #[inline]
+    pub fn dot_f32_f16(&self) -> DotF32F16Fn {
+        self.f16_rows.dot_f32_f16
+    }
+
+    /// Output += weight * f16 value, bit-identical across tables
+    /// ([`crate::axpy_f16`] checks lengths).
+    #[inline]
+    pub fn axpy_f16(&self) -> AxpyF16Fn {
+        self.f16_rows.axpy_f16
+    }
 }
 
 static KERNELS: OnceLock<Kernels> = OnceLock::new();
@@ -110,9 +175,14 @@ pub fn kernels() -> &'static Kernels {
 }
 
 /// Best table first; each SIMD module answers `None` when the CPU lacks its
-/// features (or when it has no kernels yet).
+/// features (or when it has no kernels yet). `EDGELLAMA_KERNELS=scalar` keeps
+/// the portable table, which follows llama.cpp's plain C kernels to the bit:
+/// tests use it to compare whole forward passes exactly.
 fn select() -> Kernels {
     let scalar = crate::scalar::kernels();
+    if std::env::var("EDGELLAMA_KERNELS").is_ok_and(|v| v == "scalar") {
+        return scalar;
+    }
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = crate::x86::kernels(&scalar) {
         return k;

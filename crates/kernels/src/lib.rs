@@ -23,7 +23,10 @@ mod aarch64;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use dispatch::{kernels, DequantizeFn, Kernels, QuantizeFn, TypeKernels, VecDotFn};
+pub use dispatch::{
+    kernels, AxpyF16Fn, DequantizeFn, DotF32F16Fn, F16ToF32Fn, F32ToF16Fn, Kernels, QuantizeFn,
+    TypeKernels, VecDotFn,
+};
 pub use edgellama_gguf::{GgmlType, QK_K};
 pub use error::KernelError;
 
@@ -112,6 +115,49 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Result<f32, KernelE
     Ok(f(n, w, a))
 }
 
+/// Refuses an f16 row whose length differs from the `n` elements of its
+/// `f32` partner (lengths in the error are in bytes, as for the other rows).
+fn check_f16_len(what: &'static str, n: usize, got: usize) -> Result<(), KernelError> {
+    if got != n {
+        return Err(KernelError::LengthMismatch {
+            ty: GgmlType::F16,
+            what,
+            n,
+            expected: n.saturating_mul(2),
+            got: got.saturating_mul(2),
+        });
+    }
+    Ok(())
+}
+
+/// Widens `src`, f16 bits, into `dst` of the same length.
+pub fn f16_to_f32_row(src: &[u16], dst: &mut [f32]) -> Result<(), KernelError> {
+    check_f16_len("source", dst.len(), src.len())?;
+    (kernels().f16_to_f32_row())(src, dst);
+    Ok(())
+}
+
+/// Narrows `src` into `dst`, f16 bits of the same length, rounding as
+/// [`convert::f32_to_f16`].
+pub fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) -> Result<(), KernelError> {
+    check_f16_len("destination", src.len(), dst.len())?;
+    (kernels().f32_to_f16_row())(src, dst);
+    Ok(())
+}
+
+/// `sum(a[i] * b[i])` for a query row `a` and a key row `b` of f16 bits.
+pub fn dot_f32_f16(a: &[f32], b: &[u16]) -> Result<f32, KernelError> {
+    check_f16_len("key row", a.len(), b.len())?;
+    Ok((kernels().dot_f32_f16())(a, b))
+}
+
+/// `y[i] += alpha * x[i]` for a value row `x` of f16 bits.
+pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[u16]) -> Result<(), KernelError> {
+    check_f16_len("value row", y.len(), x.len())?;
+    (kernels().axpy_f16())(y, alpha, x);
+    Ok(())
+}
+
 /// Dequantizes a whole tensor of `n` elements of type `t`.
 pub fn dequantize_tensor(t: GgmlType, src: &[u8], n: usize) -> Result<Vec<f32>, KernelError> {
     let mut out = vec![0.0f32; n];
@@ -141,7 +187,28 @@ mod tests {
             assert_eq!(e.ty, t);
             assert_eq!(e.vec_dot_type, vec_dot_type(t));
         }
-        assert_eq!(k.name(), "scalar");
+        assert!(["scalar", "x86-avx2"].contains(&k.name()), "{}", k.name());
+    }
+
+    #[test]
+    fn f16_rows_refuse_mismatched_lengths() {
+        let err = dot_f32_f16(&[1.0; 4], &[0; 3]).unwrap_err();
+        assert_eq!(
+            err,
+            KernelError::LengthMismatch {
+                ty: GgmlType::F16,
+                what: "key row",
+                n: 4,
+                expected: 8,
+                got: 6
+            }
+        );
+        assert!(axpy_f16(&mut [0.0; 2], 1.0, &[0; 3]).is_err());
+        assert!(f16_to_f32_row(&[0; 2], &mut [0.0; 3]).is_err());
+        assert!(f32_to_f16_row(&[0.0; 2], &mut [0; 1]).is_err());
+        let mut y = [1.0f32; 2];
+        axpy_f16(&mut y, 2.0, &[0x3c00, 0xbc00]).unwrap();
+        assert_eq!(y, [3.0, -1.0]);
     }
 
     #[test]

@@ -190,26 +190,31 @@ fn dequantize_is_bit_identical_to_llama_cpp() {
 #[test]
 fn vec_dot_matches_llama_cpp_generic() {
     let g = golden();
+    // The scalar table keeps the operation order of llama.cpp's generic code,
+    // so it agrees to the bit. The table picked for this CPU may be a SIMD
+    // one, which sums in another order: tests/simd_vs_scalar.rs bounds its
+    // difference from the scalar table; here it only has to stay close.
+    let scalar = edgellama_kernels::scalar::kernels();
     let mut checked = 0;
     for case in &g.types {
         for (r, row) in case.rows.iter().enumerate() {
             let Some((aq, dot_ref)) = row.act else {
                 continue;
             };
-            let dot = vec_dot(case.ty, g.n, row.q, aq).unwrap();
-            // The operation order is llama.cpp's, so the results agree to the
-            // bit; the tolerance only keeps the message readable if they don't.
-            let tol = 1e-6 * dot_ref.abs().max(1e-3);
-            assert!(
-                (dot - dot_ref).abs() <= tol,
-                "{} row {r}: ours {dot}, llama.cpp {dot_ref}",
-                case.ty
-            );
+            let dot = scalar.vec_dot(case.ty).unwrap()(g.n, row.q, aq);
             assert_eq!(
                 dot.to_bits(),
                 dot_ref.to_bits(),
                 "{} row {r}: ours {dot}, llama.cpp {dot_ref}",
                 case.ty
+            );
+            let fast = vec_dot(case.ty, g.n, row.q, aq).unwrap();
+            let tol = 1e-5 * dot_ref.abs().max(1e-3);
+            assert!(
+                (fast - dot_ref).abs() <= tol,
+                "{} row {r}: {} table {fast}, llama.cpp {dot_ref}",
+                case.ty,
+                edgellama_kernels::kernels().name()
             );
             checked += 1;
         }

@@ -6,6 +6,7 @@
 //! entry points (see [`crate::Kernels`] for the contract); given shorter or
 //! longer slices they process only the whole blocks present in all of them.
 
+pub mod attn;
 pub mod float;
 pub mod kquants;
 pub mod legacy;

@@ -1,0 +1,68 @@
+//! Rows of IEEE f16 as the KV cache holds them (`u16` bits, native order):
+//! conversions to and from `f32`, and the two products attention needs on
+//! them. These are the reference the SIMD versions are tested against.
+//!
+//! Each function processes the `min` of its slices' lengths; the checked
+//! wrappers in the crate root refuse mismatched lengths.
+
+use crate::convert::{f16_to_f32, f32_to_f16};
+
+/// `dst[i] = src[i]` widened exactly.
+pub fn f16_to_f32_row(src: &[u16], dst: &mut [f32]) {
+    for (o, &h) in dst.iter_mut().zip(src) {
+        *o = f16_to_f32(h);
+    }
+}
+
+/// `dst[i] = src[i]` rounded to nearest-even, NaNs as [`f32_to_f16`] makes them.
+pub fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = f32_to_f16(v);
+    }
+}
+
+/// `sum(a[i] * b[i])`: a query row against an f16 key row. As in
+/// [`super::float::vec_dot_f32`], each product is rounded to `f32` and the sum
+/// is kept in `f64`, so this is accurate to about one rounding per product.
+pub fn dot_f32_f16(a: &[f32], b: &[u16]) -> f32 {
+    let mut sum = 0.0f64;
+    for (&x, &h) in a.iter().zip(b) {
+        sum += (x * f16_to_f32(h)) as f64;
+    }
+    sum as f32
+}
+
+/// `y[i] += alpha * x[i]`: adds a weighted f16 value row into the output.
+/// The multiply and the add are rounded separately (no fused multiply-add),
+/// which the SIMD versions reproduce bit for bit.
+pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[u16]) {
+    for (o, &h) in y.iter_mut().zip(x) {
+        *o += alpha * f16_to_f32(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_and_axpy_on_exact_values() {
+        // 1.5, -2.0, 0.25 in f16.
+        let h = [0x3e00u16, 0xc000, 0x3400];
+        assert_eq!(dot_f32_f16(&[2.0, 1.0, 4.0], &h), 3.0 - 2.0 + 1.0);
+        let mut y = [1.0f32, 1.0, 1.0];
+        axpy_f16(&mut y, 2.0, &h);
+        assert_eq!(y, [4.0, -3.0, 1.5]);
+    }
+
+    #[test]
+    fn shorter_slice_bounds_the_work() {
+        let mut y = [0.0f32; 2];
+        axpy_f16(&mut y, 1.0, &[0x3c00; 5]);
+        assert_eq!(y, [1.0, 1.0]);
+        assert_eq!(dot_f32_f16(&[1.0; 4], &[0x3c00; 3]), 3.0);
+        let mut out = [9.0f32; 3];
+        f16_to_f32_row(&[0x3c00], &mut out);
+        assert_eq!(out, [1.0, 9.0, 9.0]);
+    }
+}

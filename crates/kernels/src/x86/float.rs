@@ -1,0 +1,203 @@
+//! AVX2/F16C kernels on rows of f32, f16 and bf16: the weight dot products,
+//! the f16 row conversions and the attention helpers on f16 rows.
+//!
+//! The dot products keep 32 running sums in four `f32` vectors (fused
+//! multiply-adds) where the scalar twins sum rounded products in `f64`; the
+//! difference is bounded in `tests/simd_vs_scalar.rs`. The conversions and
+//! [`axpy_f16`] give the scalar twins' bits exactly.
+
+use std::arch::x86_64::*;
+
+use zerocopy::little_endian::{F32 as LeF32, U16 as LeU16};
+use zerocopy::IntoBytes;
+
+use super::simd::hsum_ps;
+use crate::blocks::{as_blocks, as_blocks_mut, Half};
+use crate::convert::{bf16_to_f32, f16_to_f32, f32_to_f16};
+
+/// Eight `f32` from `p`.
+///
+/// # Safety
+/// `p` must be valid for reading 32 bytes (any alignment).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32(p: *const u8) -> __m256 {
+    _mm256_loadu_ps(p.cast())
+}
+
+/// Eight f16 from `p`, widened (exactly).
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+}
+
+/// Eight bf16 from `p`, widened (exactly: a bf16 is the top half of an f32).
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16(p: *const u8) -> __m256 {
+    let w = _mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()));
+    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w))
+}
+
+/// The body of a dot product of two rows whose elements are `$xs`/`$ys`
+/// bytes wide, loaded eight at a time by `$ldx`/`$ldy`; the last `n % 8`
+/// products are added one by one with `$tail(i)`.
+macro_rules! dot_rows {
+    ($n:expr, $x:expr, $xs:expr, $ldx:ident, $y:expr, $ys:expr, $ldy:ident, $tail:expr) => {{
+        let n: usize = $n;
+        let (px, py): (*const u8, *const u8) = ($x, $y);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + 8 * k;
+                // SAFETY: j + 8 <= n, and both rows hold n elements.
+                let (xv, yv) = ($ldx(px.add(j * $xs)), $ldy(py.add(j * $ys)));
+                *a = _mm256_fmadd_ps(xv, yv, *a);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= n, and both rows hold n elements.
+            let (xv, yv) = ($ldx(px.add(i * $xs)), $ldy(py.add(i * $ys)));
+            acc[0] = _mm256_fmadd_ps(xv, yv, acc[0]);
+            i += 8;
+        }
+        let s = _mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        );
+        let mut sum = hsum_ps(s);
+        for j in i..n {
+            sum += $tail(j);
+        }
+        sum
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let x: &[LeF32] = as_blocks(w);
+    let y: &[LeF32] = as_blocks(a);
+    let n = n.min(x.len()).min(y.len());
+    let tail = |j: usize| x[j].get() * y[j].get();
+    dot_rows!(n, x.as_ptr().cast(), 4, load_f32, y.as_ptr().cast(), 4, load_f32, tail)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let x: &[Half] = as_blocks(w);
+    let y: &[Half] = as_blocks(a);
+    let n = n.min(x.len()).min(y.len());
+    let tail = |j: usize| x[j].to_f32() * y[j].to_f32();
+    dot_rows!(n, x.as_ptr().cast(), 2, load_f16, y.as_ptr().cast(), 2, load_f16, tail)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let x: &[LeU16] = as_blocks(w);
+    let y: &[LeU16] = as_blocks(a);
+    let n = n.min(x.len()).min(y.len());
+    let tail = |j: usize| bf16_to_f32(x[j].get()) * bf16_to_f32(y[j].get());
+    dot_rows!(n, x.as_ptr().cast(), 2, load_bf16, y.as_ptr().cast(), 2, load_bf16, tail)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32_f16(a: &[f32], b: &[u16]) -> f32 {
+    let n = a.len().min(b.len());
+    let tail = |j: usize| a[j] * f16_to_f32(b[j]);
+    dot_rows!(n, a.as_ptr().cast(), 4, load_f32, b.as_ptr().cast(), 2, load_f16, tail)
+}
+
+/// `y += alpha * x` with the multiply and the add rounded separately, as the
+/// scalar twin does, so the two agree to the bit.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[u16]) {
+    let n = y.len().min(x.len());
+    let (y, x) = (&mut y[..n], &x[..n]);
+    let av = _mm256_set1_ps(alpha);
+    let mut yc = y.chunks_exact_mut(8);
+    let mut xc = x.chunks_exact(8);
+    for (yo, xi) in (&mut yc).zip(&mut xc) {
+        // SAFETY: both chunks hold 8 elements: 32 bytes of `yo`, 16 of `xi`.
+        let xv = load_f16(xi.as_ptr().cast());
+        let yv = _mm256_loadu_ps(yo.as_ptr());
+        _mm256_storeu_ps(yo.as_mut_ptr(), _mm256_add_ps(yv, _mm256_mul_ps(av, xv)));
+    }
+    for (o, &h) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *o += alpha * f16_to_f32(h);
+    }
+}
+
+/// Widens f16 to f32. F16C's conversion is exact, like the scalar one, and
+/// quiets signalling NaNs the same way.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_to_f32_halves(src: &[Half], dst: &mut [f32]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let mut sc = src.chunks_exact(8);
+    let mut dc = dst.chunks_exact_mut(8);
+    for (s, d) in (&mut sc).zip(&mut dc) {
+        // SAFETY: 8 halves are 16 readable bytes; 8 floats 32 writable ones.
+        _mm256_storeu_ps(d.as_mut_ptr(), load_f16(s.as_ptr().cast()));
+    }
+    for (o, h) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *o = h.to_f32();
+    }
+}
+
+/// Narrows f32 to f16, rounding to nearest-even as the scalar code does.
+/// F16C keeps a NaN's payload where ggml's conversion makes it `0x7e00`, so
+/// eight values holding a NaN take the scalar path.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_to_f16_halves(src: &[f32], dst: &mut [Half]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    let mut sc = src.chunks_exact(8);
+    let mut dc = dst.chunks_exact_mut(8);
+    for (s, d) in (&mut sc).zip(&mut dc) {
+        // SAFETY: 8 floats are 32 readable bytes.
+        let v = _mm256_loadu_ps(s.as_ptr());
+        if _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v)) != 0 {
+            for (o, &f) in d.iter_mut().zip(s) {
+                *o = Half::from_bits(f32_to_f16(f));
+            }
+            continue;
+        }
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+        // SAFETY: 8 halves are 16 writable bytes.
+        _mm_storeu_si128(d.as_mut_ptr().cast(), h);
+    }
+    for (o, &f) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+        *o = Half::from_bits(f32_to_f16(f));
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dequantize_row_f16(src: &[u8], dst: &mut [f32]) {
+    f16_to_f32_halves(as_blocks(src), dst)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_f16(src: &[f32], dst: &mut [u8]) {
+    f32_to_f16_halves(src, as_blocks_mut(dst))
+}
+
+// `u16` rows are the same bytes as `Half` rows on little-endian x86.
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f16_to_f32_row(src: &[u16], dst: &mut [f32]) {
+    f16_to_f32_halves(as_blocks(src.as_bytes()), dst)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
+    f32_to_f16_halves(src, as_blocks_mut(dst.as_mut_bytes()))
+}

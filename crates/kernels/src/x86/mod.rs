@@ -1,0 +1,125 @@
+//! x86-64 kernels: AVX2 with FMA and F16C, the baseline of every x86 CPU
+//! llama.cpp's fast paths target. The table starts from the scalar one and
+//! replaces the dot products, the activation quantizers, the f16 row
+//! conversions and the attention helpers.
+//!
+//! # Safety
+//!
+//! Every kernel in this module is an `unsafe fn` compiled with
+//! `#[target_feature(enable = "avx2,fma,f16c")]`; running one on a CPU
+//! without those features is undefined behaviour. They are reached only
+//! through the safe closures that [`overrides`] builds, and `overrides` needs
+//! an [`Avx2`] token, which only [`Avx2::detect`] makes, after
+//! `is_x86_feature_detected!` has confirmed all three features at run time.
+//! So a kernel can only run on a CPU that has them.
+//!
+//! Memory safety does not rest on the features: kernels read and write only
+//! through slices and the fixed-size fields of block structs, each vector
+//! load or store covering bytes inside them (`// SAFETY:` notes say which).
+//! Like the scalar kernels they process the whole blocks present in every
+//! slice, so out-of-contract lengths cannot make them read out of bounds.
+
+mod float;
+mod kquants;
+mod legacy;
+mod simd;
+
+use edgellama_gguf::GgmlType;
+
+use crate::dispatch::{F16RowKernels, Kernels, TypeKernels};
+
+/// Proof that this CPU has AVX2, FMA and F16C.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(());
+
+impl Avx2 {
+    pub(crate) fn detect() -> Option<Avx2> {
+        let ok = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        ok.then_some(Avx2(()))
+    }
+}
+
+/// A safe closure around an AVX2 kernel with the signature of a table entry.
+/// Only expanded inside [`overrides`], which holds an [`Avx2`] token.
+macro_rules! avx2 {
+    ($f:path, |$($arg:ident: $ty:ty),*| -> $ret:ty) => {
+        |$($arg: $ty),*| -> $ret {
+            // SAFETY: built in `overrides`, after `Avx2::detect` found the
+            // features `$f` is compiled for (see the module's safety note).
+            unsafe { $f($($arg),*) }
+        }
+    };
+}
+
+macro_rules! vec_dot {
+    ($f:path) => {
+        Some(avx2!($f, |n: usize, w: &[u8], a: &[u8]| -> f32))
+    };
+}
+
+macro_rules! quantize {
+    ($f:path) => {
+        avx2!($f, |src: &[f32], dst: &mut [u8]| -> ())
+    };
+}
+
+macro_rules! dequantize {
+    ($f:path) => {
+        avx2!($f, |src: &[u8], dst: &mut [f32]| -> ())
+    };
+}
+
+/// The entries that replace scalar ones: for each type, its scalar entry with
+/// the kernels written here swapped in.
+fn overrides(_: Avx2, scalar: &Kernels) -> Vec<TypeKernels> {
+    use GgmlType as T;
+    let base = |t: GgmlType| scalar.get(t).copied();
+    let mut out = Vec::new();
+    let mut set = |t: GgmlType, f: &dyn Fn(&mut TypeKernels)| {
+        if let Some(mut e) = base(t) {
+            f(&mut e);
+            out.push(e);
+        }
+    };
+    set(T::F32, &|e| e.vec_dot = vec_dot!(float::vec_dot_f32));
+    set(T::F16, &|e| {
+        e.vec_dot = vec_dot!(float::vec_dot_f16);
+        e.dequantize = dequantize!(float::dequantize_row_f16);
+        e.quantize = quantize!(float::quantize_row_f16);
+    });
+    set(T::BF16, &|e| e.vec_dot = vec_dot!(float::vec_dot_bf16));
+    set(T::Q4_0, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q4_0_q8_0));
+    set(T::Q4_1, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q4_1_q8_1));
+    set(T::Q5_0, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q5_0_q8_0));
+    set(T::Q5_1, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q5_1_q8_1));
+    set(T::Q8_0, &|e| {
+        e.vec_dot = vec_dot!(legacy::vec_dot_q8_0_q8_0);
+        e.quantize = quantize!(legacy::quantize_row_q8_0);
+    });
+    set(T::Q8_1, &|e| e.quantize = quantize!(legacy::quantize_row_q8_1));
+    set(T::Q2_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q2_k_q8_k));
+    set(T::Q3_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q3_k_q8_k));
+    set(T::Q4_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q4_k_q8_k));
+    set(T::Q5_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q5_k_q8_k));
+    set(T::Q6_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q6_k_q8_k));
+    set(T::Q8_K, &|e| e.quantize = quantize!(kquants::quantize_row_q8_k));
+    out
+}
+
+fn f16_rows(_: Avx2) -> F16RowKernels {
+    F16RowKernels {
+        f16_to_f32: avx2!(float::f16_to_f32_row, |src: &[u16], dst: &mut [f32]| -> ()),
+        f32_to_f16: avx2!(float::f32_to_f16_row, |src: &[f32], dst: &mut [u16]| -> ()),
+        dot_f32_f16: avx2!(float::dot_f32_f16, |a: &[f32], b: &[u16]| -> f32),
+        axpy_f16: avx2!(float::axpy_f16, |y: &mut [f32], alpha: f32, x: &[u16]| -> ()),
+    }
+}
+
+/// The AVX2 table, or `None` when this CPU lacks the features.
+pub(crate) fn kernels(scalar: &Kernels) -> Option<Kernels> {
+    let cpu = Avx2::detect()?;
+    let table = scalar.with("x86-avx2", &overrides(cpu, scalar));
+    Some(table.with_f16_rows(f16_rows(cpu)))
+}
