@@ -70,10 +70,7 @@ macro_rules! dot_rows {
             acc[0] = _mm256_fmadd_ps(xv, yv, acc[0]);
             i += 8;
         }
-        let s = _mm256_add_ps(
-            _mm256_add_ps(acc[0], acc[1]),
-            _mm256_add_ps(acc[2], acc[3]),
-        );
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut sum = hsum_ps(s);
         for j in i..n {
             sum += $tail(j);
@@ -88,7 +85,16 @@ pub unsafe fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let y: &[LeF32] = as_blocks(a);
     let n = n.min(x.len()).min(y.len());
     let tail = |j: usize| x[j].get() * y[j].get();
-    dot_rows!(n, x.as_ptr().cast(), 4, load_f32, y.as_ptr().cast(), 4, load_f32, tail)
+    dot_rows!(
+        n,
+        x.as_ptr().cast(),
+        4,
+        load_f32,
+        y.as_ptr().cast(),
+        4,
+        load_f32,
+        tail
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -97,7 +103,16 @@ pub unsafe fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let y: &[Half] = as_blocks(a);
     let n = n.min(x.len()).min(y.len());
     let tail = |j: usize| x[j].to_f32() * y[j].to_f32();
-    dot_rows!(n, x.as_ptr().cast(), 2, load_f16, y.as_ptr().cast(), 2, load_f16, tail)
+    dot_rows!(
+        n,
+        x.as_ptr().cast(),
+        2,
+        load_f16,
+        y.as_ptr().cast(),
+        2,
+        load_f16,
+        tail
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -106,14 +121,32 @@ pub unsafe fn vec_dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let y: &[LeU16] = as_blocks(a);
     let n = n.min(x.len()).min(y.len());
     let tail = |j: usize| bf16_to_f32(x[j].get()) * bf16_to_f32(y[j].get());
-    dot_rows!(n, x.as_ptr().cast(), 2, load_bf16, y.as_ptr().cast(), 2, load_bf16, tail)
+    dot_rows!(
+        n,
+        x.as_ptr().cast(),
+        2,
+        load_bf16,
+        y.as_ptr().cast(),
+        2,
+        load_bf16,
+        tail
+    )
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_f32_f16(a: &[f32], b: &[u16]) -> f32 {
     let n = a.len().min(b.len());
     let tail = |j: usize| a[j] * f16_to_f32(b[j]);
-    dot_rows!(n, a.as_ptr().cast(), 4, load_f32, b.as_ptr().cast(), 2, load_f16, tail)
+    dot_rows!(
+        n,
+        a.as_ptr().cast(),
+        4,
+        load_f32,
+        b.as_ptr().cast(),
+        2,
+        load_f16,
+        tail
+    )
 }
 
 /// `y += alpha * x` with the multiply and the add rounded separately, as the

@@ -13,7 +13,9 @@ use edgellama_gguf::QK_K;
 use zerocopy::little_endian::{F32 as LeF32, I16 as LeI16};
 
 use super::simd::{hsum_ps, load_u8x32};
-use crate::blocks::{as_blocks, as_blocks_mut, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
+use crate::blocks::{
+    as_blocks, as_blocks_mut, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K,
+};
 
 /// 32 bytes at `p`.
 ///
@@ -309,11 +311,10 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
         let mut sumi = _mm256_setzero_si256();
         let mut g = 0u8;
-        for ((ql, qh), q8) in x
-            .ql
-            .chunks_exact(64)
-            .zip(x.qh.chunks_exact(32))
-            .zip(y.qs.chunks_exact(128))
+        for ((ql, qh), q8) in
+            x.ql.chunks_exact(64)
+                .zip(x.qh.chunks_exact(32))
+                .zip(y.qs.chunks_exact(128))
         {
             // SAFETY: `ql` is 64 readable bytes, `qh` 32.
             let (l0, l1, h) = (
@@ -430,7 +431,8 @@ pub unsafe fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {
                 let t = _mm256_mul_ps(iv, _mm256_loadu_ps(c.as_ptr().add(8 * k)));
                 // nearest_int: the integer sits in the mantissa of t + 1.5 * 2^23.
                 let r = _mm256_castps_si256(_mm256_add_ps(t, magic));
-                let i = _mm256_min_epi32(_mm256_sub_epi32(_mm256_and_si256(r, mantissa), bias), max_q);
+                let i =
+                    _mm256_min_epi32(_mm256_sub_epi32(_mm256_and_si256(r, mantissa), bias), max_q);
                 *v = _mm256_and_si256(i, lowbyte);
             }
             // The low bytes, sign-extended, are the stored quants.

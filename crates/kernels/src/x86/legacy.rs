@@ -71,10 +71,25 @@ macro_rules! symmetric_vec_dot {
                 let ([x0, x1, x2, x3], [y0, y1, y2, y3]) = (xs, ys) else {
                     continue;
                 };
-                let sums = hsum4_epi32($block(x0, y0), $block(x1, y1), $block(x2, y2), $block(x3, y3));
+                let sums = hsum4_epi32(
+                    $block(x0, y0),
+                    $block(x1, y1),
+                    $block(x2, y2),
+                    $block(x3, y3),
+                );
                 let d = scale4(
-                    [x0.d.to_bits(), x1.d.to_bits(), x2.d.to_bits(), x3.d.to_bits()],
-                    [y0.d.to_bits(), y1.d.to_bits(), y2.d.to_bits(), y3.d.to_bits()],
+                    [
+                        x0.d.to_bits(),
+                        x1.d.to_bits(),
+                        x2.d.to_bits(),
+                        x3.d.to_bits(),
+                    ],
+                    [
+                        y0.d.to_bits(),
+                        y1.d.to_bits(),
+                        y2.d.to_bits(),
+                        y3.d.to_bits(),
+                    ],
                 );
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
             }
@@ -113,16 +128,41 @@ macro_rules! offset_vec_dot {
                 let ([x0, x1, x2, x3], [y0, y1, y2, y3]) = (xs, ys) else {
                     continue;
                 };
-                let sums = hsum4_epi32($block(x0, y0), $block(x1, y1), $block(x2, y2), $block(x3, y3));
+                let sums = hsum4_epi32(
+                    $block(x0, y0),
+                    $block(x1, y1),
+                    $block(x2, y2),
+                    $block(x3, y3),
+                );
                 // [d_x * d_y (4) | m * s (4)]
                 let p = _mm256_mul_ps(
                     f16x8(
-                        pack4([x0.d.to_bits(), x1.d.to_bits(), x2.d.to_bits(), x3.d.to_bits()]),
-                        pack4([x0.m.to_bits(), x1.m.to_bits(), x2.m.to_bits(), x3.m.to_bits()]),
+                        pack4([
+                            x0.d.to_bits(),
+                            x1.d.to_bits(),
+                            x2.d.to_bits(),
+                            x3.d.to_bits(),
+                        ]),
+                        pack4([
+                            x0.m.to_bits(),
+                            x1.m.to_bits(),
+                            x2.m.to_bits(),
+                            x3.m.to_bits(),
+                        ]),
                     ),
                     f16x8(
-                        pack4([y0.d.to_bits(), y1.d.to_bits(), y2.d.to_bits(), y3.d.to_bits()]),
-                        pack4([y0.s.to_bits(), y1.s.to_bits(), y2.s.to_bits(), y3.s.to_bits()]),
+                        pack4([
+                            y0.d.to_bits(),
+                            y1.d.to_bits(),
+                            y2.d.to_bits(),
+                            y3.d.to_bits(),
+                        ]),
+                        pack4([
+                            y0.s.to_bits(),
+                            y1.s.to_bits(),
+                            y2.s.to_bits(),
+                            y3.s.to_bits(),
+                        ]),
                     ),
                 );
                 let d = _mm256_permute2f128_ps::<0x00>(p, p);
@@ -197,7 +237,10 @@ unsafe fn q8_block(x: &[f32]) -> Option<(f32, __m256i)> {
     if _mm256_movemask_ps(special) != 0 {
         return None;
     }
-    let m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps::<1>(amax));
+    let m = _mm_max_ps(
+        _mm256_castps256_ps128(amax),
+        _mm256_extractf128_ps::<1>(amax),
+    );
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     let m = _mm_max_ss(m, _mm_movehdup_ps(m));
     let amax = _mm_cvtss_f32(m);
@@ -243,7 +286,9 @@ pub unsafe fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
                 // SAFETY: `qs` is 32 writable bytes.
                 _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
             }
-            None => crate::scalar::legacy::quantize_row_q8_0(x, zerocopy::IntoBytes::as_mut_bytes(b)),
+            None => {
+                crate::scalar::legacy::quantize_row_q8_0(x, zerocopy::IntoBytes::as_mut_bytes(b))
+            }
         }
     }
 }
@@ -260,7 +305,9 @@ pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
                 let sum = super::simd::hsum_epi32(dot_u8x32_ones(q));
                 b.s = Half::from_f32(sum as f32 * d);
             }
-            None => crate::scalar::legacy::quantize_row_q8_1(x, zerocopy::IntoBytes::as_mut_bytes(b)),
+            None => {
+                crate::scalar::legacy::quantize_row_q8_1(x, zerocopy::IntoBytes::as_mut_bytes(b))
+            }
         }
     }
 }

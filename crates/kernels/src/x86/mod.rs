@@ -90,21 +90,43 @@ fn overrides(_: Avx2, scalar: &Kernels) -> Vec<TypeKernels> {
         e.quantize = quantize!(float::quantize_row_f16);
     });
     set(T::BF16, &|e| e.vec_dot = vec_dot!(float::vec_dot_bf16));
-    set(T::Q4_0, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q4_0_q8_0));
-    set(T::Q4_1, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q4_1_q8_1));
-    set(T::Q5_0, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q5_0_q8_0));
-    set(T::Q5_1, &|e| e.vec_dot = vec_dot!(legacy::vec_dot_q5_1_q8_1));
+    set(T::Q4_0, &|e| {
+        e.vec_dot = vec_dot!(legacy::vec_dot_q4_0_q8_0)
+    });
+    set(T::Q4_1, &|e| {
+        e.vec_dot = vec_dot!(legacy::vec_dot_q4_1_q8_1)
+    });
+    set(T::Q5_0, &|e| {
+        e.vec_dot = vec_dot!(legacy::vec_dot_q5_0_q8_0)
+    });
+    set(T::Q5_1, &|e| {
+        e.vec_dot = vec_dot!(legacy::vec_dot_q5_1_q8_1)
+    });
     set(T::Q8_0, &|e| {
         e.vec_dot = vec_dot!(legacy::vec_dot_q8_0_q8_0);
         e.quantize = quantize!(legacy::quantize_row_q8_0);
     });
-    set(T::Q8_1, &|e| e.quantize = quantize!(legacy::quantize_row_q8_1));
-    set(T::Q2_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q2_k_q8_k));
-    set(T::Q3_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q3_k_q8_k));
-    set(T::Q4_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q4_k_q8_k));
-    set(T::Q5_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q5_k_q8_k));
-    set(T::Q6_K, &|e| e.vec_dot = vec_dot!(kquants::vec_dot_q6_k_q8_k));
-    set(T::Q8_K, &|e| e.quantize = quantize!(kquants::quantize_row_q8_k));
+    set(T::Q8_1, &|e| {
+        e.quantize = quantize!(legacy::quantize_row_q8_1)
+    });
+    set(T::Q2_K, &|e| {
+        e.vec_dot = vec_dot!(kquants::vec_dot_q2_k_q8_k)
+    });
+    set(T::Q3_K, &|e| {
+        e.vec_dot = vec_dot!(kquants::vec_dot_q3_k_q8_k)
+    });
+    set(T::Q4_K, &|e| {
+        e.vec_dot = vec_dot!(kquants::vec_dot_q4_k_q8_k)
+    });
+    set(T::Q5_K, &|e| {
+        e.vec_dot = vec_dot!(kquants::vec_dot_q5_k_q8_k)
+    });
+    set(T::Q6_K, &|e| {
+        e.vec_dot = vec_dot!(kquants::vec_dot_q6_k_q8_k)
+    });
+    set(T::Q8_K, &|e| {
+        e.quantize = quantize!(kquants::quantize_row_q8_k)
+    });
     out
 }
 

@@ -1,0 +1,473 @@
+//! The SIMD table against its scalar twin (`edgellama_kernels::scalar`), on
+//! random data with fixed seeds, ragged lengths and hostile values:
+//!
+//! - quantizers and conversions must give the same bytes;
+//! - `axpy_f16` must give the same bits;
+//! - dot products must agree within a rounding bound (see [`dot_bound`]).
+//!
+//! On a CPU without the SIMD features the tests print that they are skipped
+//! and return; on x86-64 with AVX2, FMA and F16C they must find the
+//! `x86-avx2` table selected.
+
+use edgellama_kernels::{dequantize_tensor, kernels, scalar, vec_dot_type, GgmlType, Kernels};
+
+/// The table under test, or `None` (with a message) when the CPU cannot run
+/// one.
+fn simd() -> Option<&'static Kernels> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            let k = kernels();
+            assert_eq!(
+                k.name(),
+                "x86-avx2",
+                "AVX2 CPU but the SIMD table is not selected"
+            );
+            return Some(k);
+        }
+        eprintln!("skipped: this CPU lacks AVX2/FMA/F16C, so there is no SIMD table to test");
+        None
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        eprintln!("skipped: no SIMD table is written for this architecture yet");
+        None
+    }
+}
+
+/// xorshift64* with Box-Muller.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+    }
+    fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| scale * self.normal()).collect()
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
+    }
+}
+
+fn row_size(t: GgmlType, n: usize) -> usize {
+    t.row_size(n as u64).unwrap() as usize
+}
+
+fn quantize(k: &Kernels, t: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut q = vec![0u8; row_size(t, x.len())];
+    (k.quantize(t).unwrap())(x, &mut q);
+    q
+}
+
+const WEIGHT_TYPES: [GgmlType; 13] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::BF16,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+];
+
+/// Element counts with every remainder the kernels treat separately: 1 to 3
+/// blocks past a multiple of four (legacy formats), 1 to 7 elements past a
+/// multiple of eight and of 32 (float rows).
+fn lengths(t: GgmlType) -> Vec<usize> {
+    match t.block_size() {
+        1 => vec![1, 2, 7, 8, 9, 31, 32, 33, 100, 255, 1023, 1024, 4096],
+        32 => vec![32, 64, 96, 128, 160, 224, 1056, 2048, 4096],
+        _ => vec![256, 512, 768, 1280, 4096],
+    }
+}
+
+/// Byte offsets in a block of the f16 scales whose sign decides whether the
+/// parts of an element add up or cancel: `(make_positive, make_negative)`.
+/// With `d >= 0` and `m >= 0` a q4_1 element `d * q + m` is the sum of its
+/// parts' magnitudes; with `d >= 0` and `dmin <= 0` a q4_K element
+/// `d * sc * q - dmin * m` is. Symmetric formats have a single part.
+fn offset_scales(t: GgmlType) -> (&'static [usize], &'static [usize]) {
+    use GgmlType as T;
+    match t {
+        T::Q4_1 | T::Q5_1 => (&[0, 2], &[]),
+        T::Q4_K | T::Q5_K => (&[0], &[2]),
+        T::Q2_K => (&[80], &[82]),
+        _ => (&[], &[]),
+    }
+}
+
+/// `sum(|w_i| * |a_i|)` over the parts of each weight: the size every
+/// partial sum and rounded product of either implementation is bounded by.
+fn magnitude(t: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f64 {
+    let mut w = w.to_vec();
+    let (pos, neg) = offset_scales(t);
+    for block in w.chunks_exact_mut(t.type_size()) {
+        for &o in pos {
+            block[o + 1] &= 0x7f;
+        }
+        for &o in neg {
+            block[o + 1] |= 0x80;
+        }
+    }
+    let wd = dequantize_tensor(t, &w, n).unwrap();
+    let ad = dequantize_tensor(vec_dot_type(t), a, n).unwrap();
+    wd.iter()
+        .zip(&ad)
+        .map(|(&x, &y)| (x as f64).abs() * (y as f64).abs())
+        .sum()
+}
+
+/// Largest allowed `|simd - scalar|` for a row of `n` elements.
+///
+/// Integer sums are exact on both sides, so they differ only in float
+/// roundings. Each rounding is at most `u = 2^-24` times the value rounded,
+/// and every value either side rounds (a block's scaled sum, a running sum)
+/// is bounded by `magnitude`. A running sum takes at most `chain` roundings:
+/// one per block for the scalar legacy formats, one per super-block (plus
+/// an 8-lane fold) for the K-quants, and for float rows one per 32 elements
+/// in each SIMD lane plus the tail and the reduction (the scalar side sums in
+/// f64 but rounds each product). Each block adds at most three roundings of
+/// its own scaled terms. Both sides err, hence the factor 2. For 4096
+/// elements of q4_0 this is about 1.7e-5 of `magnitude`; measured
+/// differences are far below (printed by the test).
+fn dot_bound(t: GgmlType, n: usize, magnitude: f64) -> f64 {
+    let blocks = n / t.block_size();
+    let chain = if t.block_size() == 1 { n / 32 } else { blocks } + 16;
+    2.0 * (chain + 3) as f64 * f64::from(f32::EPSILON / 2.0) * magnitude
+}
+
+#[test]
+fn vec_dot_agrees_with_scalar_twin_within_rounding_bound() {
+    let Some(k) = simd() else { return };
+    let s = &scalar::kernels();
+    let mut rng = Rng(0x5eed_0001);
+    let mut report = String::new();
+    for t in WEIGHT_TYPES {
+        let at = vec_dot_type(t);
+        let (simd_dot, scalar_dot) = (k.vec_dot(t).unwrap(), s.vec_dot(t).unwrap());
+        let mut worst = 0.0f64;
+        for n in lengths(t) {
+            for case in 0..6 {
+                let scale = [1.0f32, 0.02, 30.0][case % 3];
+                let x = rng.normals(n, scale);
+                let y = rng.normals(n, 1.0 / scale);
+                let mut w = quantize(s, t, &x);
+                if case >= 3 && t.block_size() > 1 {
+                    // Every bit pattern of the quants, with the scales that
+                    // quantizing gave (random scale bits could be NaN).
+                    let noise = rng.bytes(w.len());
+                    let keep = quantize(s, t, &x);
+                    for (b, (nb, kb)) in w.chunks_exact_mut(t.type_size()).zip(
+                        noise
+                            .chunks_exact(t.type_size())
+                            .zip(keep.chunks_exact(t.type_size())),
+                    ) {
+                        b.copy_from_slice(nb);
+                        for &o in scale_fields(t) {
+                            b[o..o + 2].copy_from_slice(&kb[o..o + 2]);
+                        }
+                    }
+                }
+                let a = quantize(s, at, &y);
+                let got = simd_dot(n, &w, &a) as f64;
+                let want = scalar_dot(n, &w, &a) as f64;
+                let m = magnitude(t, n, &w, &a);
+                let bound = dot_bound(t, n, m);
+                assert!(
+                    (got - want).abs() <= bound,
+                    "{t} n={n} case {case}: simd {got}, scalar {want}, |diff| {:e} > bound {bound:e} (magnitude {m:e})",
+                    (got - want).abs()
+                );
+                if m > 0.0 {
+                    worst = worst.max((got - want).abs() / m);
+                }
+            }
+        }
+        report.push_str(&format!(
+            "{t:>5}: max |simd - scalar| / magnitude = {worst:.2e}\n"
+        ));
+    }
+    println!("{report}");
+}
+
+/// Byte offsets of every f16 or f32 scale field in a block of `t`.
+fn scale_fields(t: GgmlType) -> &'static [usize] {
+    use GgmlType as T;
+    match t {
+        T::Q4_0 | T::Q5_0 | T::Q8_0 => &[0],
+        T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => &[0, 2],
+        T::Q2_K => &[80, 82],
+        T::Q3_K => &[108],
+        T::Q6_K => &[208],
+        _ => &[],
+    }
+}
+
+/// Blocks that stress the activation quantizers: exact rounding ties, zero
+/// blocks, both signs reaching the maximum, NaN, infinities, huge and
+/// subnormal values.
+fn hostile_rows(n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
+    let mut rows = Vec::new();
+    // Ties: with amax = 127 the scale is 1 and x.5 values are exact ties.
+    rows.push(
+        (0..n)
+            .map(|i| {
+                if i % 32 == 0 {
+                    127.0
+                } else {
+                    (i % 255) as f32 * 0.5 - 63.5
+                }
+            })
+            .collect(),
+    );
+    // The same with q8_K's scale: amax 127 on a negative value.
+    rows.push(
+        (0..n)
+            .map(|i| {
+                if i % 256 == 5 {
+                    -127.0
+                } else {
+                    (i % 253) as f32 * 0.5 - 63.0
+                }
+            })
+            .collect(),
+    );
+    rows.push(vec![0.0; n]);
+    rows.push(vec![-0.0; n]);
+    // Both signs reach the magnitude; the first must decide the sign.
+    rows.push(
+        (0..n)
+            .map(|i| match i % 64 {
+                3 => -5.0,
+                10 => 5.0,
+                _ => (i % 7) as f32 * 0.1,
+            })
+            .collect(),
+    );
+    rows.push(
+        (0..n)
+            .map(|i| match i % 64 {
+                3 => 5.0,
+                10 => -5.0,
+                _ => -((i % 7) as f32) * 0.1,
+            })
+            .collect(),
+    );
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        3e38,
+        -3e38,
+        1e-40,
+        -1e-42,
+    ];
+    for &sp in &specials {
+        let mut r = rng.normals(n, 1.0);
+        for (i, v) in r.iter_mut().enumerate() {
+            if i % 97 == 13 {
+                *v = sp;
+            }
+        }
+        rows.push(r);
+        // A block of nothing but that value, and one of tiny values only.
+        rows.push(vec![sp; n]);
+    }
+    rows.push(rng.normals(n, 1e-39));
+    rows.push(
+        (0..n)
+            .map(|i| if i % 2 == 0 { f32::NAN } else { 1.0 })
+            .collect(),
+    );
+    rows
+}
+
+#[test]
+fn activation_quantizers_are_byte_identical() {
+    let Some(k) = simd() else { return };
+    let s = &scalar::kernels();
+    let mut rng = Rng(0x5eed_0002);
+    for t in [
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q8_K,
+        GgmlType::F16,
+    ] {
+        for n in [256usize, 512, 4096] {
+            let mut rows = hostile_rows(n, &mut rng);
+            for scale in [1e-3f32, 1.0, 1e4] {
+                for _ in 0..8 {
+                    rows.push(rng.normals(n, scale));
+                }
+            }
+            for (r, x) in rows.iter().enumerate() {
+                let got = quantize(k, t, x);
+                let want = quantize(s, t, x);
+                if got != want {
+                    let i = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+                    let b = t.type_size();
+                    panic!(
+                        "{t} n={n} row {r}: byte {i} (block {}) simd {:#04x}, scalar {:#04x}",
+                        i / b,
+                        got[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_rows_convert_bit_identically() {
+    let Some(k) = simd() else { return };
+    // Every f16 value, in a row whose length leaves a tail.
+    let all: Vec<u16> = (0..=u16::MAX).collect();
+    let n = all.len() - 3;
+    let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+    (k.f16_to_f32_row())(&all[..n], &mut a);
+    scalar::attn::f16_to_f32_row(&all[..n], &mut b);
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x.to_bits(), y.to_bits(), "f16 {i:#06x}");
+    }
+    // The same through the table's f16 "dequantize" of bytes.
+    let bytes: Vec<u8> = all.iter().flat_map(|h| h.to_le_bytes()).collect();
+    let c = dequantize_tensor(GgmlType::F16, &bytes, all.len()).unwrap();
+    for (i, (x, y)) in c.iter().zip(&b).enumerate() {
+        assert_eq!(x.to_bits(), y.to_bits(), "f16 {i:#06x} via dequantize");
+    }
+
+    // f32 -> f16: random bit patterns, the values around every rounding
+    // boundary and tie of f16, and the specials.
+    let mut rng = Rng(0x5eed_0003);
+    let mut src: Vec<f32> = (0..1 << 20)
+        .map(|_| f32::from_bits(rng.next_u64() as u32))
+        .collect();
+    for h in 0..=u16::MAX {
+        let f = scalar_f16(h);
+        if f.is_finite() {
+            let bits = f.to_bits();
+            // Half an f16 ulp either side (ties), and one f32 ulp off them.
+            for d in [0x1000u32, 0x0fff, 0x1001] {
+                src.push(f32::from_bits(bits.wrapping_add(d)));
+                src.push(f32::from_bits(bits.wrapping_sub(d)));
+            }
+        }
+    }
+    src.extend([
+        f32::NAN,
+        -f32::NAN,
+        f32::from_bits(0x7f80_0001),
+        f32::from_bits(0xffbf_ffff),
+    ]);
+    src.extend([
+        65504.0,
+        65519.99,
+        65520.0,
+        1e-8,
+        5.96e-8,
+        2.98e-8,
+        2.9802326e-8,
+    ]);
+    for len in [src.len(), 1, 7, 9] {
+        let (mut a, mut b) = (vec![0u16; len], vec![0u16; len]);
+        (k.f32_to_f16_row())(&src[..len], &mut a);
+        scalar::attn::f32_to_f16_row(&src[..len], &mut b);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(x, y, "f32 {:#010x}", src[i].to_bits());
+        }
+    }
+}
+
+fn scalar_f16(h: u16) -> f32 {
+    edgellama_kernels::convert::f16_to_f32(h)
+}
+
+fn f16_row(rng: &mut Rng, n: usize, scale: f32) -> Vec<u16> {
+    rng.normals(n, scale)
+        .into_iter()
+        .map(edgellama_kernels::convert::f32_to_f16)
+        .collect()
+}
+
+#[test]
+fn attention_helpers_match_scalar_twins() {
+    let Some(k) = simd() else { return };
+    let mut rng = Rng(0x5eed_0004);
+    let mut worst = 0.0f64;
+    for n in [1usize, 2, 7, 8, 9, 31, 32, 33, 64, 100, 128, 1023, 4096] {
+        for scale in [1.0f32, 1e-3, 300.0] {
+            let q = rng.normals(n, 1.0);
+            let key = f16_row(&mut rng, n, scale);
+            let got = (k.dot_f32_f16())(&q, &key) as f64;
+            let want = scalar::attn::dot_f32_f16(&q, &key) as f64;
+            let m: f64 = q
+                .iter()
+                .zip(&key)
+                .map(|(&a, &h)| (a as f64 * scalar_f16(h) as f64).abs())
+                .sum();
+            let bound = dot_bound(GgmlType::F16, n, m);
+            assert!(
+                (got - want).abs() <= bound,
+                "dot_f32_f16 n={n}: simd {got}, scalar {want}, bound {bound:e}"
+            );
+            if m > 0.0 {
+                worst = worst.max((got - want).abs() / m);
+            }
+
+            let value = f16_row(&mut rng, n, scale);
+            let alpha = rng.normal();
+            let mut y1 = rng.normals(n, 1.0);
+            let mut y2 = y1.clone();
+            (k.axpy_f16())(&mut y1, alpha, &value);
+            scalar::attn::axpy_f16(&mut y2, alpha, &value);
+            for (i, (a, b)) in y1.iter().zip(&y2).enumerate() {
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "axpy_f16 n={n} element {i}: {a} vs {b}"
+                );
+            }
+        }
+    }
+    println!("dot_f32_f16: max |simd - scalar| / magnitude = {worst:.2e}");
+}
+
+#[test]
+fn kernels_stay_inside_shorter_slices() {
+    // The f16 row kernels take the shorter slice's length; a longer output
+    // keeps its tail untouched.
+    let Some(k) = simd() else { return };
+    let src = [0x3c00u16; 19];
+    let mut out = [7.0f32; 23];
+    (k.f16_to_f32_row())(&src, &mut out);
+    assert!(out[..19].iter().all(|&v| v == 1.0) && out[19..].iter().all(|&v| v == 7.0));
+    let mut h = [0xffffu16; 21];
+    (k.f32_to_f16_row())(&[1.0; 17], &mut h);
+    assert!(h[..17].iter().all(|&v| v == 0x3c00) && h[17..].iter().all(|&v| v == 0xffff));
+    let mut y = [0.0f32; 11];
+    (k.axpy_f16())(&mut y, 1.0, &src);
+    assert!(y.iter().all(|&v| v == 1.0));
+    assert_eq!((k.dot_f32_f16())(&[1.0; 40], &src), 19.0);
+}
