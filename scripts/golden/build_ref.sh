@@ -15,14 +15,24 @@
 # (GGML_NATIVE is on by default, so the CPU kernels are chosen for the build
 # machine; the goldens record llama.cpp's system info line.)
 #
-# The binary goes to OUTDIR (default: target/golden in the repository) with an
-# rpath to $LLAMA_CPP_DIR/build/bin.
+# LLAMA_CPP_BUILD names the build folder inside the tree (default: build). The
+# portable goldens use a second build without any x86 SIMD, so that llama.cpp
+# runs its plain C kernels:
+#
+#   cmake -B build-portable -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_CURL=OFF \
+#     -DGGML_NATIVE=OFF -DGGML_SSE42=OFF -DGGML_AVX=OFF -DGGML_AVX2=OFF -DGGML_BMI2=OFF \
+#     -DGGML_FMA=OFF -DGGML_F16C=OFF -DGGML_LLAMAFILE=OFF -DGGML_OPENMP=OFF
+#   cmake --build build-portable -j --target llama llama-perplexity
+#
+# The binary goes to OUTDIR (default: target/golden/$LLAMA_CPP_BUILD in the
+# repository) with an rpath to $LLAMA_CPP_DIR/$LLAMA_CPP_BUILD/bin.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 : "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR to the llama.cpp tree (see the header of this script)}"
-bin="$LLAMA_CPP_DIR/build/bin"
-out="${1:-$root/target/golden}"
+build="${LLAMA_CPP_BUILD:-build}"
+bin="$LLAMA_CPP_DIR/$build/bin"
+out="${1:-$root/target/golden/$build}"
 for lib in libllama.so libggml.so libggml-base.so; do
   [ -e "$bin/$lib" ] || { echo "missing $bin/$lib: build llama.cpp first (see the header of this script)" >&2; exit 1; }
 done

@@ -154,34 +154,132 @@ impl Backend for CpuBackend {
         let keys = kv.keys(layer, n_kv);
         let values = kv.values(layer, n_kv);
         let embd_kv = kv.n_embd_kv();
+        // llama.cpp's CPU flash attention takes two routes: batches of 64 or
+        // more queries go through an f32 tiled kernel, smaller ones (and
+        // single-token decoding) round the query to F16 and accumulate the
+        // values in F16. We follow the same split so that our numbers track
+        // the reference's, rounding included.
+        let f16_route = s.n_tokens < FA_TILE_Q;
         self.pool.install(|| {
             out.par_chunks_mut(hd).enumerate().for_each_init(
-                || (vec![0f32; n_kv], vec![0f32; hd]),
-                |(scores, acc), (i, o)| {
+                || AttnScratch::new(n_kv, hd),
+                |sc, (i, o)| {
                     let (t, h) = (i / s.n_head, i % s.n_head);
                     let kvh = h / group;
                     let qh = &q[t * embd_q + h * hd..t * embd_q + (h + 1) * hd];
                     let seen = s.pos0 + t + 1;
-                    for (p, sc) in scores[..seen].iter_mut().enumerate() {
-                        let kr = &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                        let mut d = 0f32;
-                        for (a, b) in qh.iter().zip(kr) {
-                            d += a * b.to_f32();
-                        }
-                        *sc = d * s.scale;
+                    let key =
+                        |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                    let val =
+                        |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                    if f16_route {
+                        attend_f16(qh, seen, key, val, s.scale, sc, o);
+                    } else {
+                        attend_f32(qh, seen, key, val, s.scale, sc, o);
                     }
-                    k::ops::softmax(&mut scores[..seen]);
-                    acc.iter_mut().for_each(|a| *a = 0.0);
-                    for (p, &w) in scores[..seen].iter().enumerate() {
-                        let vr = &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                        for (a, b) in acc.iter_mut().zip(vr) {
-                            *a += w * b.to_f32();
-                        }
-                    }
-                    o.copy_from_slice(acc);
                 },
             )
         });
         Ok(())
     }
+}
+
+/// Query rows per tile of llama.cpp's f32 flash-attention kernel
+/// (`GGML_FA_TILE_Q`); smaller batches take its F16 route.
+const FA_TILE_Q: usize = 64;
+
+struct AttnScratch {
+    scores: Vec<f32>,
+    q16: Vec<u16>,
+    acc16: Vec<u16>,
+}
+
+impl AttnScratch {
+    fn new(n_kv: usize, hd: usize) -> AttnScratch {
+        AttnScratch {
+            scores: vec![0.0; n_kv.max(FA_TILE_KV)],
+            q16: vec![0; hd],
+            acc16: vec![0; hd],
+        }
+    }
+}
+
+/// One head's attention with an online softmax, an F16 query and an F16
+/// value accumulator, as llama.cpp's `flash_attn_ext_f16_one_chunk`.
+fn attend_f16<'a>(
+    q: &[f32],
+    seen: usize,
+    key: impl Fn(usize) -> &'a [u16],
+    val: impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    sc: &mut AttnScratch,
+    out: &mut [f32],
+) {
+    for (d, &x) in sc.q16.iter_mut().zip(q) {
+        *d = k::convert::f32_to_f16(x);
+    }
+    sc.acc16.iter_mut().for_each(|v| *v = 0);
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    for p in 0..seen {
+        let s = k::ops::dot_f16_ggml(key(p), &sc.q16) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            k::ops::scale_f16(&mut sc.acc16, ms);
+        } else {
+            vs = (s - m).exp();
+        }
+        k::ops::mad_f16(&mut sc.acc16, val(p), vs);
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    for (o, &a) in out.iter_mut().zip(&sc.acc16) {
+        *o = k::convert::f16_to_f32(a) * inv;
+    }
+}
+
+/// Keys per tile of llama.cpp's f32 flash-attention kernel (`GGML_FA_TILE_KV`).
+const FA_TILE_KV: usize = 64;
+
+/// One head's attention in `f32`, as llama.cpp's tiled flash-attention
+/// kernel: keys in tiles of 64, an online softmax across tiles, values
+/// accumulated in `f32`.
+fn attend_f32<'a>(
+    q: &[f32],
+    seen: usize,
+    key: impl Fn(usize) -> &'a [u16],
+    val: impl Fn(usize) -> &'a [u16],
+    scale: f32,
+    sc: &mut AttnScratch,
+    out: &mut [f32],
+) {
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let kq = &mut sc.scores[..FA_TILE_KV];
+    for start in (0..seen).step_by(FA_TILE_KV) {
+        let n = (seen - start).min(FA_TILE_KV);
+        for (j, s) in kq.iter_mut().enumerate() {
+            *s = if j < n {
+                k::ops::dot_f32_f16(q, key(start + j)) * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            out.iter_mut().for_each(|v| *v *= ms);
+            sum *= ms;
+        }
+        m = m_new;
+        sum = (sum as f64 + k::ops::exp_sum_ggml(kq, m_new)) as f32;
+        for (j, &w) in kq[..n].iter().enumerate() {
+            k::ops::mad_f32_f16(out, val(start + j), w);
+        }
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    out.iter_mut().for_each(|v| *v *= inv);
 }

@@ -1,13 +1,13 @@
-use half::f16;
+use edgellama_kernels::convert::f32_to_f16;
 
 /// Keys and values of every layer for up to `n_ctx` positions, stored as
-/// F16 (as llama.cpp does by default), laid out `[layer][pos][n_embd_kv]`.
+/// F16 bits (as llama.cpp does by default), laid out `[layer][pos][n_embd_kv]`.
 pub struct KvCache {
     n_layer: usize,
     n_ctx: usize,
     n_embd_kv: usize,
-    k: Vec<f16>,
-    v: Vec<f16>,
+    k: Vec<u16>,
+    v: Vec<u16>,
 }
 
 impl KvCache {
@@ -17,8 +17,8 @@ impl KvCache {
             n_layer,
             n_ctx,
             n_embd_kv,
-            k: vec![f16::ZERO; n],
-            v: vec![f16::ZERO; n],
+            k: vec![0; n],
+            v: vec![0; n],
         }
     }
 
@@ -49,20 +49,20 @@ impl KvCache {
         let n = k.len() / self.n_embd_kv;
         let r = self.range(layer, pos, n);
         for (d, s) in self.k[r.clone()].iter_mut().zip(k) {
-            *d = f16::from_f32(*s);
+            *d = f32_to_f16(*s);
         }
         for (d, s) in self.v[r].iter_mut().zip(v) {
-            *d = f16::from_f32(*s);
+            *d = f32_to_f16(*s);
         }
     }
 
     /// Keys of positions `0..n` of a layer.
-    pub fn keys(&self, layer: usize, n: usize) -> &[f16] {
+    pub fn keys(&self, layer: usize, n: usize) -> &[u16] {
         &self.k[self.range(layer, 0, n)]
     }
 
     /// Values of positions `0..n` of a layer.
-    pub fn values(&self, layer: usize, n: usize) -> &[f16] {
+    pub fn values(&self, layer: usize, n: usize) -> &[u16] {
         &self.v[self.range(layer, 0, n)]
     }
 }

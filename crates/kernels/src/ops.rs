@@ -5,6 +5,8 @@
 //! `ggml_float` (double), so our activations track the reference closely
 //! enough for greedy decoding to agree token for token.
 
+use crate::convert::{f16_to_f32, f32_to_f16};
+
 /// RMS normalisation followed by an element-wise weight:
 /// `out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -37,6 +39,26 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v *= inv);
 }
 
+/// `x[i] = exp(x[i] - max)` with [`expf_ggml`], returning the sum, as
+/// ggml's `ggml_vec_soft_max_f32` does on x86-64 without AVX: lanes of four
+/// summed pairwise, each group added to an `f64` total, the leftover
+/// elements with `expf`.
+pub fn exp_sum_ggml(x: &mut [f32], max: f32) -> f64 {
+    let n4 = x.len() - x.len() % 4;
+    let mut sum = 0f64;
+    for g in x[..n4].chunks_exact_mut(4) {
+        for v in g.iter_mut() {
+            *v = expf_ggml(*v - max);
+        }
+        sum += ((g[0] + g[1]) + (g[2] + g[3])) as f64;
+    }
+    for v in x[n4..].iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    sum
+}
+
 /// `log(softmax(x))[idx]`, computed without materialising the distribution.
 pub fn log_softmax_at(x: &[f32], idx: usize) -> f64 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -44,16 +66,54 @@ pub fn log_softmax_at(x: &[f32], idx: usize) -> f64 {
     (x[idx] - max) as f64 - sum.ln()
 }
 
+/// `exp(x)` as ggml's vector `ggml_v_expf` computes it on x86 without FMA
+/// (the SSE2 form every x86-64 CPU runs): a range reduction to `2^n * e^b`
+/// and a degree-5 polynomial, within 1.5 ulp of `expf`. llama.cpp uses it
+/// for SiLU and softmax, and agreeing with it to the bit keeps whole
+/// forward passes comparable.
+pub fn expf_ggml(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x * f32::from_bits(0x3fb8_aa3b) + r; // log2(e)
+    let n = z - r;
+    let b = x - n * f32::from_bits(0x3f31_7200); // ln2 hi
+    let b = b - n * f32::from_bits(0x35bf_be8e); // ln2 lo
+    let e = z.to_bits().wrapping_shl(23);
+    let k = f32::from_bits(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let p0 = f32::from_bits(0x3c07_2010) * b + f32::from_bits(0x3d2b_9f17);
+    let p1 = f32::from_bits(0x3e2a_af33) * b + f32::from_bits(0x3efffedb);
+    let j = (p0 * u + p1) * u + f32::from_bits(0x3f7f_fff6) * b;
+    let an = n.abs();
+    // A NaN input takes this branch too, as the vector compare does.
+    if an.partial_cmp(&126.0) != Some(std::cmp::Ordering::Greater) {
+        return j * k + k;
+    }
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = f32::from_bits(g.wrapping_add(0x7f00_0000));
+    let s2 = f32::from_bits(e.wrapping_sub(g));
+    if an > 192.0 {
+        s1 * s1
+    } else {
+        (s2 * j + s2) * s1
+    }
+}
+
+/// SiLU, `x / (1 + e^-x)`, with [`expf_ggml`] as ggml's vector form.
 #[inline]
 pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
+    x / (1.0 + expf_ggml(0.0 - x))
 }
 
 /// SwiGLU: `gate[i] = silu(gate[i]) * up[i]`, written into `gate`.
 pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     debug_assert_eq!(gate.len(), up.len());
-    for (g, &u) in gate.iter_mut().zip(up) {
+    let n4 = gate.len() - gate.len() % 4;
+    for (g, &u) in gate[..n4].iter_mut().zip(&up[..n4]) {
         *g = silu(*g) * u;
+    }
+    // ggml's leftovers use the scalar `expf`.
+    for (g, &u) in gate[n4..].iter_mut().zip(&up[n4..]) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
 
@@ -148,6 +208,50 @@ pub fn llama3_rope_freq_factors(
         .collect()
 }
 
+/// Dot product of two F16 rows as ggml's portable `ggml_vec_dot_f16` computes
+/// it: each product in `f32`, summed in order in `f64`. Attention scores
+/// computed this way agree with llama.cpp's portable build to the bit, which
+/// is what lets greedy decoding on numerically fragile models agree token
+/// for token.
+pub fn dot_f16_ggml(x: &[u16], y: &[u16]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut sumf = 0f64;
+    for (&a, &b) in x.iter().zip(y) {
+        sumf += (f16_to_f32(a) * f16_to_f32(b)) as f64;
+    }
+    sumf as f32
+}
+
+/// `y = y * s` on an F16 row, rounding back to F16 (`ggml_vec_scale_f16`).
+pub fn scale_f16(y: &mut [u16], s: f32) {
+    for v in y.iter_mut() {
+        *v = f32_to_f16(f16_to_f32(*v) * s);
+    }
+}
+
+/// `y = y + x * s` on F16 rows with an F16 accumulator, as ggml's portable
+/// `ggml_vec_mad_f16`: multiply and add in `f32`, round the sum to F16.
+pub fn mad_f16(y: &mut [u16], x: &[u16], s: f32) {
+    debug_assert_eq!(x.len(), y.len());
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a = f32_to_f16(f16_to_f32(*a) + f16_to_f32(b) * s);
+    }
+}
+
+/// `y = y + x * s` with an `f32` accumulator and F16 `x`.
+pub fn mad_f32_f16(y: &mut [f32], x: &[u16], s: f32) {
+    debug_assert_eq!(x.len(), y.len());
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a += f16_to_f32(b) * s;
+    }
+}
+
+/// Dot product of an `f32` row with an F16 row, accumulated in `f32`.
+pub fn dot_f32_f16(x: &[f32], y: &[u16]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    x.iter().zip(y).map(|(&a, &b)| a * f16_to_f32(b)).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +314,56 @@ mod tests {
         let mid: Vec<_> = f.iter().filter(|v| **v > 1.0 && **v < 32.0).collect();
         assert!(!mid.is_empty());
         assert!(f.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn f16_helpers_match_plain_arithmetic() {
+        let xs: Vec<u16> = (0..70)
+            .map(|i| f32_to_f16((i as f32 - 35.0) * 0.125))
+            .collect();
+        let ys: Vec<u16> = (0..70)
+            .map(|i| f32_to_f16(1.0 - i as f32 * 0.03125))
+            .collect();
+        let exact: f64 = xs
+            .iter()
+            .zip(&ys)
+            .map(|(&a, &b)| f16_to_f32(a) as f64 * f16_to_f32(b) as f64)
+            .sum();
+        assert!((dot_f16_ggml(&xs, &ys) as f64 - exact).abs() < 1e-3);
+        let xf: Vec<f32> = xs.iter().map(|&v| f16_to_f32(v)).collect();
+        assert!((dot_f32_f16(&xf, &ys) as f64 - exact).abs() < 1e-3);
+        // Values exactly representable in F16 stay exact through mad and scale.
+        let mut acc = vec![f32_to_f16(1.0); 4];
+        mad_f16(&mut acc, &[f32_to_f16(2.0); 4], 0.5);
+        assert!(acc.iter().all(|&v| f16_to_f32(v) == 2.0));
+        scale_f16(&mut acc, 0.25);
+        assert!(acc.iter().all(|&v| f16_to_f32(v) == 0.5));
+        // An F16 accumulator loses what F16 cannot hold: 2048 + 1 rounds to 2048.
+        let mut big = vec![f32_to_f16(2048.0)];
+        mad_f16(&mut big, &[f32_to_f16(1.0)], 1.0);
+        assert_eq!(f16_to_f32(big[0]), 2048.0);
+    }
+
+    #[test]
+    fn expf_ggml_is_within_two_ulp_of_expf() {
+        let mut x = -103.0f32;
+        while x < 88.0 {
+            let (a, b) = (expf_ggml(x), x.exp());
+            let ulp = (a.to_bits() as i64 - b.to_bits() as i64).abs();
+            assert!(ulp <= 2, "x = {x}: {a} vs {b}");
+            x += 0.0137;
+        }
+        assert_eq!(expf_ggml(f32::NEG_INFINITY), 0.0);
+        assert_eq!(expf_ggml(0.0), 1.0);
+        assert!(expf_ggml(100.0).is_infinite());
+    }
+
+    #[test]
+    fn exp_sum_matches_plain_sum() {
+        let mut x: Vec<f32> = (0..67).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
+        let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let want: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
+        let got = exp_sum_ggml(&mut x, max);
+        assert!((got - want).abs() / want < 1e-6);
     }
 }

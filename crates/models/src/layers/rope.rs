@@ -51,7 +51,8 @@ pub fn rope_params(file: &GgufFile, arch: &str, n_dims: usize) -> Result<RopePar
     } else {
         None
     };
-    if !(freq_base.is_finite() && freq_base > 0.0) || n_dims % 2 != 0 || n_dims == 0 {
+    let valid = freq_base.is_finite() && freq_base > 0.0 && n_dims > 0 && n_dims.is_multiple_of(2);
+    if !valid {
         return Err(ModelError::Config(format!(
             "rope: base {freq_base}, {n_dims} rotating dims"
         )));

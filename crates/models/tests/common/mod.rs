@@ -36,7 +36,15 @@ pub struct ForwardGolden {
     pub model: String,
     pub model_sha256: String,
     pub n_ctx: usize,
+    pub settings_spread: SettingsSpread,
     pub cases: Vec<ForwardCase>,
+}
+
+/// How far llama.cpp's own result moves under another of its settings.
+#[derive(Deserialize)]
+pub struct SettingsSpread {
+    pub compared_with: String,
+    pub max_abs_dlogit_last: f32,
 }
 
 #[derive(Deserialize)]
@@ -54,4 +62,52 @@ pub fn load_forward_golden(name: &str) -> ForwardGolden {
     let p = golden(name);
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// First index of the largest value: llama.cpp's greedy tie rule.
+pub fn argmax(v: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Our logits minus llama.cpp's over the ids a golden case records
+/// (its top 100 and 256 ids spread over the vocabulary).
+pub fn logit_diffs(case: &ForwardCase, logits: &[f32]) -> Vec<f32> {
+    case.last_logits_top
+        .iter()
+        .chain(&case.last_logits_sample)
+        .map(|&(id, want)| logits[id as usize] - want)
+        .collect()
+}
+
+pub fn top_ids(logits: &[f32], k: usize) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    order.truncate(k);
+    order
+}
+
+pub fn load_model_for(g: &ForwardGolden) -> Box<dyn edgellama_models::CausalLm> {
+    use edgellama_backend::CpuBackend;
+    use edgellama_gguf::GgufFile;
+    use std::sync::Arc;
+    let path = testdata(&g.model);
+    assert_eq!(
+        sha256_file(&path),
+        g.model_sha256,
+        "{} differs from the file the golden was made from",
+        g.model
+    );
+    let file = Arc::new(GgufFile::open(&path).expect("open model"));
+    edgellama_models::load_model(file, Arc::new(CpuBackend::new(2).expect("backend")))
+        .expect("load")
 }
