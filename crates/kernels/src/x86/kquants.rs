@@ -14,7 +14,7 @@ use zerocopy::little_endian::{F32 as LeF32, I16 as LeI16};
 
 use super::simd::{hsum_ps, load_u8x32};
 use crate::blocks::{
-    as_blocks, as_blocks_mut, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K,
+    as_blocks, as_blocks_mut, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, Half,
 };
 
 /// 32 bytes at `p`.
@@ -59,6 +59,22 @@ unsafe fn bcast16_pair(lo: i16, hi: i16) -> __m256i {
     )
 }
 
+/// Two f16 (`a` in lane 0, `b` in lane 1) widened by F16C and multiplied
+/// by `y`: the super-block scales times the activations' scale.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_pair_times(a: Half, b: Half, y: f32) -> __m128 {
+    let bits = a.to_bits() as i32 | (b.to_bits() as i32) << 16;
+    _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)), _mm_set1_ps(y))
+}
+
+/// `a * y`, `a` widened by F16C, broadcast to 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_times(a: Half, y: f32) -> __m256 {
+    _mm256_broadcastss_ps(f16_pair_times(a, Half::ZERO, y))
+}
+
 /// Sum of the 4 lanes of `v`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -76,16 +92,18 @@ pub unsafe fn vec_dot_q2_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let m4 = _mm_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in xs.iter().zip(ys) {
-        let yd = y.d.get();
-        let d = yd * x.d.to_f32();
-        let dmin = -yd * x.dmin.to_f32();
+        let dd = f16_pair_times(x.d, x.dmin, y.d.get());
+        let (d, dmin) = (
+            _mm256_broadcastss_ps(dd),
+            _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+        );
 
         // SAFETY: `scales` is 16 readable bytes, `bsums` 32.
         let packed = _mm_loadu_si128(x.scales.as_ptr().cast());
         let bsums = load32(y.bsums.as_ptr());
         let mins = _mm256_cvtepi8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), m4));
         let prod = _mm256_madd_epi16(mins, bsums);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(prod), acc);
+        acc = _mm256_fnmadd_ps(dmin, _mm256_cvtepi32_ps(prod), acc);
 
         let all = _mm256_cvtepi8_epi16(_mm_and_si128(packed, m4));
         let sc = [
@@ -109,33 +127,30 @@ pub unsafe fn vec_dot_q2_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
 }
 
 // ---- q3_K -------------------------------------------------------------------
 
-/// The 16 six-bit scales of a q3_K block, minus 32, as bytes (see the scalar
+/// The 16 six-bit scales of a q3_K block, minus 32, as `i8` (see the scalar
 /// `q3k_scale`: low nibbles in bytes 0..8, top bits in bytes 8..12).
 #[inline]
-fn q3k_scales(s: &[u8; 12]) -> [u8; 16] {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_scales(s: &[u8; 12]) -> __m128i {
     const LOW: u32 = 0x0f0f_0f0f;
     const TOP: u32 = 0x0303_0303;
     let a0 = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
     let a1 = u32::from_le_bytes([s[4], s[5], s[6], s[7]]);
     let a2 = u32::from_le_bytes([s[8], s[9], s[10], s[11]]);
-    let words = [
-        (a0 & LOW) | ((a2 & TOP) << 4),
-        (a1 & LOW) | (((a2 >> 2) & TOP) << 4),
-        ((a0 >> 4) & LOW) | (((a2 >> 4) & TOP) << 4),
-        ((a1 >> 4) & LOW) | (((a2 >> 6) & TOP) << 4),
-    ];
-    let mut out = [0u8; 16];
-    for (o, w) in out.chunks_exact_mut(4).zip(words) {
-        o.copy_from_slice(&w.to_le_bytes());
-    }
-    out.map(|b| b.wrapping_sub(32))
+    let v = _mm_set_epi32(
+        (((a1 >> 4) & LOW) | (((a2 >> 6) & TOP) << 4)) as i32,
+        (((a0 >> 4) & LOW) | (((a2 >> 4) & TOP) << 4)) as i32,
+        ((a1 & LOW) | (((a2 >> 2) & TOP) << 4)) as i32,
+        ((a0 & LOW) | ((a2 & TOP) << 4)) as i32,
+    );
+    _mm_sub_epi8(v, _mm_set1_epi8(32))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -145,10 +160,8 @@ pub unsafe fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let four = _mm256_set1_epi8(4);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in xs.iter().zip(ys) {
-        let d = y.d.get() * x.d.to_f32();
-        let scales = q3k_scales(&x.scales);
-        // SAFETY: `scales` is a local 16-byte array.
-        let all = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.as_ptr().cast()));
+        let d = f16_times(x.d, y.d.get());
+        let all = _mm256_cvtepi8_epi16(q3k_scales(&x.scales));
         let sc = [
             _mm256_permute2x128_si256::<0x00>(all, all),
             _mm256_permute2x128_si256::<0x11>(all, all),
@@ -178,7 +191,7 @@ pub unsafe fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
 }
@@ -227,12 +240,11 @@ macro_rules! k4_dot {
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for ($x, y) in $xs.iter().zip($ys) {
-            let yd = y.d.get();
-            let d = yd * $x.d.to_f32();
-            let dmin = -yd * $x.dmin.to_f32();
+            let dd = f16_pair_times($x.d, $x.dmin, y.d.get());
             let sm = k4_scales_mins(&$x.scales);
             let mins = k4_min_products(sm, &y.bsums);
-            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(mins), acc_m);
+            let dmin = _mm_permute_ps::<0b0101_0101>(dd);
+            acc_m = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), acc_m);
 
             let sc = _mm256_permute2x128_si256::<0x00>(sm, sm);
             let mut sumi = _mm256_setzero_si256();
@@ -251,7 +263,7 @@ macro_rules! k4_dot {
                 );
                 sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
             }
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
         }
         hsum_ps(acc) + hsum_ps128(acc_m)
     }};
@@ -301,20 +313,25 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let m15 = _mm256_set1_epi8(15);
     let mut acc = _mm256_setzero_ps();
     for (x, y) in xs.iter().zip(ys) {
-        let d = y.d.get() * x.d.to_f32();
+        let d = f16_times(x.d, y.d.get());
         // SAFETY: `scales` is 16 readable bytes.
         let scales = _mm_loadu_si128(x.scales.as_ptr().cast());
         // The quants are stored plus 32: `sum(32 * scale * q8)` comes off at
         // the end, from the activations' 16-element sums.
         let bsums = load32(y.bsums.as_ptr());
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, _mm256_cvtepi8_epi16(scales)));
+        let all = _mm256_cvtepi8_epi16(scales);
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, all));
+        let sc = [
+            _mm256_permute2x128_si256::<0x00>(all, all),
+            _mm256_permute2x128_si256::<0x11>(all, all),
+        ];
 
         let mut sumi = _mm256_setzero_si256();
-        let mut g = 0u8;
-        for ((ql, qh), q8) in
+        for (((ql, qh), q8), sc) in
             x.ql.chunks_exact(64)
                 .zip(x.qh.chunks_exact(32))
                 .zip(y.qs.chunks_exact(128))
+                .zip(sc)
         {
             // SAFETY: `ql` is 64 readable bytes, `qh` 32.
             let (l0, l1, h) = (
@@ -340,20 +357,16 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                     _mm256_srli_epi16::<2>(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8))),
                 ),
             ];
-            for (q, q8) in q.into_iter().zip(q8.chunks_exact(32)) {
-                // SAFETY: `q8` is 32 readable bytes.
-                let p = _mm256_maddubs_epi16(q, load32(q8.as_ptr())); // pairs below 2 * 63 * 128
-                let pick = _mm_set_epi64x(
-                    (0x0101_0101_0101_0101u64 * (g as u64 + 1)) as i64,
-                    (0x0101_0101_0101_0101u64 * g as u64) as i64,
-                );
-                let scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, pick));
+            for (s, (q, q8)) in q.into_iter().zip(q8.chunks_exact(32)).enumerate() {
+                // SAFETY: `q8` is 32 readable bytes. Pairs stay below
+                // 2 * 63 * 128, and the scales are `i8`.
+                let p = _mm256_maddubs_epi16(q, load32(q8.as_ptr()));
+                let scale = _mm256_shuffle_epi8(sc, bcast16_pair(2 * s as i16, 2 * s as i16 + 1));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
-                g += 2;
             }
         }
         let sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
 }
