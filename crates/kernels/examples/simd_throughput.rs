@@ -4,6 +4,10 @@
 //! type) is streamed row by row against one quantized activation row, as a
 //! token's generation does. GB/s counts weight bytes.
 //!
+//! A second table times prompt-style products: each weight row against a
+//! batch of activation rows, row by row with `vec_dot` and with the table's
+//! batched kernel (`vec_dot_batch`), in ns per (weight row, token) pair.
+//!
 //!     cargo run --release -p edgellama-kernels --example simd_throughput [ROWS [SECONDS]]
 
 use std::hint::black_box;
@@ -54,6 +58,50 @@ fn time_matvec(
             acc += dot(n, black_box(row), black_box(act));
         }
         black_box(acc);
+        best = best.min(t0.elapsed().as_secs_f64());
+        passes += 1;
+    }
+    best
+}
+
+/// Seconds per matrix pass of `tokens` activation rows, each weight row
+/// against all of them: with the batched kernel, or `vec_dot` per token.
+fn time_batch(
+    t: GgmlType,
+    n: usize,
+    mat: &[u8],
+    acts: &[u8],
+    tokens: usize,
+    batched: bool,
+    budget: Duration,
+) -> f64 {
+    let k = kernels();
+    let (Some(dot), Some(rb), Some(arb)) = (
+        k.vec_dot(t),
+        t.row_size(n as u64),
+        vec_dot_type(t).row_size(n as u64),
+    ) else {
+        return f64::NAN;
+    };
+    let batch = k.vec_dot_batch(t);
+    let (rb, arb) = (rb as usize, arb as usize);
+    let mut out = vec![0.0f32; tokens];
+    let mut best = f64::INFINITY;
+    let start = Instant::now();
+    let mut passes = 0;
+    while passes < 3 || start.elapsed() < budget {
+        let t0 = Instant::now();
+        for row in mat.chunks_exact(rb) {
+            match (batched, batch) {
+                (true, Some(f)) => f(n, black_box(row), black_box(acts), &mut out),
+                _ => {
+                    for (o, a) in out.iter_mut().zip(acts.chunks_exact(arb)) {
+                        *o = dot(n, black_box(row), black_box(a));
+                    }
+                }
+            }
+            black_box(&out);
+        }
         best = best.min(t0.elapsed().as_secs_f64());
         passes += 1;
     }
@@ -126,5 +174,45 @@ fn main() {
                 ts / tf
             );
         }
+    }
+
+    let (n, tokens) = (4096usize, 8usize);
+    println!(
+        "\nbatched: each of {rows} weight rows of {n} against {tokens} activation rows, ns per (row, token)"
+    );
+    println!(
+        "{:>5} {:>12} {:>12} {:>8}",
+        "type", "vec_dot", "batch", "speedup"
+    );
+    let x: Vec<f32> = (0..n * DISTINCT).map(|_| next()).collect();
+    let y: Vec<f32> = (0..n * tokens).map(|_| next()).collect();
+    for t in TYPES {
+        if fast.vec_dot_batch(t).is_none() {
+            continue;
+        }
+        let (Some(quant), Some(aquant), Some(rb), Some(arb)) = (
+            slow.quantize(t),
+            slow.quantize(vec_dot_type(t)),
+            t.row_size(n as u64),
+            vec_dot_type(t).row_size(n as u64),
+        ) else {
+            continue;
+        };
+        let (rb, arb) = (rb as usize, arb as usize);
+        let mut distinct = vec![0u8; rb * DISTINCT];
+        quant(&x, &mut distinct);
+        let mat: Vec<u8> = distinct.iter().copied().cycle().take(rb * rows).collect();
+        let mut acts = vec![0u8; arb * tokens];
+        aquant(&y, &mut acts);
+        let pairs = (rows * tokens) as f64;
+        let single = time_batch(t, n, &mat, &acts, tokens, false, budget);
+        let batched = time_batch(t, n, &mat, &acts, tokens, true, budget);
+        println!(
+            "{:>5} {:>12.1} {:>12.1} {:>7.2}x",
+            t.name(),
+            single / pairs * 1e9,
+            batched / pairs * 1e9,
+            single / batched
+        );
     }
 }

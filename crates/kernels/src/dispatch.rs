@@ -19,6 +19,18 @@ pub type QuantizeFn = fn(src: &[f32], dst: &mut [u8]);
 /// weight type, `a` exactly a row of `n` elements of its `vec_dot_type`.
 pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 
+/// One weight row against a batch of activation rows, for prompt
+/// processing: `a` holds `out.len()` rows back to back, each exactly a row
+/// of `n` elements of the weight type's `vec_dot_type`, and
+/// `out[c] = vec_dot(n, w, row c)`.
+///
+/// A batched kernel unpacks each weight block once for all the rows (up to
+/// four at a time) and gives the same bits as the table's [`VecDotFn`] row by
+/// row, so a prompt processed in batches matches one processed token by
+/// token. Callers loop over weight rows and pass the tokens of a batch;
+/// the weight row then stays in L1 while the activations stream.
+pub type VecDotBatchFn = fn(n: usize, w: &[u8], a: &[u8], out: &mut [f32]);
+
 /// Widens a row of f16 bits: `dst[i] = src[i]`.
 pub type F16ToF32Fn = fn(src: &[u16], dst: &mut [f32]);
 
@@ -76,6 +88,7 @@ const TABLE_LEN: usize = 31;
 pub struct Kernels {
     name: &'static str,
     by_type: [Option<TypeKernels>; TABLE_LEN],
+    batch: [Option<VecDotBatchFn>; TABLE_LEN],
     f16_rows: F16RowKernels,
 }
 
@@ -84,6 +97,7 @@ impl Kernels {
         Kernels {
             name,
             by_type: [None; TABLE_LEN],
+            batch: [None; TABLE_LEN],
             f16_rows: F16RowKernels::SCALAR,
         }
         .with(name, entries)
@@ -100,6 +114,17 @@ impl Kernels {
             }
         }
         k
+    }
+
+    /// This table with batched dot products for the given types. Each must
+    /// agree bit for bit with the table's `vec_dot` of its type.
+    pub(crate) fn with_batch(mut self, entries: &[(GgmlType, VecDotBatchFn)]) -> Kernels {
+        for &(t, f) in entries {
+            if let Some(slot) = self.batch.get_mut(t as usize) {
+                *slot = Some(f);
+            }
+        }
+        self
     }
 
     /// This table with its f16 row kernels replaced.
@@ -139,6 +164,14 @@ impl Kernels {
     #[inline]
     pub fn vec_dot(&self, t: GgmlType) -> Option<VecDotFn> {
         self.get(t).and_then(|k| k.vec_dot)
+    }
+
+    /// The batched dot product of weight type `t`, where this table has one
+    /// (see [`VecDotBatchFn`]; [`crate::vec_dot_batch`] falls back to
+    /// [`Kernels::vec_dot`] row by row).
+    #[inline]
+    pub fn vec_dot_batch(&self, t: GgmlType) -> Option<VecDotBatchFn> {
+        self.batch.get(t as usize).copied().flatten()
     }
 
     /// f16 bits to `f32`, exact ([`crate::f16_to_f32_row`] checks lengths).

@@ -25,7 +25,7 @@ mod x86;
 
 pub use dispatch::{
     kernels, AxpyF16Fn, DequantizeFn, DotF32F16Fn, F16ToF32Fn, F32ToF16Fn, Kernels, QuantizeFn,
-    TypeKernels, VecDotFn,
+    TypeKernels, VecDotBatchFn, VecDotFn,
 };
 pub use edgellama_gguf::{GgmlType, QK_K};
 pub use error::KernelError;
@@ -113,6 +113,38 @@ pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Result<f32, KernelE
     check_len(t, "weight row", n, w.len())?;
     check_len(k.vec_dot_type, "activation row", n, a.len())?;
     Ok(f(n, w, a))
+}
+
+/// Dot products of one weight row `w` (`n` elements of type `t`) with the
+/// `out.len()` activation rows stored back to back in `a`, each quantized to
+/// [`vec_dot_type`]`(t)`: `out[c]` is [`vec_dot`] of row `c`, to the bit.
+pub fn vec_dot_batch(
+    t: GgmlType,
+    n: usize,
+    w: &[u8],
+    a: &[u8],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let k = kernels();
+    let e = k.get(t).ok_or_else(|| unsupported(t, "dot-product"))?;
+    let f = e.vec_dot.ok_or_else(|| unsupported(t, "dot-product"))?;
+    check_len(t, "weight row", n, w.len())?;
+    let row = row_bytes(e.vec_dot_type, n)?;
+    let total = out.len().checked_mul(n).ok_or(KernelError::Overflow {
+        ty: e.vec_dot_type,
+        n,
+    })?;
+    check_len(e.vec_dot_type, "activation rows", total, a.len())?;
+    match k.vec_dot_batch(t) {
+        Some(batch) => batch(n, w, a, out),
+        None if row == 0 => out.fill(0.0),
+        None => {
+            for (o, r) in out.iter_mut().zip(a.chunks_exact(row)) {
+                *o = f(n, w, r);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses an f16 row whose length differs from the `n` elements of its

@@ -471,3 +471,42 @@ fn kernels_stay_inside_shorter_slices() {
     assert!(y.iter().all(|&v| v == 1.0));
     assert_eq!((k.dot_f32_f16())(&[1.0; 40], &src), 19.0);
 }
+
+#[test]
+fn batched_dot_products_give_single_row_bits() {
+    let Some(k) = simd() else { return };
+    let s = &scalar::kernels();
+    let mut rng = Rng(0x5eed_0005);
+    let mut covered = 0;
+    for t in WEIGHT_TYPES {
+        let at = vec_dot_type(t);
+        let Some(batch) = k.vec_dot_batch(t) else {
+            continue;
+        };
+        covered += 1;
+        let single = k.vec_dot(t).unwrap();
+        for n in lengths(t) {
+            let w = quantize(s, t, &rng.normals(n, 1.0));
+            for cols in [1usize, 2, 3, 4, 5, 7, 8, 9] {
+                let a = quantize(s, at, &rng.normals(n * cols, 1.0));
+                let mut out = vec![f32::NAN; cols];
+                batch(n, &w, &a, &mut out);
+                for (c, (&got, row)) in out.iter().zip(a.chunks_exact(row_size(at, n))).enumerate()
+                {
+                    let want = single(n, &w, row);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{t} n={n} batch of {cols}, row {c}: {got} vs {want}"
+                    );
+                }
+                // The checked entry point, which also serves types without
+                // a batched kernel, agrees too.
+                let mut out2 = vec![0.0; cols];
+                edgellama_kernels::vec_dot_batch(t, n, &w, &a, &mut out2).unwrap();
+                assert_eq!(out, out2, "{t} n={n} cols={cols}");
+            }
+        }
+    }
+    assert!(covered >= 8, "batched kernels for {covered} types");
+}

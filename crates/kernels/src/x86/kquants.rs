@@ -166,6 +166,12 @@ pub unsafe fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             _mm256_permute2x128_si256::<0x00>(all, all),
             _mm256_permute2x128_si256::<0x11>(all, all),
         ];
+        // The quants are stored as `low + 4 * high - 4`: the dot product
+        // uses the unsigned `low + 4 * high` and takes `4 * scale * q8` off
+        // at the end, from the activations' 16-element sums.
+        // SAFETY: `bsums` is 32 readable bytes.
+        let bsums = load32(y.bsums.as_ptr());
+        let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(bsums, all));
         let hbits = load_u8x32(&x.hmask);
         let mut bit = 1u8;
         let mut sumi = _mm256_setzero_si256();
@@ -179,18 +185,16 @@ pub unsafe fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                 _mm256_and_si256(_mm256_srli_epi16::<6>(bits), m3),
             ];
             for (s, (q, q8)) in q.into_iter().zip(q8.chunks_exact(32)).enumerate() {
-                // The quant is `low - 4` where the high bit is clear: the
-                // 4 is taken off as a second product.
                 let m = _mm256_set1_epi8(bit as i8);
                 bit = bit.wrapping_shl(1);
-                let h = _mm256_andnot_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m), m), four);
+                let h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m), m), four);
                 // SAFETY: `q8` is 32 readable bytes.
-                let y8 = load32(q8.as_ptr());
-                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y8), _mm256_maddubs_epi16(h, y8));
+                let p = _mm256_maddubs_epi16(_mm256_or_si256(q, h), load32(q8.as_ptr()));
                 let scale = _mm256_shuffle_epi8(sc, bcast16_pair(2 * s as i16, 2 * s as i16 + 1));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
             }
         }
+        let sumi = _mm256_sub_epi32(sumi, offset);
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
     }
     hsum_ps(acc)
@@ -233,106 +237,99 @@ unsafe fn k4_min_products(scales_mins: __m256i, bsums: &[LeI16; QK_K / 16]) -> _
     _mm_madd_epi16(_mm256_extracti128_si256::<1>(scales_mins), b32)
 }
 
-/// The body of the q4_K/q5_K dot products; `$quants(j)` gives the two
-/// vectors of 32 unsigned quants of sub-blocks `2j` and `2j + 1`.
+/// The q4_K/q5_K dot products of one weight row with `C` activation rows of
+/// the same length; `|x, j| quants` gives the two vectors of 32 unsigned
+/// quants of sub-blocks `2j` and `2j + 1` of super-block `x`, unpacked once
+/// for all columns. Each column sees the same operations whatever `C` is.
 macro_rules! k4_dot {
-    ($xs:expr, $ys:expr, |$x:ident, $j:ident| $quants:expr) => {{
-        let mut acc = _mm256_setzero_ps();
-        let mut acc_m = _mm_setzero_ps();
-        for ($x, y) in $xs.iter().zip($ys) {
-            let dd = f16_pair_times($x.d, $x.dmin, y.d.get());
-            let sm = k4_scales_mins(&$x.scales);
-            let mins = k4_min_products(sm, &y.bsums);
-            let dmin = _mm_permute_ps::<0b0101_0101>(dd);
-            acc_m = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), acc_m);
-
-            let sc = _mm256_permute2x128_si256::<0x00>(sm, sm);
-            let mut sumi = _mm256_setzero_si256();
-            for ($j, q8) in y.qs.chunks_exact(64).enumerate() {
-                let (ql, qh) = $quants;
-                // SAFETY: `q8` is 64 readable bytes.
-                let (yl, yh) = (load32(q8.as_ptr()), load32(q8.as_ptr().add(32)));
-                // Scales are below 64 and each pair below 2 * 31 * 128.
-                let pl = _mm256_madd_epi16(
-                    _mm256_shuffle_epi8(sc, bcast16(2 * $j as i16)),
-                    _mm256_maddubs_epi16(ql, yl),
-                );
-                let ph = _mm256_madd_epi16(
-                    _mm256_shuffle_epi8(sc, bcast16(2 * $j as i16 + 1)),
-                    _mm256_maddubs_epi16(qh, yh),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(pl, ph));
+    ($name:ident, $Block:ty, |$x:ident, $j:ident| $quants:expr) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const C: usize>(xs: &[$Block], ys: [&[BlockQ8K]; C]) -> [f32; C] {
+            let mut acc = [_mm256_setzero_ps(); C];
+            let mut acc_m = [_mm_setzero_ps(); C];
+            for (i, $x) in xs.iter().enumerate() {
+                let sm = k4_scales_mins(&$x.scales);
+                let sc = _mm256_permute2x128_si256::<0x00>(sm, sm);
+                let mut sumi = [_mm256_setzero_si256(); C];
+                for $j in 0..QK_K / 64 {
+                    let (ql, qh) = $quants;
+                    let scale_l = _mm256_shuffle_epi8(sc, bcast16(2 * $j as i16));
+                    let scale_h = _mm256_shuffle_epi8(sc, bcast16(2 * $j as i16 + 1));
+                    for (s, yc) in sumi.iter_mut().zip(ys) {
+                        let q8 = &yc[i].qs[64 * $j..64 * $j + 64];
+                        // SAFETY: `q8` is 64 readable bytes.
+                        let (yl, yh) = (load32(q8.as_ptr()), load32(q8.as_ptr().add(32)));
+                        // Scales are below 64 and each pair below 2 * 31 * 128.
+                        let pl = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(ql, yl));
+                        let ph = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(qh, yh));
+                        *s = _mm256_add_epi32(*s, _mm256_add_epi32(pl, ph));
+                    }
+                }
+                for (((a, am), s), yc) in acc.iter_mut().zip(acc_m.iter_mut()).zip(sumi).zip(ys) {
+                    let y = &yc[i];
+                    let dd = f16_pair_times($x.d, $x.dmin, y.d.get());
+                    let mins = k4_min_products(sm, &y.bsums);
+                    let dmin = _mm_permute_ps::<0b0101_0101>(dd);
+                    *am = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), *am);
+                    *a = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(s), *a);
+                }
             }
-            acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+            let mut out = [0.0; C];
+            for ((o, a), am) in out.iter_mut().zip(acc).zip(acc_m) {
+                *o = hsum_ps(a) + hsum_ps128(am);
+            }
+            out
         }
-        hsum_ps(acc) + hsum_ps128(acc_m)
-    }};
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (xs, ys) = pair::<BlockQ4K>(n, w, a);
+k4_dot!(dot_q4_k, BlockQ4K, |x, j| {
     let m4 = _mm256_set1_epi8(0x0f);
-    k4_dot!(xs, ys, |x, j| {
-        // SAFETY: j < 4, so bytes 32j..32j + 32 of the 128 `qs`.
-        let bits = load32(x.qs.as_ptr().add(32 * j));
-        (
-            _mm256_and_si256(bits, m4),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-        )
-    })
-}
+    // SAFETY: j < 4, so bytes 32j..32j + 32 of the 128 `qs`.
+    let bits = load32(x.qs.as_ptr().add(32 * j));
+    (
+        _mm256_and_si256(bits, m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+    )
+});
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q5_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (xs, ys) = pair::<BlockQ5K>(n, w, a);
+k4_dot!(dot_q5_k, BlockQ5K, |x, j| {
     let m4 = _mm256_set1_epi8(0x0f);
     let sixteen = _mm256_set1_epi8(16);
-    k4_dot!(xs, ys, |x, j| {
-        // SAFETY: j < 4, so bytes 32j..32j + 32 of the 128 `qs`.
-        let bits = load32(x.qs.as_ptr().add(32 * j));
-        let hbits = load_u8x32(&x.qh);
-        // Bit 2j of `qh[l]` is the fifth bit of element 64j + l, bit 2j + 1
-        // that of element 64j + 32 + l.
-        let m0 = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
-        let m1 = _mm256_set1_epi8((2u8 << (2 * j)) as i8);
-        let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m0), m0), sixteen);
-        let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m1), m1), sixteen);
-        (
-            _mm256_or_si256(_mm256_and_si256(bits, m4), h0),
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h1),
-        )
-    })
-}
+    // SAFETY: j < 4, so bytes 32j..32j + 32 of the 128 `qs`.
+    let bits = load32(x.qs.as_ptr().add(32 * j));
+    let hbits = load_u8x32(&x.qh);
+    // Bit 2j of `qh[l]` is the fifth bit of element 64j + l, bit 2j + 1
+    // that of element 64j + 32 + l.
+    let m0 = _mm256_set1_epi8((1u8 << (2 * j)) as i8);
+    let m1 = _mm256_set1_epi8((2u8 << (2 * j)) as i8);
+    let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m0), m0), sixteen);
+    let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m1), m1), sixteen);
+    (
+        _mm256_or_si256(_mm256_and_si256(bits, m4), h0),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4), h1),
+    )
+});
 
 // ---- q6_K -------------------------------------------------------------------
 
+/// The q6_K dot products of one weight row with `C` activation rows.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (xs, ys) = pair::<BlockQ6K>(n, w, a);
+unsafe fn dot_q6_k<const C: usize>(xs: &[BlockQ6K], ys: [&[BlockQ8K]; C]) -> [f32; C] {
     let m15 = _mm256_set1_epi8(15);
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in xs.iter().zip(ys) {
-        let d = f16_times(x.d, y.d.get());
+    let mut acc = [_mm256_setzero_ps(); C];
+    for (i, x) in xs.iter().enumerate() {
         // SAFETY: `scales` is 16 readable bytes.
         let scales = _mm_loadu_si128(x.scales.as_ptr().cast());
-        // The quants are stored plus 32: `sum(32 * scale * q8)` comes off at
-        // the end, from the activations' 16-element sums.
-        let bsums = load32(y.bsums.as_ptr());
         let all = _mm256_cvtepi8_epi16(scales);
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, all));
         let sc = [
             _mm256_permute2x128_si256::<0x00>(all, all),
             _mm256_permute2x128_si256::<0x11>(all, all),
         ];
-
-        let mut sumi = _mm256_setzero_si256();
-        for (((ql, qh), q8), sc) in
-            x.ql.chunks_exact(64)
-                .zip(x.qh.chunks_exact(32))
-                .zip(y.qs.chunks_exact(128))
-                .zip(sc)
-        {
+        let mut sumi = [_mm256_setzero_si256(); C];
+        for (half, (ql, qh)) in x.ql.chunks_exact(64).zip(x.qh.chunks_exact(32)).enumerate() {
             // SAFETY: `ql` is 64 readable bytes, `qh` 32.
             let (l0, l1, h) = (
                 load32(ql.as_ptr()),
@@ -357,19 +354,90 @@ pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
                     _mm256_srli_epi16::<2>(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8))),
                 ),
             ];
-            for (s, (q, q8)) in q.into_iter().zip(q8.chunks_exact(32)).enumerate() {
-                // SAFETY: `q8` is 32 readable bytes. Pairs stay below
-                // 2 * 63 * 128, and the scales are `i8`.
-                let p = _mm256_maddubs_epi16(q, load32(q8.as_ptr()));
-                let scale = _mm256_shuffle_epi8(sc, bcast16_pair(2 * s as i16, 2 * s as i16 + 1));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(scale, p));
+            for (s, q) in q.into_iter().enumerate() {
+                let scale =
+                    _mm256_shuffle_epi8(sc[half], bcast16_pair(2 * s as i16, 2 * s as i16 + 1));
+                for (acc_i, yc) in sumi.iter_mut().zip(ys) {
+                    let q8 = &yc[i].qs[128 * half + 32 * s..128 * half + 32 * s + 32];
+                    // SAFETY: `q8` is 32 readable bytes. Pairs stay below
+                    // 2 * 63 * 128, and the scales are `i8`.
+                    let p = _mm256_maddubs_epi16(q, load32(q8.as_ptr()));
+                    *acc_i = _mm256_add_epi32(*acc_i, _mm256_madd_epi16(scale, p));
+                }
             }
         }
-        let sumi = _mm256_sub_epi32(sumi, offset);
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+        for ((a, s), yc) in acc.iter_mut().zip(sumi).zip(ys) {
+            let y = &yc[i];
+            // The quants are stored plus 32: `sum(32 * scale * q8)` comes off
+            // here, from the activations' 16-element sums.
+            let bsums = load32(y.bsums.as_ptr());
+            let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, all));
+            let s = _mm256_sub_epi32(s, offset);
+            *a = _mm256_fmadd_ps(f16_times(x.d, y.d.get()), _mm256_cvtepi32_ps(s), *a);
+        }
     }
-    hsum_ps(acc)
+    let mut out = [0.0; C];
+    for (o, a) in out.iter_mut().zip(acc) {
+        *o = hsum_ps(a);
+    }
+    out
 }
+
+/// The table entries: `vec_dot` and `vec_dot_batch` (see the legacy ones).
+macro_rules! k_entries {
+    ($one:ident, $batch:ident, $core:ident, $Block:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let (x, y) = pair::<$Block>(n, w, a);
+            $core::<1>(x, [y])[0]
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $batch(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+            let x: &[$Block] = as_blocks(w);
+            let nb = (n / QK_K).min(x.len());
+            let x = &x[..nb];
+            let y: &[BlockQ8K] = as_blocks(a);
+            let Some(per_row) = std::num::NonZeroUsize::new(n / QK_K) else {
+                out.fill(0.0);
+                return;
+            };
+            let mut rows = y.chunks_exact(per_row.get()).take(out.len());
+            let mut outs = out.chunks_exact_mut(4);
+            for o in &mut outs {
+                let (Some(y0), Some(y1), Some(y2), Some(y3)) =
+                    (rows.next(), rows.next(), rows.next(), rows.next())
+                else {
+                    return;
+                };
+                let r = $core::<4>(x, [&y0[..nb], &y1[..nb], &y2[..nb], &y3[..nb]]);
+                o.copy_from_slice(&r);
+            }
+            for (o, yr) in outs.into_remainder().iter_mut().zip(rows) {
+                *o = $core::<1>(x, [&yr[..nb]])[0];
+            }
+        }
+    };
+}
+
+k_entries!(
+    vec_dot_q4_k_q8_k,
+    vec_dot_batch_q4_k_q8_k,
+    dot_q4_k,
+    BlockQ4K
+);
+k_entries!(
+    vec_dot_q5_k_q8_k,
+    vec_dot_batch_q5_k_q8_k,
+    dot_q5_k,
+    BlockQ5K
+);
+k_entries!(
+    vec_dot_q6_k_q8_k,
+    vec_dot_batch_q6_k_q8_k,
+    dot_q6_k,
+    BlockQ6K
+);
 
 // ---- q8_K activations ---------------------------------------------------------
 

@@ -14,193 +14,307 @@
 use std::arch::x86_64::*;
 
 use super::simd::{
-    dot_i8x32, dot_u8x32, dot_u8x32_offset, f16x8, fifth_bits, hsum4_epi32, hsum_ps, load_i8x32,
-    nibbles, pack4, scale4,
+    dot_u8x32, dot_u8x32_offset, f16x8, fifth_bits, hsum4_epi32, hsum_ps, load_i8x32, nibbles,
+    pack4, scale4,
 };
 use crate::blocks::{
     as_blocks, as_blocks_mut, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
     Half, QK,
 };
 
-// ---- per-block integer dot products (8 lanes of i32 partial sums) ----------
+// ---- weight blocks unpacked once, then multiplied with activation blocks ----
+//
+// Each format has an `unpack` (weight bytes to the vectors its products
+// need) and a `dot` (8 lanes of exact `i32` partial sums with one activation
+// block). A batched product unpacks each weight block once for all its
+// activation rows.
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q4_0(x: &BlockQ4_0, y: &BlockQ8_0) -> __m256i {
-    dot_u8x32_offset::<8>(nibbles(&x.qs), load_i8x32(&y.qs))
+unsafe fn unpack_q4(x: &BlockQ4_0) -> [__m256i; 2] {
+    [nibbles(&x.qs), _mm256_setzero_si256()]
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q5_0(x: &BlockQ5_0, y: &BlockQ8_0) -> __m256i {
+unsafe fn unpack_q4_1(x: &BlockQ4_1) -> [__m256i; 2] {
+    [nibbles(&x.qs), _mm256_setzero_si256()]
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q5_0(x: &BlockQ5_0) -> [__m256i; 2] {
     let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(x.qh));
-    dot_u8x32_offset::<16>(q, load_i8x32(&y.qs))
+    [q, _mm256_setzero_si256()]
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q8_0(x: &BlockQ8_0, y: &BlockQ8_0) -> __m256i {
-    dot_i8x32(load_i8x32(&x.qs), load_i8x32(&y.qs))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q4_1(x: &BlockQ4_1, y: &BlockQ8_1) -> __m256i {
-    dot_u8x32(nibbles(&x.qs), load_i8x32(&y.qs))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q5_1(x: &BlockQ5_1, y: &BlockQ8_1) -> __m256i {
+unsafe fn unpack_q5_1(x: &BlockQ5_1) -> [__m256i; 2] {
     let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(x.qh));
-    dot_u8x32(q, load_i8x32(&y.qs))
+    [q, _mm256_setzero_si256()]
 }
 
-/// `x = d * q` weights against q8_0: `sum(d_x * d_y * sumi)`.
-macro_rules! symmetric_vec_dot {
-    ($name:ident, $Block:ty, $block:ident) => {
+/// `[|q|, q]`: the magnitudes for the unsigned side of `maddubs` and the
+/// quants whose signs go onto the activations.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q8_0(x: &BlockQ8_0) -> [__m256i; 2] {
+    let q = load_i8x32(&x.qs);
+    [_mm256_sign_epi8(q, q), q]
+}
+
+/// `(q - 8) · y` for 4-bit `q`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_off8(w: &[__m256i; 2], y: &BlockQ8_0) -> __m256i {
+    dot_u8x32_offset::<8>(w[0], load_i8x32(&y.qs))
+}
+
+/// `(q - 16) · y` for 5-bit `q`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_off16(w: &[__m256i; 2], y: &BlockQ8_0) -> __m256i {
+    dot_u8x32_offset::<16>(w[0], load_i8x32(&y.qs))
+}
+
+/// `q · y` for unsigned `q` below 32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_unsigned(w: &[__m256i; 2], y: &BlockQ8_1) -> __m256i {
+    dot_u8x32(w[0], load_i8x32(&y.qs))
+}
+
+/// `q · y` for signed 8-bit `q`: `|q| · (y * sign(q))` through `maddubs`.
+/// Exact unless both of a pair's `q` and `y` are -128 (negating `y = -128`
+/// wraps, and `2 * 128 * 128` overflows the `i16` pair sum); the activation
+/// quantizers never produce -128, so only hand-made activations can hit it.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_signed(w: &[__m256i; 2], y: &BlockQ8_0) -> __m256i {
+    let p = _mm256_maddubs_epi16(w[0], _mm256_sign_epi8(load_i8x32(&y.qs), w[1]));
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Four f16 values packed in a `u64`, lowest first.
+#[inline]
+fn pair2(a: Half, b: Half, c: Half, d: Half) -> u64 {
+    pack4([a.to_bits(), b.to_bits(), c.to_bits(), d.to_bits()])
+}
+
+/// Lanes 0, 2, 4, 6 of `p`, twice: `[p0, p2, p4, p6 | p0, p2, p4, p6]`, the
+/// layout of [`hsum4_epi32`]'s sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn even_lanes(p: __m256) -> __m256 {
+    _mm256_permutevar8x32_ps(p, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6))
+}
+
+/// The odd lanes of `v` summed (where the offset formats keep `m * s`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_odd_ps(v: __m256) -> f32 {
+    hsum_ps(_mm256_castsi256_ps(_mm256_srli_epi64::<32>(
+        _mm256_castps_si256(v),
+    )))
+}
+
+/// The dot products of one weight row `x` with `C` activation rows `y`,
+/// all holding the same number of blocks (the caller slices them).
+///
+/// Four blocks at a time: their sums are reduced together ([`hsum4_epi32`]),
+/// converted once and folded into an 8-lane accumulator with one fused
+/// multiply-add; the last one to three blocks are padded with zero sums and
+/// scales. Every column sees the same operations in the same order whatever
+/// `C` is, so a batched product gives the bits of single ones.
+///
+/// `x = d * q` formats (`sym`) scale by `d_x * d_y`; `x = d * q + m` formats
+/// (`offset`) add `m * s` per block, with the activations' `s = d_y * sum(q_y)`.
+macro_rules! legacy_dot {
+    (sym $name:ident, $Block:ty, $unpack:ident, $dot:ident) => {
+        #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
-            let x: &[$Block] = as_blocks(w);
-            let y: &[BlockQ8_0] = as_blocks(a);
-            let nb = (n / QK).min(x.len()).min(y.len());
-            let (xq, yq) = (x[..nb].chunks_exact(4), y[..nb].chunks_exact(4));
-            let (xr, yr) = (xq.remainder(), yq.remainder());
-            let mut acc = _mm256_setzero_ps();
-            for (xs, ys) in xq.zip(yq) {
-                let ([x0, x1, x2, x3], [y0, y1, y2, y3]) = (xs, ys) else {
-                    continue;
-                };
-                let sums = hsum4_epi32(
-                    $block(x0, y0),
-                    $block(x1, y1),
-                    $block(x2, y2),
-                    $block(x3, y3),
-                );
-                let d = scale4(
-                    [
-                        x0.d.to_bits(),
-                        x1.d.to_bits(),
-                        x2.d.to_bits(),
-                        x3.d.to_bits(),
-                    ],
-                    [
-                        y0.d.to_bits(),
-                        y1.d.to_bits(),
-                        y2.d.to_bits(),
-                        y3.d.to_bits(),
-                    ],
-                );
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
+        unsafe fn $name<const C: usize>(x: &[$Block], y: [&[BlockQ8_0]; C]) -> [f32; C] {
+            let mut acc = [_mm256_setzero_ps(); C];
+            // One group of up to four blocks starting at block `i`.
+            macro_rules! group {
+                ($xs:expr, $i:expr) => {{
+                    let xs: &[$Block] = $xs;
+                    let mut w = [[_mm256_setzero_si256(); 2]; 4];
+                    let mut hx = [0u16; 4];
+                    for (b, xb) in xs.iter().enumerate() {
+                        w[b] = $unpack(xb);
+                        hx[b] = xb.d.to_bits();
+                    }
+                    for (a, yc) in acc.iter_mut().zip(y) {
+                        let mut p = [_mm256_setzero_si256(); 4];
+                        let mut hy = [0u16; 4];
+                        for (b, yb) in yc[$i..$i + xs.len()].iter().enumerate() {
+                            p[b] = $dot(&w[b], yb);
+                            hy[b] = yb.d.to_bits();
+                        }
+                        let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale4(hx, hy), *a);
+                    }
+                }};
             }
-            if !xr.is_empty() {
-                // The last one to three blocks, padded with zero sums and scales.
-                let mut p = [_mm256_setzero_si256(); 4];
-                let (mut dx, mut dy) = ([0u16; 4], [0u16; 4]);
-                for (i, (xb, yb)) in xr.iter().zip(yr).enumerate() {
-                    p[i] = $block(xb, yb);
-                    dx[i] = xb.d.to_bits();
-                    dy[i] = yb.d.to_bits();
-                }
-                let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale4(dx, dy), acc);
+            let groups = x.chunks_exact(4);
+            let rest = groups.remainder();
+            for (g, xs) in groups.enumerate() {
+                group!(xs, 4 * g);
             }
-            hsum_ps(acc)
+            if !rest.is_empty() {
+                group!(rest, x.len() - rest.len());
+            }
+            let mut out = [0.0; C];
+            for (o, a) in out.iter_mut().zip(acc) {
+                *o = hsum_ps(a);
+            }
+            out
+        }
+    };
+    (offset $name:ident, $Block:ty, $unpack:ident, $dot:ident) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const C: usize>(x: &[$Block], y: [&[BlockQ8_1]; C]) -> [f32; C] {
+            let mut acc = [_mm256_setzero_ps(); C];
+            // Odd lanes: the `m * s` terms.
+            let mut acc_m = [_mm256_setzero_ps(); C];
+            macro_rules! group {
+                ($xs:expr, $i:expr) => {{
+                    let xs: &[$Block] = $xs;
+                    let mut w = [[_mm256_setzero_si256(); 2]; 4];
+                    let mut hx = [Half::ZERO; 8];
+                    for (b, xb) in xs.iter().enumerate() {
+                        w[b] = $unpack(xb);
+                        hx[2 * b] = xb.d;
+                        hx[2 * b + 1] = xb.m;
+                    }
+                    let (xlo, xhi) = (
+                        pair2(hx[0], hx[1], hx[2], hx[3]),
+                        pair2(hx[4], hx[5], hx[6], hx[7]),
+                    );
+                    for ((a, am), yc) in acc.iter_mut().zip(acc_m.iter_mut()).zip(y) {
+                        let mut p = [_mm256_setzero_si256(); 4];
+                        let mut hy = [Half::ZERO; 8];
+                        for (b, yb) in yc[$i..$i + xs.len()].iter().enumerate() {
+                            p[b] = $dot(&w[b], yb);
+                            hy[2 * b] = yb.d;
+                            hy[2 * b + 1] = yb.s;
+                        }
+                        let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
+                        // [d_x * d_y, m * s] for each block, in block order.
+                        let ds = _mm256_mul_ps(
+                            f16x8(xlo, xhi),
+                            f16x8(
+                                pair2(hy[0], hy[1], hy[2], hy[3]),
+                                pair2(hy[4], hy[5], hy[6], hy[7]),
+                            ),
+                        );
+                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), even_lanes(ds), *a);
+                        *am = _mm256_add_ps(*am, ds);
+                    }
+                }};
+            }
+            let groups = x.chunks_exact(4);
+            let rest = groups.remainder();
+            for (g, xs) in groups.enumerate() {
+                group!(xs, 4 * g);
+            }
+            if !rest.is_empty() {
+                group!(rest, x.len() - rest.len());
+            }
+            let mut out = [0.0; C];
+            for ((o, a), am) in out.iter_mut().zip(acc).zip(acc_m) {
+                *o = hsum_ps(a) + hsum_odd_ps(am);
+            }
+            out
         }
     };
 }
 
-/// `x = d * q + m` weights against q8_1: `sum(d_x * d_y * sumi + m * s)`,
-/// where the activations' `s = d_y * sum(q_y)` applies the offset.
-macro_rules! offset_vec_dot {
-    ($name:ident, $Block:ty, $block:ident) => {
+legacy_dot!(sym dot_q4_0, BlockQ4_0, unpack_q4, dot_off8);
+legacy_dot!(sym dot_q5_0, BlockQ5_0, unpack_q5_0, dot_off16);
+legacy_dot!(sym dot_q8_0, BlockQ8_0, unpack_q8_0, dot_signed);
+legacy_dot!(offset dot_q4_1, BlockQ4_1, unpack_q4_1, dot_unsigned);
+legacy_dot!(offset dot_q5_1, BlockQ5_1, unpack_q5_1, dot_unsigned);
+
+/// The table entries: `vec_dot` (one activation row) and `vec_dot_batch`
+/// (`out.len()` activation rows back to back in `a`), both over the whole
+/// blocks of `n` elements present in the slices.
+macro_rules! legacy_entries {
+    ($one:ident, $batch:ident, $core:ident, $Block:ty, $Act:ty) => {
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        pub unsafe fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let x: &[$Block] = as_blocks(w);
-            let y: &[BlockQ8_1] = as_blocks(a);
+            let y: &[$Act] = as_blocks(a);
             let nb = (n / QK).min(x.len()).min(y.len());
-            let (xq, yq) = (x[..nb].chunks_exact(4), y[..nb].chunks_exact(4));
-            let (xr, yr) = (xq.remainder(), yq.remainder());
-            let mut acc = _mm256_setzero_ps();
-            // High half: the `m * s` terms; low half unused.
-            let mut acc_m = _mm256_setzero_ps();
-            for (xs, ys) in xq.zip(yq) {
-                let ([x0, x1, x2, x3], [y0, y1, y2, y3]) = (xs, ys) else {
-                    continue;
+            $core::<1>(&x[..nb], [&y[..nb]])[0]
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $batch(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+            let x: &[$Block] = as_blocks(w);
+            let nb = (n / QK).min(x.len());
+            let x = &x[..nb];
+            let y: &[$Act] = as_blocks(a);
+            let Some(per_row) = std::num::NonZeroUsize::new(n / QK) else {
+                out.fill(0.0);
+                return;
+            };
+            let mut rows = y.chunks_exact(per_row.get()).take(out.len());
+            let mut outs = out.chunks_exact_mut(4);
+            for o in &mut outs {
+                let (Some(y0), Some(y1), Some(y2), Some(y3)) =
+                    (rows.next(), rows.next(), rows.next(), rows.next())
+                else {
+                    return;
                 };
-                let sums = hsum4_epi32(
-                    $block(x0, y0),
-                    $block(x1, y1),
-                    $block(x2, y2),
-                    $block(x3, y3),
-                );
-                // [d_x * d_y (4) | m * s (4)]
-                let p = _mm256_mul_ps(
-                    f16x8(
-                        pack4([
-                            x0.d.to_bits(),
-                            x1.d.to_bits(),
-                            x2.d.to_bits(),
-                            x3.d.to_bits(),
-                        ]),
-                        pack4([
-                            x0.m.to_bits(),
-                            x1.m.to_bits(),
-                            x2.m.to_bits(),
-                            x3.m.to_bits(),
-                        ]),
-                    ),
-                    f16x8(
-                        pack4([
-                            y0.d.to_bits(),
-                            y1.d.to_bits(),
-                            y2.d.to_bits(),
-                            y3.d.to_bits(),
-                        ]),
-                        pack4([
-                            y0.s.to_bits(),
-                            y1.s.to_bits(),
-                            y2.s.to_bits(),
-                            y3.s.to_bits(),
-                        ]),
-                    ),
-                );
-                let d = _mm256_permute2f128_ps::<0x00>(p, p);
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
-                acc_m = _mm256_add_ps(acc_m, p);
+                let r = $core::<4>(x, [&y0[..nb], &y1[..nb], &y2[..nb], &y3[..nb]]);
+                o.copy_from_slice(&r);
             }
-            if !xr.is_empty() {
-                let mut p = [_mm256_setzero_si256(); 4];
-                let mut h = [[0u16; 4]; 4];
-                for (i, (xb, yb)) in xr.iter().zip(yr).enumerate() {
-                    p[i] = $block(xb, yb);
-                    h[0][i] = xb.d.to_bits();
-                    h[1][i] = xb.m.to_bits();
-                    h[2][i] = yb.d.to_bits();
-                    h[3][i] = yb.s.to_bits();
-                }
-                let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
-                let p = _mm256_mul_ps(
-                    f16x8(pack4(h[0]), pack4(h[1])),
-                    f16x8(pack4(h[2]), pack4(h[3])),
-                );
-                let d = _mm256_permute2f128_ps::<0x00>(p, p);
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc);
-                acc_m = _mm256_add_ps(acc_m, p);
+            for (o, yr) in outs.into_remainder().iter_mut().zip(rows) {
+                *o = $core::<1>(x, [&yr[..nb]])[0];
             }
-            let m = _mm256_extractf128_ps::<1>(acc_m);
-            let m = _mm_add_ps(m, _mm_movehl_ps(m, m));
-            let m = _mm_add_ss(m, _mm_movehdup_ps(m));
-            hsum_ps(acc) + _mm_cvtss_f32(m)
         }
     };
 }
 
-symmetric_vec_dot!(vec_dot_q4_0_q8_0, BlockQ4_0, block_q4_0);
-symmetric_vec_dot!(vec_dot_q5_0_q8_0, BlockQ5_0, block_q5_0);
-symmetric_vec_dot!(vec_dot_q8_0_q8_0, BlockQ8_0, block_q8_0);
-offset_vec_dot!(vec_dot_q4_1_q8_1, BlockQ4_1, block_q4_1);
-offset_vec_dot!(vec_dot_q5_1_q8_1, BlockQ5_1, block_q5_1);
+legacy_entries!(
+    vec_dot_q4_0_q8_0,
+    vec_dot_batch_q4_0_q8_0,
+    dot_q4_0,
+    BlockQ4_0,
+    BlockQ8_0
+);
+legacy_entries!(
+    vec_dot_q5_0_q8_0,
+    vec_dot_batch_q5_0_q8_0,
+    dot_q5_0,
+    BlockQ5_0,
+    BlockQ8_0
+);
+legacy_entries!(
+    vec_dot_q8_0_q8_0,
+    vec_dot_batch_q8_0_q8_0,
+    dot_q8_0,
+    BlockQ8_0,
+    BlockQ8_0
+);
+legacy_entries!(
+    vec_dot_q4_1_q8_1,
+    vec_dot_batch_q4_1_q8_1,
+    dot_q4_1,
+    BlockQ4_1,
+    BlockQ8_1
+);
+legacy_entries!(
+    vec_dot_q5_1_q8_1,
+    vec_dot_batch_q5_1_q8_1,
+    dot_q5_1,
+    BlockQ5_1,
+    BlockQ8_1
+);
 
 // ---- q8_0 / q8_1 activation quantizers -------------------------------------
 

@@ -1,7 +1,9 @@
 //! x86-64 kernels: AVX2 with FMA and F16C, the baseline of every x86 CPU
 //! llama.cpp's fast paths target. The table starts from the scalar one and
 //! replaces the dot products, the activation quantizers, the f16 row
-//! conversions and the attention helpers.
+//! conversions and the attention helpers, and adds batched dot products
+//! (one weight row against several activation rows) for the common weight
+//! types.
 //!
 //! # Safety
 //!
@@ -26,7 +28,7 @@ mod simd;
 
 use edgellama_gguf::GgmlType;
 
-use crate::dispatch::{F16RowKernels, Kernels, TypeKernels};
+use crate::dispatch::{F16RowKernels, Kernels, TypeKernels, VecDotBatchFn};
 
 /// Proof that this CPU has AVX2, FMA and F16C.
 #[derive(Clone, Copy)]
@@ -139,9 +141,33 @@ fn f16_rows(_: Avx2) -> F16RowKernels {
     }
 }
 
+macro_rules! batch {
+    ($t:expr, $f:path) => {
+        (
+            $t,
+            avx2!($f, |n: usize, w: &[u8], a: &[u8], out: &mut [f32]| -> ()) as VecDotBatchFn,
+        )
+    };
+}
+
+/// Batched dot products; each gives the bits of its type's `vec_dot` above.
+fn batches(_: Avx2) -> [(GgmlType, VecDotBatchFn); 8] {
+    use GgmlType as T;
+    [
+        batch!(T::Q4_0, legacy::vec_dot_batch_q4_0_q8_0),
+        batch!(T::Q4_1, legacy::vec_dot_batch_q4_1_q8_1),
+        batch!(T::Q5_0, legacy::vec_dot_batch_q5_0_q8_0),
+        batch!(T::Q5_1, legacy::vec_dot_batch_q5_1_q8_1),
+        batch!(T::Q8_0, legacy::vec_dot_batch_q8_0_q8_0),
+        batch!(T::Q4_K, kquants::vec_dot_batch_q4_k_q8_k),
+        batch!(T::Q5_K, kquants::vec_dot_batch_q5_k_q8_k),
+        batch!(T::Q6_K, kquants::vec_dot_batch_q6_k_q8_k),
+    ]
+}
+
 /// The AVX2 table, or `None` when this CPU lacks the features.
 pub(crate) fn kernels(scalar: &Kernels) -> Option<Kernels> {
     let cpu = Avx2::detect()?;
     let table = scalar.with("x86-avx2", &overrides(cpu, scalar));
-    Some(table.with_f16_rows(f16_rows(cpu)))
+    Some(table.with_f16_rows(f16_rows(cpu)).with_batch(&batches(cpu)))
 }

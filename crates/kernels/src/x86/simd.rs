@@ -62,8 +62,10 @@ pub unsafe fn scale4(x: [u16; 4], y: [u16; 4]) -> __m256 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: `qs` is 16 readable bytes.
-    let v = _mm_loadu_si128(qs.as_ptr().cast());
-    let both = _mm256_set_m128i(_mm_srli_epi16::<4>(v), v);
+    let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs.as_ptr().cast()));
+    // The high lane's copy shifted down a nibble: one variable shift instead
+    // of a shift and a lane insert.
+    let both = _mm256_srlv_epi32(v, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
 }
 
@@ -102,17 +104,6 @@ pub unsafe fn load_u8x32(b: &[u8; 32]) -> __m256i {
 pub unsafe fn load_i8x32(b: &[i8; 32]) -> __m256i {
     // SAFETY: `b` is 32 readable bytes.
     _mm256_loadu_si256(b.as_ptr().cast())
-}
-
-/// Signed products of `x` and `y`, summed in pairs to `i16` and then in
-/// fours to `i32`. Exact unless both of a pair's `x` and `y` are -128 (the
-/// sign trick negates `y`); our activation quantizers never produce -128, so
-/// putting the activations in `y` keeps every product exact.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_i8x32(x: __m256i, y: __m256i) -> __m256i {
-    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
 /// Products of unsigned `u` (below 64) and signed `y`, summed in fours to
