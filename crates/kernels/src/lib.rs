@@ -223,6 +223,37 @@ mod tests {
     }
 
     #[test]
+    fn vec_dot_batch_checks_lengths_and_serves_every_weight_type() {
+        let n = 256;
+        for t in GgmlType::ALL.into_iter().filter(|&t| supports(t)) {
+            let at = vec_dot_type(t);
+            let w = vec![0u8; row_bytes(t, n).unwrap()];
+            let a = vec![0u8; 3 * row_bytes(at, n).unwrap()];
+            let mut out = [f32::NAN; 3];
+            vec_dot_batch(t, n, &w, &a, &mut out).unwrap();
+            assert_eq!(out, [0.0; 3], "{t}");
+            assert!(matches!(
+                vec_dot_batch(t, n, &w, &a, &mut [0.0; 2]),
+                Err(KernelError::LengthMismatch {
+                    what: "activation rows",
+                    ..
+                })
+            ));
+            assert!(matches!(
+                vec_dot_batch(t, n, &w[1..], &a, &mut out),
+                Err(KernelError::LengthMismatch {
+                    what: "weight row",
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            vec_dot_batch(GgmlType::Q8_K, 256, &[0; 292], &[0; 292], &mut [0.0]),
+            Err(KernelError::Unsupported { .. })
+        ));
+    }
+
+    #[test]
     fn f16_rows_refuse_mismatched_lengths() {
         let err = dot_f32_f16(&[1.0; 4], &[0; 3]).unwrap_err();
         assert_eq!(

@@ -412,7 +412,7 @@ fn f16_row(rng: &mut Rng, n: usize, scale: f32) -> Vec<u16> {
 }
 
 #[test]
-fn attention_helpers_match_scalar_twins() {
+fn attention_kernels_match_scalar_twins() {
     let Some(k) = simd() else { return };
     let mut rng = Rng(0x5eed_0004);
     let mut worst = 0.0f64;
@@ -509,4 +509,25 @@ fn batched_dot_products_give_single_row_bits() {
         }
     }
     assert!(covered >= 8, "batched kernels for {covered} types");
+}
+
+#[test]
+fn batched_kernels_stay_inside_mismatched_slices() {
+    // Out of contract the raw entries must not panic or read out of bounds:
+    // they process the whole rows and blocks present.
+    let Some(k) = simd() else { return };
+    for t in WEIGHT_TYPES {
+        let Some(batch) = k.vec_dot_batch(t) else {
+            continue;
+        };
+        let n = 512;
+        let (rs, ars) = (row_size(t, n), row_size(vec_dot_type(t), n));
+        let mut out = [7.0f32; 6];
+        batch(n, &vec![0u8; rs], &vec![0u8; 2 * ars + 5], &mut out);
+        assert_eq!(out, [0.0, 0.0, 7.0, 7.0, 7.0, 7.0], "{t}");
+        batch(n, &vec![0u8; rs / 3], &vec![0u8; 6 * ars], &mut out);
+        batch(100_000, &vec![0u8; rs], &vec![0u8; 6 * ars], &mut out);
+        batch(0, &[], &[], &mut out);
+        assert_eq!(out, [0.0; 6], "{t}");
+    }
 }

@@ -1,5 +1,5 @@
 //! AVX2/F16C kernels on rows of f32, f16 and bf16: the weight dot products,
-//! the f16 row conversions and the attention helpers on f16 rows.
+//! the f16 row conversions and the attention kernels on f16 rows.
 //!
 //! The dot products keep 32 running sums in four `f32` vectors (fused
 //! multiply-adds) where the scalar twins sum rounded products in `f64`; the

@@ -6,6 +6,10 @@
 //! differs from the scalar twins, which keep llama.cpp's generic order: here
 //! each super-block adds `d * sumi` to eight lanes with one fused
 //! multiply-add, and the min corrections go to a second accumulator.
+//!
+//! q4_K, q5_K and q6_K are written for `C` activation rows at once (the
+//! batched entries), unpacking each weight super-block once; `vec_dot` is
+//! the one-row case of the same code.
 
 use std::arch::x86_64::*;
 
@@ -402,8 +406,10 @@ macro_rules! k_entries {
                 out.fill(0.0);
                 return;
             };
-            let mut rows = y.chunks_exact(per_row.get()).take(out.len());
-            let mut outs = out.chunks_exact_mut(4);
+            // The whole activation rows present, one output each.
+            let present = (y.len() / per_row.get()).min(out.len());
+            let mut rows = y.chunks_exact(per_row.get());
+            let mut outs = out[..present].chunks_exact_mut(4);
             for o in &mut outs {
                 let (Some(y0), Some(y1), Some(y2), Some(y3)) =
                     (rows.next(), rows.next(), rows.next(), rows.next())

@@ -7,7 +7,9 @@
 //! block to a single `f32`; here four blocks' sums are reduced together
 //! ([`hsum4_epi32`]), converted once and folded into eight lanes with one
 //! fused multiply-add, so results differ from the scalar ones by a few
-//! roundings per block (bounded in `tests/simd_vs_scalar.rs`).
+//! roundings per block (bounded in `tests/simd_vs_scalar.rs`). Every
+//! format is written for `C` activation rows at once (the batched entries);
+//! `vec_dot` is the one-row case of the same code.
 //!
 //! Quantizers: byte-identical to the scalar ones, rounding included.
 
@@ -262,8 +264,10 @@ macro_rules! legacy_entries {
                 out.fill(0.0);
                 return;
             };
-            let mut rows = y.chunks_exact(per_row.get()).take(out.len());
-            let mut outs = out.chunks_exact_mut(4);
+            // The whole activation rows present, one output each.
+            let present = (y.len() / per_row.get()).min(out.len());
+            let mut rows = y.chunks_exact(per_row.get());
+            let mut outs = out[..present].chunks_exact_mut(4);
             for o in &mut outs {
                 let (Some(y0), Some(y1), Some(y2), Some(y3)) =
                     (rows.next(), rows.next(), rows.next(), rows.next())

@@ -1,7 +1,7 @@
 //! x86-64 kernels: AVX2 with FMA and F16C, the baseline of every x86 CPU
 //! llama.cpp's fast paths target. The table starts from the scalar one and
 //! replaces the dot products, the activation quantizers, the f16 row
-//! conversions and the attention helpers, and adds batched dot products
+//! conversions and the attention kernels, and adds batched dot products
 //! (one weight row against several activation rows) for the common weight
 //! types.
 //!
