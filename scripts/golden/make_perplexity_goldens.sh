@@ -18,6 +18,9 @@
 #   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 128 --chunks 8 -t 2
 # and both again with `-fa off -ctk f32 -ctv f32` (attention in F32): not the
 # goldens, but how far llama.cpp's own attention precision moves the result.
+# When the portable build (no x86 SIMD; see build_ref.sh) exists in
+# $LLAMA_CPP_DIR/build-portable, both default runs are repeated with it
+# (settings "portable"): the reference for our scalar kernels.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -45,15 +48,26 @@ trap 'rm -rf "$tmp"' EXIT
 # verbosity 4 makes the log say which attention path and KV type were used.
 cd "$testdata"
 start=$(date +%s)
-for run in "512 4 default" "128 8 default" "512 4 fa-off-kv-f32" "128 8 fa-off-kv-f32"; do
+portable_bin="$LLAMA_CPP_DIR/build-portable/bin"
+runs=("512 4 default" "128 8 default" "512 4 fa-off-kv-f32" "128 8 fa-off-kv-f32")
+if [ -x "$portable_bin/llama-perplexity" ]; then
+  runs+=("512 4 portable" "128 8 portable")
+fi
+for run in "${runs[@]}"; do
   set -- $run
   extra=()
+  exe="$bin/llama-perplexity"
   log="$out/perplexity-c$1.log"
-  if [ "$3" != default ]; then
+  if [ "$3" = fa-off-kv-f32 ]; then
     extra=(-fa off -ctk f32 -ctv f32)
+  fi
+  if [ "$3" = portable ]; then
+    exe="$portable_bin/llama-perplexity"
+  fi
+  if [ "$3" != default ]; then
     log="$out/perplexity-c$1.$3.log"
   fi
-  "$bin/llama-perplexity" -m "$model" -f "$text" -c "$1" --chunks "$2" -t 2 "${extra[@]}" \
+  "$exe" -m "$model" -f "$text" -c "$1" --chunks "$2" -t 2 "${extra[@]}" \
     --no-log-timestamps --log-colors off -lv 4 > "$log" 2>&1
 done
 # The tokens llama-perplexity scores: add_bos per the model, special tokens
@@ -73,8 +87,12 @@ def sha256(p):
 
 ids = json.loads(Path(ids_file).read_text())
 runs = []
-for c, chunks, label in [(512, 4, "default"), (128, 8, "default"), (512, 4, "fa-off-kv-f32"), (128, 8, "fa-off-kv-f32")]:
+labels = [(512, 4, "default"), (128, 8, "default"), (512, 4, "fa-off-kv-f32"), (128, 8, "fa-off-kv-f32")]
+labels += [(512, 4, "portable"), (128, 8, "portable")]
+for c, chunks, label in labels:
     log_name = f"perplexity-c{c}.log" if label == "default" else f"perplexity-c{c}.{label}.log"
+    if not (out / log_name).exists():
+        continue
     log = (out / log_name).read_text(encoding="utf-8")
     running = [float(v) for _, v in re.findall(r"\[(\d+)\]([0-9.]+),", log)]
     m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
@@ -83,7 +101,7 @@ for c, chunks, label in [(512, 4, "default"), (128, 8, "default"), (512, 4, "fa-
     info = re.search(r"calculating perplexity over (\d+) chunks, n_ctx=(\d+), batch_size=(\d+), n_seq=(\d+)", log)
     if not (m and kv and info) or len(running) != chunks:
         sys.exit(f"cannot parse {log_name}")
-    extra = "" if label == "default" else " -fa off -ctk f32 -ctv f32"
+    extra = " -fa off -ctk f32 -ctv f32" if label == "fa-off-kv-f32" else ""
     runs.append({
         "settings": label,
         "command": f"llama-perplexity -m {model.name} -f {text.name} -c {c} --chunks {chunks} -t 2{extra}",
@@ -115,7 +133,11 @@ doc = {
     ),
     "text_n_tokens": len(ids),
     "text_first_tokens": ids[:64],
-    "runs_note": "settings 'default' are the goldens; 'fa-off-kv-f32' shows llama.cpp's own spread.",
+    "runs_note": (
+        "'default': llama.cpp's default build and settings, the golden for our default kernels; "
+        "'portable': the same settings on llama.cpp built without x86 SIMD, the golden for our scalar "
+        "kernels; 'fa-off-kv-f32' shows llama.cpp's own spread."
+    ),
     "runs": runs,
 }
 # One line per field and per run: readable diffs without a line per number.

@@ -17,6 +17,7 @@
 
 mod bpe;
 pub mod bytes;
+pub mod chat;
 mod error;
 mod gguf;
 mod hf;
@@ -25,6 +26,7 @@ mod spec;
 mod stream;
 mod tokenizer;
 
+pub use chat::{ChatMessage, ChatTemplate, ChatTemplateError, RenderRequest};
 pub use error::{Result, TokenizerError};
 pub use pretok::PreTokenizer;
 pub use spec::{SpecToken, SpecialIds, TokenType, TokenizerSpec};

@@ -1,6 +1,12 @@
 //! Perplexity against llama.cpp's `llama-perplexity` on the same model and
 //! text (golden and the script that made it: crates/models/tests/golden/
 //! perplexity.json, scripts/golden/make_perplexity_goldens.sh).
+//!
+//! Shared by two test binaries: one on this CPU's default kernels, compared
+//! with llama.cpp's default build; one on the scalar kernels, compared with
+//! llama.cpp's portable build.
+
+#![allow(dead_code)]
 
 use edgellama_backend::CpuBackend;
 use edgellama_gguf::GgufFile;
@@ -9,8 +15,6 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The bound: within 0.5% of llama-perplexity.
-const REL_TOL: f64 = 0.005;
 
 #[derive(Deserialize)]
 struct Golden {
@@ -22,6 +26,7 @@ struct Golden {
 
 #[derive(Deserialize)]
 struct Run {
+    settings: String,
     c: usize,
     chunks: usize,
     running_ppl: Vec<f64>,
@@ -41,8 +46,10 @@ fn testdata(name: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn smollm2_hamlet_within_half_a_percent_of_llama_cpp() {
+/// Scores the text at every (context, chunks) pair the golden has runs for
+/// with `settings`, and checks each final and running estimate is within
+/// `rel_tol` (relative) or `abs_tol` (absolute) of llama.cpp's.
+pub fn check(settings: &str, rel_tol: f64, abs_tol: f64) {
     let golden_path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/golden/perplexity.json");
     let g: Golden = serde_json::from_str(&std::fs::read_to_string(golden_path).expect("golden"))
@@ -51,36 +58,31 @@ fn smollm2_hamlet_within_half_a_percent_of_llama_cpp() {
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
     let text = std::fs::read_to_string(testdata(&g.file)).expect("text");
     let tokens = tok.encode(&text, tok.adds_bos(), false);
-    assert_eq!(
-        tokens.len(),
-        g.text_n_tokens,
-        "tokenization differs from llama.cpp's"
-    );
+    assert_eq!(tokens.len(), g.text_n_tokens, "tokenization differs from llama.cpp's");
     let model = edgellama_models::load_model(file, Arc::new(CpuBackend::new(2).expect("backend")))
         .expect("load");
     let bos = if tok.adds_bos() { tok.bos_id() } else { None };
-    for run in &g.runs {
-        let r =
-            edgellama_engine::perplexity(&*model, &tokens, run.c, Some(run.chunks), bos, |_, _| {})
-                .expect("perplexity");
+    let runs: Vec<&Run> = g.runs.iter().filter(|r| r.settings == settings).collect();
+    assert!(!runs.is_empty(), "the golden has no '{settings}' runs");
+    for run in runs {
+        let r = edgellama_engine::perplexity(&*model, &tokens, run.c, Some(run.chunks), bos, |_, _| {})
+            .expect("perplexity");
         assert_eq!(r.n_chunks, run.chunks);
-        let rel = (r.ppl - run.ppl).abs() / run.ppl;
+        let rel = |a: f64, b: f64| (a - b).abs() / b;
         eprintln!(
-            "c={} chunks={}: ours {:.4} (running {:?}), llama.cpp {:.4} (running {:?}), {:.3}% apart",
+            "{settings} c={} chunks={}: ours {:.4} (running {:?}), llama.cpp {:.4} (running {:?}), {:.3}% apart",
             run.c,
             run.chunks,
             r.ppl,
             r.running.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>(),
             run.ppl,
             run.running_ppl,
-            rel * 100.0
+            rel(r.ppl, run.ppl) * 100.0
         );
-        assert!(
-            rel <= REL_TOL,
-            "c={}: {} vs llama.cpp {}",
-            run.c,
-            r.ppl,
-            run.ppl
-        );
+        let close = |a: f64, b: f64| (a - b).abs() <= abs_tol || rel(a, b) <= rel_tol;
+        assert!(close(r.ppl, run.ppl), "c={}: {} vs llama.cpp {}", run.c, r.ppl, run.ppl);
+        for (ours, theirs) in r.running.iter().zip(&run.running_ppl) {
+            assert!(close(*ours, *theirs), "c={}: running {ours} vs {theirs}", run.c);
+        }
     }
 }
