@@ -144,8 +144,8 @@ fn magnitude(t: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f64 {
 /// and every value either side rounds (a block's scaled sum, a running sum)
 /// is bounded by `magnitude`. A running sum takes at most `chain` roundings:
 /// one per block for the scalar legacy formats, one per super-block (plus
-/// an 8-lane fold) for the K-quants, and for float rows one per 32 elements
-/// in each SIMD lane plus the tail and the reduction (the scalar side sums in
+/// an 8-lane fold) for the K-quants, and for float rows at most one per 32
+/// elements in each SIMD lane plus the tail and the reduction (the scalar side sums in
 /// f64 but rounds each product). Each block adds at most three roundings of
 /// its own scaled terms. Both sides err, hence the factor 2. For 4096
 /// elements of q4_0 this is about 1.7e-5 of `magnitude`; measured

@@ -1,7 +1,7 @@
 //! AVX2/F16C kernels on rows of f32, f16 and bf16: the weight dot products,
 //! the f16 row conversions and the attention kernels on f16 rows.
 //!
-//! The dot products keep 32 running sums in four `f32` vectors (fused
+//! The dot products keep 64 running sums in eight `f32` vectors (fused
 //! multiply-adds) where the scalar twins sum rounded products in `f64`; the
 //! difference is bounded in `tests/simd_vs_scalar.rs`. The conversions and
 //! [`axpy_f16`] give the scalar twins' bits exactly.
@@ -53,16 +53,16 @@ macro_rules! dot_rows {
     ($n:expr, $x:expr, $xs:expr, $ldx:ident, $y:expr, $ys:expr, $ldy:ident, $tail:expr) => {{
         let n: usize = $n;
         let (px, py): (*const u8, *const u8) = ($x, $y);
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [_mm256_setzero_ps(); 8];
         let mut i = 0;
-        while i + 32 <= n {
+        while i + 64 <= n {
             for (k, a) in acc.iter_mut().enumerate() {
                 let j = i + 8 * k;
                 // SAFETY: j + 8 <= n, and both rows hold n elements.
                 let (xv, yv) = ($ldx(px.add(j * $xs)), $ldy(py.add(j * $ys)));
                 *a = _mm256_fmadd_ps(xv, yv, *a);
             }
-            i += 32;
+            i += 64;
         }
         while i + 8 <= n {
             // SAFETY: i + 8 <= n, and both rows hold n elements.
