@@ -28,6 +28,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Score a text file (llama-perplexity's method).
     Perplexity(commands::perplexity::PerplexityArgs),
+    /// Measure prompt and generation speed (llama-bench's method).
+    Bench(commands::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
