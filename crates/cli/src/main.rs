@@ -26,6 +26,8 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Print the token ids of a text.
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// Print the prompt a conversation becomes under the model's chat template.
+    Template(commands::template::TemplateArgs),
     /// Score a text file (llama-perplexity's method).
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Measure prompt and generation speed (llama-bench's method).
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Template(a) => commands::template::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
     };

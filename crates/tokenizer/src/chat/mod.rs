@@ -50,7 +50,7 @@ const FUEL_PER_INPUT_BYTE: u64 = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum ChatTemplateError {
     /// The template does not parse.
-    #[error("chat template syntax error: {0}")]
+    #[error("invalid chat template: {0}")]
     Syntax(String),
     /// The template called `raise_exception(message)`: it rejects the
     /// conversation (for instance several tool calls in one message).
