@@ -70,7 +70,10 @@ macro_rules! dot_rows {
             acc[0] = _mm256_fmadd_ps(xv, yv, acc[0]);
             i += 8;
         }
-        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let s = _mm256_add_ps(
+            _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])),
+            _mm256_add_ps(_mm256_add_ps(acc[4], acc[5]), _mm256_add_ps(acc[6], acc[7])),
+        );
         let mut sum = hsum_ps(s);
         for j in i..n {
             sum += $tail(j);
