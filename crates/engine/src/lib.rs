@@ -3,6 +3,7 @@
 
 mod generate;
 mod perplexity;
+pub mod tools;
 
 pub use generate::{generate, GenerateParams, GenerationStats, StopReason};
 pub use perplexity::{perplexity, PerplexityResult};
