@@ -10,10 +10,11 @@
 //! Every kernel in this module is an `unsafe fn` compiled with
 //! `#[target_feature(enable = "avx2,fma,f16c")]`; running one on a CPU
 //! without those features is undefined behaviour. They are reached only
-//! through the safe closures that [`overrides`] builds, and `overrides` needs
-//! an [`Avx2`] token, which only [`Avx2::detect`] makes, after
-//! `is_x86_feature_detected!` has confirmed all three features at run time.
-//! So a kernel can only run on a CPU that has them.
+//! through the safe closures that [`overrides`], [`f16_rows`] and
+//! [`batches`] build, each of which needs an [`Avx2`] token, which only
+//! [`Avx2::detect`] makes, after `is_x86_feature_detected!` has confirmed all
+//! three features at run time. So a kernel can only run on a CPU that has
+//! them.
 //!
 //! Memory safety does not rest on the features: kernels read and write only
 //! through slices and the fixed-size fields of block structs, each vector
@@ -44,12 +45,12 @@ impl Avx2 {
 }
 
 /// A safe closure around an AVX2 kernel with the signature of a table entry.
-/// Only expanded inside [`overrides`], which holds an [`Avx2`] token.
+/// Only expanded inside functions that take an [`Avx2`] token.
 macro_rules! avx2 {
     ($f:path, |$($arg:ident: $ty:ty),*| -> $ret:ty) => {
         |$($arg: $ty),*| -> $ret {
-            // SAFETY: built in `overrides`, after `Avx2::detect` found the
-            // features `$f` is compiled for (see the module's safety note).
+            // SAFETY: built only where an `Avx2` token proves that the CPU
+            // has the features `$f` is compiled for (see the module's note).
             unsafe { $f($($arg),*) }
         }
     };
