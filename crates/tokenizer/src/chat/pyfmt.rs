@@ -145,16 +145,22 @@ pub fn py_str(v: &Value, out: &mut String) {
         ValueKind::Number => number_str(v, out),
         ValueKind::String => out.push_str(v.as_str().unwrap_or_default()),
         ValueKind::Seq => {
-            out.push('[');
+            let tuple = v.is_tuple();
+            out.push(if tuple { '(' } else { '[' });
+            let mut n = 0;
             if let Ok(items) = v.try_iter() {
-                for (i, item) in items.enumerate() {
-                    if i > 0 {
+                for item in items {
+                    if n > 0 {
                         out.push_str(", ");
                     }
                     py_repr(&item, out);
+                    n += 1;
                 }
             }
-            out.push(']');
+            if tuple && n == 1 {
+                out.push(',');
+            }
+            out.push(if tuple { ')' } else { ']' });
         }
         ValueKind::Map => {
             out.push('{');

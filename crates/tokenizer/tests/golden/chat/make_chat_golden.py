@@ -35,6 +35,11 @@ Outputs (next to this script):
                            the rendered text or the error jinja2 raised.
     strftime.json       -- strftime results for the formats `strftime_now`
                            must support, at a few instants.
+    features.json       -- small templates exercising the jinja2 and Python
+                           behaviour HF templates rely on (string methods,
+                           namespace, loop controls, printing of None/bools/
+                           dicts/floats, tojson options, whitespace control),
+                           rendered on one fixed conversation.
 """
 
 import datetime
@@ -332,6 +337,43 @@ STRFTIME_INSTANTS = [
 ]
 
 
+FEATURE_MESSAGES = [
+    {"role": "system", "content": "  You are helpful.  "},
+    {"role": "user", "content": "Hello there, général Kenobi"},
+    {"role": "assistant", "content": "Bonjour!"},
+    {"role": "user", "content": "a,b,,c"},
+]
+FEATURE_TOOLS = [WEATHER, NUMBERS]
+FEATURES = [
+    ("str_methods", "{{ messages[0].content.strip() }}|{{ messages[0].content.lstrip() }}|{{ messages[0].content.rstrip() }}|{{ 'abc'.startswith('a') }}{{ 'abc'.endswith('bc') }}{{ 'abc'.startswith(('x', 'a')) }}"),
+    ("str_split_print", "{{ messages[3].content.split(',') }}{{ messages[1].content.split() }}{{ 'a b c'.split(' ', 1) }}"),
+    ("str_case", "{{ 'Hi'.upper() }}{{ 'Hi'.lower() }}{{ 'hello world'.title() }}{{ 'hello'.capitalize() }}{{ 'x-y'.replace('-', '+') }}{{ 'banana'.count('a') }}{{ 'banana'.find('n') }}"),
+    ("namespace", "{% set ns = namespace(found=false, n=0) %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.found = true %}{% endif %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.found }} {{ ns.n }}"),
+    ("loop_controls", "{% for i in range(10) %}{% if i == 3 %}{% continue %}{% endif %}{% if i > 5 %}{% break %}{% endif %}{{ i }}{{ ',' if not loop.last }}{% endfor %}"),
+    ("loop_vars", "{% for m in messages %}{{ loop.index }}{{ loop.index0 }}{{ loop.first }}{{ loop.last }}{{ loop.length }};{% endfor %}"),
+    ("print_values", "{{ none }}|{{ true }}|{{ false }}|{{ {'a': 1.0, 'b': [none, 'x', \"it's\"]} }}|{{ 1e20 }}|{{ 0.1 + 0.2 }}|{{ 10 / 4 }}|{{ 7 // 2 }}|{{ 2 ** 10 }}|{{ 7 % 3 }}|{{ -0.0 }}|{{ (1, 2) }}|{{ (1,) }}|{{ () }}"),
+    ("tojson_variants", "{{ tools[1] | tojson }}\n{{ tools[1] | tojson(indent=2) }}\n{{ tools[1] | tojson(separators=(',', ':')) }}\n{{ tools[1] | tojson(sort_keys=true) }}\n{{ messages[1] | tojson(ensure_ascii=true) }}\n{{ 'x\\ny\\t\\u0001' | tojson }}"),
+    ("tojson_indent_string", "{{ tools[0].function.parameters | tojson(indent='\\t') }}"),
+    ("filters", "{{ messages | selectattr('role', 'equalto', 'user') | list | length }}|{{ messages | map(attribute='role') | join(',') }}|{{ (messages | last).content }}|{{ messages | first | tojson }}|{{ messages[0].content | trim }}|{{ messages[0].content | length }}|{{ messages | rejectattr('role', 'equalto', 'user') | map(attribute='role') | list }}"),
+    ("tests", "{{ messages[0].content is string }}{{ messages[0] is mapping }}{{ messages is sequence }}{{ 'a' is sequence }}{{ 'a' is iterable }}{{ messages[0] is iterable }}{{ 1 is number }}{{ none is none }}{{ nothing is defined }}{{ messages[0].content is defined }}{{ 'x' in 'xyz' }}{{ 'role' in messages[0] }}"),
+    ("slicing", "{{ 'abcdef'[1:] }}|{{ 'abcdef'[:-2] }}|{{ 'abcdef'[::2] }}|{{ messages[-1].role }}|{{ messages[1:3] | length }}|{{ (messages[::-1] | first).content }}"),
+    ("dict_items", "{% for k, v in tools[1].function.parameters.properties.target.items() %}{{ k }}={{ v }};{% endfor %}{{ tools[0].function.keys() | list }}{{ tools[0].get('nope', 'dflt') }}"),
+    ("whitespace", "  {% if true %}\n    yes\n  {% endif %}\n  {# comment #}\ntext\n    {%- if true -%}\n  tight\n  {%+ if true %}keep{% endif %}\n{% endif %}\nend\n"),
+    ("trailing_newline", "line\n"),
+    ("set_block", "{% set x %}inner {{ bos_token }}{% endset %}[{{ x }}]"),
+    ("macro", "{% macro m(role, text='none') %}<{{ role }}:{{ text }}>{% endmacro %}{% for msg in messages %}{{ m(msg.role, msg.content | trim) }}{% endfor %}{{ m('x') }}"),
+    ("inline_if_raise", "{{ raise_exception('boom') if false else 'ok' }}{% if messages | length > 100 %}{{ raise_exception('too long') }}{% endif %}"),
+    ("raise", "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"),
+    ("concat_tilde", "{{ 'a' ~ 1 ~ 2.5 ~ true }}"),
+    ("string_filter", "{{ messages[0] | string }}|{{ [1, 'a'] | string }}|{{ none | string }}"),
+    ("join_and_default", "{{ ['a', 'b'] | join(', ') }}|{{ nothing | default('dflt') }}|{{ none | default('x', true) }}|{{ messages | length }}"),
+    ("strftime", "{{ strftime_now('%Y-%m-%d %H:%M') }}"),
+    ("undefined_attr_error", "{{ messages[0].nope.deeper }}"),
+    ("dict_literal_order", "{{ {'z': 1, 'a': 2, 'm': 3} | tojson }}{{ {'z': 1, 'a': 2} }}"),
+    ("int_float_ops", "{{ 3 + 0.5 }}|{{ 4 * 2.5 }}|{{ 1 / 3 }}|{{ 2 ** 0.5 }}|{{ 10 | float }}|{{ '42' | int }}|{{ 3.7 | int }}|{{ 1000000 * 1000000 }}"),
+]
+
+
 def main():
     with open(os.path.join(HERE, "llama3.2.jinja"), encoding="utf-8") as f:
         llama_source = f.read()
@@ -367,6 +409,14 @@ def main():
         rows.append({"instant": when.isoformat(), "results": {fmt: when.strftime(fmt) for fmt in STRFTIME_FORMATS}})
     with open(os.path.join(HERE, "strftime.json"), "w", encoding="utf-8") as f:
         json.dump(rows, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    features = []
+    for name, src in FEATURES:
+        t = compile_template(src)
+        case = {"messages": FEATURE_MESSAGES, "tools": FEATURE_TOOLS, "add_generation_prompt": True}
+        features.append({"name": name, "template": src, "expected": render(t, case, {"bos_token": "<s>", "eos_token": "</s>"})})
+    with open(os.path.join(HERE, "features.json"), "w", encoding="utf-8") as f:
+        json.dump({"messages": FEATURE_MESSAGES, "tools": FEATURE_TOOLS, "bos_token": "<s>", "eos_token": "</s>", "features": features}, f, ensure_ascii=False, indent=1)
         f.write("\n")
     n_err = sum("error" in r for c in cases for r in c["expected"].values())
     print(f"{len(cases)} cases, {len(cases) * len(templates) - n_err} rendered, {n_err} errors")
