@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 /// It serializes to the dict a template receives: only fields that are set
 /// appear, so a template's `'tool_calls' in message` is true only for
 /// messages that carry tool calls. Fields this type does not name are kept
-/// in `extra`, in their original order.
+/// in `extra`, in their original order. A `"content": null` (as OpenAI
+/// clients send with tool calls) reads as no content: the key is absent for
+/// the template, where Python would see it set to `None`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant`, `tool` or `ipython` (any string is
