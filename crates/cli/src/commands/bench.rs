@@ -50,7 +50,10 @@ impl TestResult {
 
     fn samples_ts(&self) -> Vec<f64> {
         let n = self.n_tokens() as f64;
-        self.samples_ns.iter().map(|&ns| n * 1e9 / ns as f64).collect()
+        self.samples_ns
+            .iter()
+            .map(|&ns| n * 1e9 / ns as f64)
+            .collect()
     }
 }
 
@@ -71,7 +74,12 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect()
 }
 
-fn run_test(model: &dyn CausalLm, n_prompt: usize, n_gen: usize, reps: usize) -> Result<TestResult> {
+fn run_test(
+    model: &dyn CausalLm,
+    n_prompt: usize,
+    n_gen: usize,
+    reps: usize,
+) -> Result<TestResult> {
     let n_vocab = model.info().n_vocab;
     let mut state = model.new_state(n_prompt.max(n_gen).max(1) + 1)?;
     let prompt = tokens(n_prompt, n_vocab);

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-
 #[derive(Deserialize)]
 struct Golden {
     model: String,
@@ -58,15 +57,20 @@ pub fn check(settings: &str, rel_tol: f64, abs_tol: f64) {
     let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
     let text = std::fs::read_to_string(testdata(&g.file)).expect("text");
     let tokens = tok.encode(&text, tok.adds_bos(), false);
-    assert_eq!(tokens.len(), g.text_n_tokens, "tokenization differs from llama.cpp's");
+    assert_eq!(
+        tokens.len(),
+        g.text_n_tokens,
+        "tokenization differs from llama.cpp's"
+    );
     let model = edgellama_models::load_model(file, Arc::new(CpuBackend::new(2).expect("backend")))
         .expect("load");
     let bos = if tok.adds_bos() { tok.bos_id() } else { None };
     let runs: Vec<&Run> = g.runs.iter().filter(|r| r.settings == settings).collect();
     assert!(!runs.is_empty(), "the golden has no '{settings}' runs");
     for run in runs {
-        let r = edgellama_engine::perplexity(&*model, &tokens, run.c, Some(run.chunks), bos, |_, _| {})
-            .expect("perplexity");
+        let r =
+            edgellama_engine::perplexity(&*model, &tokens, run.c, Some(run.chunks), bos, |_, _| {})
+                .expect("perplexity");
         assert_eq!(r.n_chunks, run.chunks);
         let rel = |a: f64, b: f64| (a - b).abs() / b;
         eprintln!(
@@ -80,9 +84,19 @@ pub fn check(settings: &str, rel_tol: f64, abs_tol: f64) {
             rel(r.ppl, run.ppl) * 100.0
         );
         let close = |a: f64, b: f64| (a - b).abs() <= abs_tol || rel(a, b) <= rel_tol;
-        assert!(close(r.ppl, run.ppl), "c={}: {} vs llama.cpp {}", run.c, r.ppl, run.ppl);
+        assert!(
+            close(r.ppl, run.ppl),
+            "c={}: {} vs llama.cpp {}",
+            run.c,
+            r.ppl,
+            run.ppl
+        );
         for (ours, theirs) in r.running.iter().zip(&run.running_ppl) {
-            assert!(close(*ours, *theirs), "c={}: running {ours} vs {theirs}", run.c);
+            assert!(
+                close(*ours, *theirs),
+                "c={}: running {ours} vs {theirs}",
+                run.c
+            );
         }
     }
 }
