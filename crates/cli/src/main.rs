@@ -32,6 +32,8 @@ enum Command {
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Measure prompt and generation speed (llama-bench's method).
     Bench(commands::bench::BenchArgs),
+    /// Quantize a model file (llama-quantize's types and per-tensor choices).
+    Quantize(commands::quantize::QuantizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         Command::Template(a) => commands::template::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
