@@ -1,20 +1,31 @@
+use crate::stop::StopStrings;
 use crate::EngineError;
 use edgellama_models::{CausalLm, Logits, SeqState};
 use edgellama_sampler::{Sampler, SamplingParams};
 use edgellama_tokenizer::{StreamDecoder, Tokenizer};
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerateParams {
     /// Stop after this many new tokens (`None`: until the context is full).
     pub max_tokens: Option<usize>,
     pub sampling: SamplingParams,
+    /// Texts that end generation; they are never passed to the callback,
+    /// not even in part.
+    pub stop: Vec<String>,
+    /// Pass control tokens (such as `<|python_tag|>`) to the callback as
+    /// their text; end-of-generation tokens never are.
+    pub special: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
-    /// The model produced an end-of-generation token.
+    /// The model produced an end-of-generation token (EOS, end of turn, end
+    /// of message).
     EndOfGeneration,
+    /// The text produced the stop string at this index of
+    /// [`GenerateParams::stop`].
+    StopString(usize),
     MaxTokens,
     /// The context is full; nothing was cut silently.
     ContextFull,
@@ -24,12 +35,18 @@ pub enum StopReason {
 
 #[derive(Debug, Clone)]
 pub struct GenerationStats {
+    /// Tokens evaluated before the first one was generated.
     pub n_prompt: usize,
     pub prompt_time: Duration,
     pub n_generated: usize,
     pub gen_time: Duration,
     pub stop: StopReason,
+    /// The generated tokens (end-of-generation tokens excluded). The last
+    /// one is not in the state when generation was cancelled or the
+    /// context filled: [`SeqState::n_past`] says how far the state goes.
     pub tokens: Vec<u32>,
+    /// The text passed to the callback, all of it.
+    pub text: String,
 }
 
 impl GenerationStats {
@@ -43,12 +60,29 @@ impl GenerationStats {
 }
 
 /// Evaluates `prompt` and generates until a stop condition, calling
-/// `on_text` with each piece of decoded text as soon as it is whole UTF-8.
-/// `on_text` returns `false` to stop early.
+/// `on_text` with each piece of decoded text as soon as it is whole UTF-8
+/// and cannot be part of a stop string. `on_text` returns `false` to stop
+/// early.
 pub fn generate(
     model: &dyn CausalLm,
     state: &mut SeqState,
     tokenizer: &Tokenizer,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<GenerationStats, EngineError> {
+    generate_after(model, state, tokenizer, &[], prompt, params, on_text)
+}
+
+/// [`generate`] on a state that already holds `cached` (the tokens before
+/// `prompt`): only `prompt` is evaluated, and the penalties' history
+/// starts from the end of `cached` followed by `prompt`, as if the whole
+/// text had been given at once.
+pub fn generate_after(
+    model: &dyn CausalLm,
+    state: &mut SeqState,
+    tokenizer: &Tokenizer,
+    cached: &[u32],
     prompt: &[u32],
     params: &GenerateParams,
     mut on_text: impl FnMut(&str) -> bool,
@@ -63,8 +97,26 @@ pub fn generate(
         });
     }
     let mut sampler = Sampler::new(&params.sampling)?;
-    let eog = tokenizer.eog_ids();
-    let mut decoder = StreamDecoder::new(tokenizer, false);
+    let history = params.sampling.penalty_last_n;
+    let skip_prompt = prompt.len().saturating_sub(history);
+    let from_cached = history.saturating_sub(prompt.len()).min(cached.len());
+    for &t in cached[cached.len() - from_cached..]
+        .iter()
+        .chain(&prompt[skip_prompt..])
+    {
+        sampler.accept(t);
+    }
+    let mut decoder = StreamDecoder::new(tokenizer, params.special);
+    let mut stops = StopStrings::new(params.stop.iter().cloned());
+    let mut text = String::new();
+    // Passes released text on; false when the caller wants no more.
+    let mut emit = |piece: &str, text: &mut String| -> bool {
+        if piece.is_empty() {
+            return true;
+        }
+        text.push_str(piece);
+        on_text(piece)
+    };
 
     let t0 = Instant::now();
     let mut logits = model.forward(state, prompt, Logits::Last)?;
@@ -77,13 +129,17 @@ pub fn generate(
             break StopReason::MaxTokens;
         }
         let id = sampler.sample(&logits)?;
-        if eog.contains(&id) {
+        if tokenizer.is_eog(id) {
             break StopReason::EndOfGeneration;
         }
         tokens.push(id);
-        if let Some(text) = decoder.push(id) {
-            if !on_text(&text) {
+        if let Some(piece) = decoder.push(id) {
+            let r = stops.push(&piece);
+            if !emit(&r.text, &mut text) {
                 break StopReason::Cancelled;
+            }
+            if let Some(i) = r.stop {
+                break StopReason::StopString(i);
             }
         }
         if state.n_past >= state.n_ctx() {
@@ -91,9 +147,28 @@ pub fn generate(
         }
         logits = model.forward(state, &[id], Logits::Last)?;
     };
-    if let Some(rest) = decoder.flush() {
-        on_text(&rest);
-    }
+    let stop = match stop {
+        StopReason::Cancelled | StopReason::StopString(_) => stop,
+        // The text has ended: an unfinished character comes out as U+FFFD
+        // and held-back text can no longer become a stop string, except
+        // with the bytes the flush adds.
+        _ => {
+            let r = decoder.flush().map(|rest| stops.push(&rest));
+            let mut stop = stop;
+            let mut piece = String::new();
+            if let Some(r) = r {
+                piece = r.text;
+                if let Some(i) = r.stop {
+                    stop = StopReason::StopString(i);
+                }
+            }
+            piece.push_str(&stops.finish());
+            if !emit(&piece, &mut text) {
+                stop = StopReason::Cancelled;
+            }
+            stop
+        }
+    };
     Ok(GenerationStats {
         n_prompt: prompt.len(),
         prompt_time,
@@ -101,5 +176,394 @@ pub fn generate(
         gen_time: t1.elapsed(),
         stop,
         tokens,
+        text,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgellama_backend::KvCache;
+    use edgellama_models::{ModelError, ModelInfo};
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+
+    fn testdata(name: &str) -> PathBuf {
+        let dir = std::env::var_os("EDGELLAMA_TESTDATA").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"),
+            PathBuf::from,
+        );
+        let p = dir.join(name);
+        assert!(
+            p.is_file(),
+            "{} is missing: run scripts/fetch-testdata.sh",
+            p.display()
+        );
+        p
+    }
+
+    /// Meta's Llama 3.2 tokenizer: its byte-level BPE splits Thai and emoji
+    /// across tokens, which is what the UTF-8 tests need.
+    fn llama3() -> &'static Tokenizer {
+        static TOK: OnceLock<Tokenizer> = OnceLock::new();
+        TOK.get_or_init(|| {
+            Tokenizer::from_hf_json_with_config(
+                testdata("llama3.2-tokenizer.json"),
+                testdata("llama3.2-tokenizer_config.json"),
+            )
+            .unwrap()
+        })
+    }
+
+    const EOT: u32 = 128009;
+    const EOM: u32 = 128008;
+    const END_OF_TEXT: u32 = 128001;
+    const PYTHON_TAG: u32 = 128010;
+
+    /// A model that plays back a script: after `prompt_len` positions, the
+    /// next token is `script[n_past - prompt_len]`, by a wide margin; past
+    /// the script's end it says "!" forever. With `flat`, it instead gives
+    /// every token of `flat` the logits listed, for penalty tests.
+    struct Scripted {
+        info: ModelInfo,
+        prompt_len: usize,
+        script: Vec<u32>,
+        flat: Vec<(u32, f32)>,
+    }
+
+    impl Scripted {
+        fn new(prompt_len: usize, script: Vec<u32>) -> Scripted {
+            Scripted {
+                info: ModelInfo {
+                    architecture: "scripted".into(),
+                    n_vocab: 128256,
+                    n_ctx_train: 1 << 16,
+                    n_embd: 1,
+                    n_layer: 1,
+                    n_params: 0,
+                    weight_bytes: 0,
+                },
+                prompt_len,
+                script,
+                flat: Vec::new(),
+            }
+        }
+    }
+
+    impl CausalLm for Scripted {
+        fn info(&self) -> &ModelInfo {
+            &self.info
+        }
+
+        fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError> {
+            Ok(SeqState {
+                kv: KvCache::new(1, n_ctx, 1),
+                n_past: 0,
+            })
+        }
+
+        fn forward(
+            &self,
+            state: &mut SeqState,
+            tokens: &[u32],
+            which: Logits,
+        ) -> Result<Vec<f32>, ModelError> {
+            assert_eq!(which, Logits::Last);
+            if state.n_past + tokens.len() > state.n_ctx() {
+                return Err(ModelError::ContextFull {
+                    n_past: state.n_past,
+                    n_new: tokens.len(),
+                    n_ctx: state.n_ctx(),
+                });
+            }
+            state.n_past += tokens.len();
+            let mut logits = vec![0.0f32; self.info.n_vocab];
+            if !self.flat.is_empty() {
+                for &(id, l) in &self.flat {
+                    logits[id as usize] = l;
+                }
+                return Ok(logits);
+            }
+            let step = state.n_past - self.prompt_len;
+            let next = self.script.get(step).copied().unwrap_or(0);
+            logits[next as usize] = 20.0;
+            Ok(logits)
+        }
+    }
+
+    struct Outcome {
+        pieces: Vec<String>,
+        stats: GenerationStats,
+        n_past: usize,
+    }
+
+    fn play(script: Vec<u32>, params: &GenerateParams, n_ctx: usize) -> Outcome {
+        let prompt = [128000u32, 9906];
+        let model = Scripted::new(prompt.len(), script);
+        let mut state = model.new_state(n_ctx).unwrap();
+        let mut pieces = Vec::new();
+        let stats = generate(&model, &mut state, llama3(), &prompt, params, |t| {
+            pieces.push(t.to_string());
+            true
+        })
+        .unwrap();
+        assert_eq!(pieces.concat(), stats.text);
+        Outcome {
+            pieces,
+            stats,
+            n_past: state.n_past,
+        }
+    }
+
+    fn greedy() -> GenerateParams {
+        GenerateParams {
+            sampling: SamplingParams::greedy(),
+            ..Default::default()
+        }
+    }
+
+    fn with_stop(stop: &[&str]) -> GenerateParams {
+        GenerateParams {
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            ..greedy()
+        }
+    }
+
+    fn encode(text: &str) -> Vec<u32> {
+        llama3().encode(text, false, false)
+    }
+
+    /// Tokens whose bytes are not whole UTF-8 on their own.
+    fn split_tokens(ids: &[u32]) -> usize {
+        ids.iter()
+            .filter(|&&id| std::str::from_utf8(llama3().piece(id, false)).is_err())
+            .count()
+    }
+
+    #[test]
+    fn every_end_of_generation_token_stops() {
+        let mut eog = llama3().eog_ids().to_vec();
+        eog.sort();
+        assert!(
+            [END_OF_TEXT, EOM, EOT].iter().all(|t| eog.contains(t)),
+            "{eog:?}"
+        );
+        for end in [EOT, EOM, END_OF_TEXT] {
+            let mut script = encode("Hi there");
+            script.push(end);
+            script.extend(encode(" never shown"));
+            let o = play(script, &greedy(), 64);
+            assert_eq!(o.stats.stop, StopReason::EndOfGeneration);
+            assert_eq!(o.stats.text, "Hi there");
+            assert_eq!(o.stats.tokens, encode("Hi there"));
+        }
+    }
+
+    #[test]
+    fn stop_string_spanning_tokens_is_never_passed_on() {
+        let script = encode("Hello there.\nUser: more text");
+        let o = play(script, &with_stop(&["User:"]), 64);
+        assert_eq!(o.stats.stop, StopReason::StopString(0));
+        assert_eq!(o.stats.text, "Hello there.\n");
+        assert!(o.pieces.iter().all(|p| !p.contains('U')), "{:?}", o.pieces);
+        // Generation ended at the token that completed the stop string.
+        assert_eq!(o.stats.tokens, encode("Hello there.\nUser:"));
+    }
+
+    #[test]
+    fn stop_string_at_the_very_start() {
+        let o = play(encode("\n\nHello"), &with_stop(&["\n\n"]), 64);
+        assert_eq!(o.stats.stop, StopReason::StopString(0));
+        assert_eq!(o.stats.text, "");
+        assert!(o.pieces.is_empty());
+    }
+
+    #[test]
+    fn overlapping_stop_strings() {
+        // Llama 3 tokens: "x", " =", " ", "1", " ###", " END", " ###".
+        let script = encode("x = 1 ### END ###");
+        // Both complete with " END": the one that starts first wins.
+        let o = play(script.clone(), &with_stop(&["### END", "# E"]), 64);
+        assert_eq!(o.stats.text, "x = 1 ");
+        assert_eq!(o.stats.stop, StopReason::StopString(0));
+        // "D" completes a token before "END ###" could.
+        let o = play(script.clone(), &with_stop(&["END ###", "D"]), 64);
+        assert_eq!(o.stats.text, "x = 1 ### EN");
+        assert_eq!(o.stats.stop, StopReason::StopString(1));
+        // A stop string that never completes leaves the held text to be
+        // released at the end.
+        let mut s = script;
+        s.push(EOT);
+        let o = play(s, &with_stop(&["### ENDS"]), 64);
+        assert_eq!(o.stats.text, "x = 1 ### END ###");
+        assert_eq!(o.stats.stop, StopReason::EndOfGeneration);
+    }
+
+    #[test]
+    fn multibyte_text_split_across_tokens() {
+        let text = "สวัสดีครับ 😀👋 ok";
+        let mut script = encode(text);
+        assert!(
+            split_tokens(&script) >= 2,
+            "the test needs split characters"
+        );
+        script.push(EOT);
+        let o = play(script.clone(), &greedy(), 64);
+        assert_eq!(o.stats.text, text);
+        assert!(!o.stats.text.contains('\u{FFFD}'));
+        // Stop strings made of split characters.
+        for (stop, before) in [("😀", "สวัสดีครับ "), ("ครับ", "สวัสดี"), ("👋 ok", "สวัสดีครับ 😀")]
+        {
+            let o = play(script.clone(), &with_stop(&[stop]), 64);
+            assert_eq!(o.stats.stop, StopReason::StopString(0), "{stop}");
+            assert_eq!(o.stats.text, before, "{stop}");
+        }
+    }
+
+    #[test]
+    fn unfinished_character_at_max_tokens_is_flushed() {
+        // Stopping in the middle of an emoji's bytes prints U+FFFD, as a
+        // lossy decode of the same tokens would.
+        let script = encode("a😀");
+        let split_at = (1..script.len())
+            .find(|&n| llama3().decode(&script[..n], false).contains('\u{FFFD}'))
+            .expect("an emoji split across tokens");
+        let params = GenerateParams {
+            max_tokens: Some(split_at),
+            ..greedy()
+        };
+        let o = play(script.clone(), &params, 64);
+        assert_eq!(o.stats.stop, StopReason::MaxTokens);
+        assert_eq!(o.stats.text, llama3().decode(&script[..split_at], false));
+    }
+
+    #[test]
+    fn max_tokens() {
+        let params = GenerateParams {
+            max_tokens: Some(3),
+            ..greedy()
+        };
+        let script = encode("one two three four five");
+        let o = play(script.clone(), &params, 64);
+        assert_eq!(o.stats.stop, StopReason::MaxTokens);
+        assert_eq!(o.stats.tokens, script[..3]);
+        assert_eq!(o.n_past, 2 + 3);
+        let o = play(
+            script,
+            &GenerateParams {
+                max_tokens: Some(0),
+                ..greedy()
+            },
+            64,
+        );
+        assert_eq!(
+            (o.stats.stop, o.stats.text.as_str()),
+            (StopReason::MaxTokens, "")
+        );
+    }
+
+    #[test]
+    fn full_context_is_a_stop_reason_not_a_cut() {
+        // Prompt of 2 in a context of 5: tokens 1-3 are evaluated, the 4th
+        // is printed but finds no room.
+        let script = encode(" a b c d e f g h");
+        let o = play(script.clone(), &greedy(), 5);
+        assert_eq!(o.stats.stop, StopReason::ContextFull);
+        assert_eq!(o.stats.tokens, script[..4]);
+        assert_eq!(o.n_past, 5);
+        assert_eq!(o.stats.text, " a b c d");
+
+        let model = Scripted::new(2, script);
+        let mut state = model.new_state(4).unwrap();
+        let err = generate(
+            &model,
+            &mut state,
+            llama3(),
+            &[1, 2, 3, 4, 5],
+            &greedy(),
+            |_| true,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            EngineError::PromptTooLong {
+                n_prompt: 5,
+                n_ctx: 4
+            }
+        ));
+        assert!(err.to_string().contains("-c"), "{err}");
+    }
+
+    #[test]
+    fn callback_can_cancel() {
+        let script = encode(" one two three four");
+        let model = Scripted::new(2, script);
+        let mut state = model.new_state(64).unwrap();
+        let mut n = 0;
+        let stats = generate(&model, &mut state, llama3(), &[1, 2], &greedy(), |_| {
+            n += 1;
+            n < 2
+        })
+        .unwrap();
+        assert_eq!(stats.stop, StopReason::Cancelled);
+        assert_eq!(stats.text, " one two");
+        // The token whose text was refused is not in the state.
+        assert_eq!(state.n_past, 2 + 1);
+    }
+
+    #[test]
+    fn control_tokens_printed_only_when_asked() {
+        let mut script = vec![PYTHON_TAG];
+        script.extend(encode("print(1)"));
+        script.push(EOM);
+        let o = play(script.clone(), &greedy(), 64);
+        assert_eq!(o.stats.text, "print(1)");
+        let o = play(
+            script,
+            &GenerateParams {
+                special: true,
+                ..greedy()
+            },
+            64,
+        );
+        assert_eq!(o.stats.text, "<|python_tag|>print(1)");
+    }
+
+    #[test]
+    fn penalties_see_the_cached_tokens() {
+        // Token 100 leads 101 by 1.0 vs 0.9; a repeat penalty of 2 halves
+        // 100's logit when it is among the recent tokens, cached or new.
+        let mut model = Scripted::new(0, Vec::new());
+        model.flat = vec![(100, 1.0), (101, 0.9)];
+        let params = GenerateParams {
+            max_tokens: Some(1),
+            sampling: SamplingParams {
+                repeat_penalty: 2.0,
+                ..SamplingParams::greedy()
+            },
+            ..Default::default()
+        };
+        let first = |cached: &[u32], prompt: &[u32]| {
+            let mut state = model.new_state(128).unwrap();
+            state.n_past = cached.len();
+            generate_after(
+                &model,
+                &mut state,
+                llama3(),
+                cached,
+                prompt,
+                &params,
+                |_| true,
+            )
+            .unwrap()
+            .tokens[0]
+        };
+        assert_eq!(first(&[], &[5]), 100);
+        assert_eq!(first(&[100], &[5]), 101);
+        assert_eq!(first(&[], &[100, 5]), 101);
+        // Beyond the last 64 tokens it is forgotten.
+        let mut long = vec![100u32];
+        long.extend([5u32; 64]);
+        assert_eq!(first(&long, &[5]), 100);
+    }
 }

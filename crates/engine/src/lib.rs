@@ -3,9 +3,10 @@
 
 mod generate;
 mod perplexity;
+pub mod stop;
 pub mod tools;
 
-pub use generate::{generate, GenerateParams, GenerationStats, StopReason};
+pub use generate::{generate, generate_after, GenerateParams, GenerationStats, StopReason};
 pub use perplexity::{perplexity, PerplexityResult};
 
 use thiserror::Error;

@@ -68,6 +68,7 @@ fn validate(a: &RunArgs) -> Result<RunConfig> {
         top_p: a.top_p,
         min_p: a.min_p,
         seed,
+        ..Default::default()
     };
     sampling.validate()?;
     Ok(RunConfig {
@@ -100,6 +101,7 @@ pub fn run(a: RunArgs) -> Result<()> {
     let params = GenerateParams {
         max_tokens: cfg.max_tokens,
         sampling: cfg.sampling,
+        ..Default::default()
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
