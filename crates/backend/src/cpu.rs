@@ -80,7 +80,7 @@ impl Backend for CpuBackend {
             let mut act = vec![0u8; a_row * n_tokens];
             act.par_chunks_mut(a_row)
                 .zip(x.par_chunks(w.n_in))
-                .try_for_each(|(dst, src)| k::quantize_row(act_ty, src, dst))?;
+                .try_for_each(|(dst, src)| k::quantize_activations(act_ty, src, dst))?;
 
             let chunk = rows_per_task(w.n_out, self.n_threads);
             if n_tokens == 1 {

@@ -50,7 +50,13 @@ pub struct TypeKernels {
     /// The format activations are quantized to for [`TypeKernels::vec_dot`].
     pub vec_dot_type: GgmlType,
     pub dequantize: DequantizeFn,
+    /// Quantizes weights: ggml's reference quantizer, what `llama-quantize` writes.
     pub quantize: QuantizeFn,
+    /// Quantizes activations to this type before a product, as llama.cpp's
+    /// `from_float` for this CPU does. Its SIMD paths round `q8_0`/`q8_1`
+    /// differently from the reference (`127 / amax`, ties to even), and
+    /// following them keeps perplexity within llama.cpp's own noise.
+    pub quantize_act: QuantizeFn,
     /// `None` for activation-only formats (`q8_1`, `q8_K`).
     pub vec_dot: Option<VecDotFn>,
 }
@@ -158,7 +164,9 @@ impl Kernels {
     /// The quantizer for the activations of a product with weights of type `t`.
     #[inline]
     pub fn quantize_activations(&self, t: GgmlType) -> Option<QuantizeFn> {
-        self.get(t).and_then(|k| self.quantize(k.vec_dot_type))
+        self.get(t)
+            .and_then(|k| self.get(k.vec_dot_type))
+            .map(|a| a.quantize_act)
     }
 
     #[inline]

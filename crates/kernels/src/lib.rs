@@ -103,6 +103,18 @@ pub fn quantize_row(t: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Kern
     Ok(())
 }
 
+/// Quantizes a row of activations to `t` (a [`vec_dot_type`]) as this CPU's
+/// table does before a dot product (see [`TypeKernels::quantize_act`]).
+pub fn quantize_activations(t: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    let f = kernels()
+        .get(t)
+        .map(|k| k.quantize_act)
+        .ok_or_else(|| unsupported(t, "quantize"))?;
+    check_len(t, "destination", src.len(), dst.len())?;
+    f(src, dst);
+    Ok(())
+}
+
 /// Dot product of `n` elements: `w` a row of type `t`, `a` the activations
 /// already quantized with [`quantize_row`] to [`vec_dot_type`]`(t)`.
 pub fn vec_dot(t: GgmlType, n: usize, w: &[u8], a: &[u8]) -> Result<f32, KernelError> {

@@ -339,6 +339,38 @@ fn activation_quantizers_are_byte_identical() {
     }
 }
 
+/// The x86 activation quantizers (llama.cpp's SIMD rounding) against their
+/// scalar twins, on the same hostile and random rows.
+#[test]
+fn x86_activation_quantizers_match_scalar_twins() {
+    let Some(k) = simd() else { return };
+    let mut rng = Rng(0x5eed_0003);
+    for (t, twin) in [
+        (
+            GgmlType::Q8_0,
+            scalar::legacy::quantize_row_q8_0_x86 as fn(&[f32], &mut [u8]),
+        ),
+        (GgmlType::Q8_1, scalar::legacy::quantize_row_q8_1_x86),
+    ] {
+        let act = k.get(t).expect("entry").quantize_act;
+        for n in [32usize, 256, 4096] {
+            let mut rows = hostile_rows(n, &mut rng);
+            for scale in [1e-3f32, 1.0, 1e4] {
+                for _ in 0..8 {
+                    rows.push(rng.normals(n, scale));
+                }
+            }
+            for (r, x) in rows.iter().enumerate() {
+                let mut got = vec![0u8; row_size(t, n)];
+                let mut want = got.clone();
+                act(x, &mut got);
+                twin(x, &mut want);
+                assert_eq!(got, want, "{t} n={n} row {r}");
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_rows_convert_bit_identically() {
     let Some(k) = simd() else { return };

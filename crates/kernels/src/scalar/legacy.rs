@@ -359,6 +359,59 @@ pub fn vec_dot_q8_0_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
+/// `q8_0` as llama.cpp's x86 SIMD `quantize_row_q8_0` computes it for
+/// activations: `id = 127 / amax`, products rounded half to even. The scalar
+/// twin of the AVX2 activation quantizer.
+pub fn quantize_row_q8_0_x86(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ8_0] = as_blocks_mut(dst);
+    for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
+        let (d, id) = q8_scale_x86(x);
+        b.d = Half::from_f32(d);
+        for (q, &v) in b.qs.iter_mut().zip(x) {
+            *q = round_even_to_i8(v * id);
+        }
+    }
+}
+
+/// `q8_1` as llama.cpp's x86 SIMD `quantize_row_q8_1` computes it:
+/// as [`quantize_row_q8_0_x86`], with `s = d * sum(q)`.
+pub fn quantize_row_q8_1_x86(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ8_1] = as_blocks_mut(dst);
+    for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
+        let (d, id) = q8_scale_x86(x);
+        b.d = Half::from_f32(d);
+        let mut sum = 0i32;
+        for (q, &v) in b.qs.iter_mut().zip(x) {
+            *q = round_even_to_i8(v * id);
+            sum += *q as i32;
+        }
+        b.s = Half::from_f32(d * sum as f32);
+    }
+}
+
+/// `amax / 127` and `127 / amax` (0 for an all-zero block).
+#[inline]
+fn q8_scale_x86(x: &[f32]) -> (f32, f32) {
+    let amax = x
+        .iter()
+        .fold(0.0f32, |m, v| if m > v.abs() { m } else { v.abs() });
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (amax / 127.0, id)
+}
+
+/// Round half to even, then keep the low byte of the `i32` conversion as
+/// `_mm256_cvtps_epi32` + the packs would for in-range values; NaN and
+/// out-of-range values give `i32::MIN`'s low byte, 0, as the x86 conversion.
+#[inline]
+fn round_even_to_i8(v: f32) -> i8 {
+    let r = v.round_ties_even();
+    if (-2_147_483_648.0..2_147_483_648.0).contains(&r) {
+        r as i32 as i8
+    } else {
+        0
+    }
+}
+
 // ---- q8_1 (activations of q4_1 / q5_1) -------------------------------------
 
 pub fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
@@ -390,6 +443,24 @@ pub fn dequantize_row_q8_1(src: &[u8], dst: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x86_activation_rounding_is_127_over_amax_ties_to_even() {
+        // amax 127 makes id exactly 1, so the products are the inputs.
+        let mut x = [0f32; QK];
+        x[..6].copy_from_slice(&[127.0, 2.5, -2.5, 3.5, 0.5, -1.5]);
+        let mut out = [0u8; 36];
+        quantize_row_q8_1_x86(&x, &mut out);
+        let b: &[BlockQ8_1] = as_blocks(&out);
+        assert_eq!(&b[0].qs[..6], &[127, 2, -2, 4, 0, -2]);
+        assert_eq!(b[0].d.to_f32(), 1.0);
+        assert_eq!(b[0].s.to_f32(), 129.0);
+        // The reference rounds the same ties away from zero.
+        let mut r = [0u8; 36];
+        quantize_row_q8_1(&x, &mut r);
+        let rb: &[BlockQ8_1] = as_blocks(&r);
+        assert_eq!(&rb[0].qs[..6], &[127, 3, -3, 4, 1, -2]);
+    }
 
     #[test]
     fn c_float_to_int_matches_x86_for_out_of_range() {

@@ -27,6 +27,7 @@ fn entry(
         vec_dot_type: vec_dot_type(ty),
         dequantize,
         quantize,
+        quantize_act: quantize,
         vec_dot,
     }
 }

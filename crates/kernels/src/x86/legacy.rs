@@ -430,6 +430,103 @@ pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
     }
 }
 
+/// One block as llama.cpp's AVX2 `quantize_row_q8_0` quantizes activations:
+/// `id = 127 / amax`, `q = cvtps(round_nearest_even(x * id))`. `None` for a
+/// block with an infinity or a NaN (the caller then uses the scalar twin).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block_x86(x: &[f32]) -> Option<(f32, __m256i)> {
+    if x.len() < QK {
+        return None;
+    }
+    // SAFETY: `x` holds at least 32 floats, the four loads read 0..32.
+    let v = [
+        _mm256_loadu_ps(x.as_ptr()),
+        _mm256_loadu_ps(x.as_ptr().add(8)),
+        _mm256_loadu_ps(x.as_ptr().add(16)),
+        _mm256_loadu_ps(x.as_ptr().add(24)),
+    ];
+    let sign = _mm256_set1_ps(-0.0);
+    let big = _mm256_set1_ps(f32::MAX);
+    let mut special = _mm256_setzero_ps();
+    let mut amax = _mm256_setzero_ps();
+    for e in v {
+        let a = _mm256_andnot_ps(sign, e);
+        special = _mm256_or_ps(special, _mm256_cmp_ps::<_CMP_NLE_UQ>(a, big));
+        amax = _mm256_max_ps(amax, a);
+    }
+    if _mm256_movemask_ps(special) != 0 {
+        return None;
+    }
+    let m = _mm_max_ps(
+        _mm256_castps256_ps128(amax),
+        _mm256_extractf128_ps::<1>(amax),
+    );
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    let amax = _mm_cvtss_f32(m);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let idv = _mm256_set1_ps(id);
+    let lowbyte = _mm256_set1_epi32(0xff);
+    let mut q = [_mm256_setzero_si256(); 4];
+    for (qi, e) in q.iter_mut().zip(v) {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(e, idv),
+        );
+        *qi = _mm256_and_si256(_mm256_cvtps_epi32(r), lowbyte);
+    }
+    let q01 = _mm256_packus_epi32(q[0], q[1]);
+    let q23 = _mm256_packus_epi32(q[2], q[3]);
+    let bytes = _mm256_permutevar8x32_epi32(
+        _mm256_packus_epi16(q01, q23),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    );
+    Some((d, bytes))
+}
+
+/// Activations to `q8_0` as llama.cpp's AVX2 path; scalar twin
+/// `scalar::legacy::quantize_row_q8_0_x86`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_0_x86(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ8_0] = as_blocks_mut(dst);
+    for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
+        match q8_block_x86(x) {
+            Some((d, q)) => {
+                b.d = Half::from_f32(d);
+                // SAFETY: `qs` is 32 writable bytes.
+                _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
+            }
+            None => crate::scalar::legacy::quantize_row_q8_0_x86(
+                x,
+                zerocopy::IntoBytes::as_mut_bytes(b),
+            ),
+        }
+    }
+}
+
+/// Activations to `q8_1` as llama.cpp's AVX2 path; scalar twin
+/// `scalar::legacy::quantize_row_q8_1_x86`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_1_x86(src: &[f32], dst: &mut [u8]) {
+    let blocks: &mut [BlockQ8_1] = as_blocks_mut(dst);
+    for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
+        match q8_block_x86(x) {
+            Some((d, q)) => {
+                b.d = Half::from_f32(d);
+                // SAFETY: `qs` is 32 writable bytes.
+                _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
+                let sum = super::simd::hsum_epi32(dot_u8x32_ones(q));
+                b.s = Half::from_f32(d * sum as f32);
+            }
+            None => crate::scalar::legacy::quantize_row_q8_1_x86(
+                x,
+                zerocopy::IntoBytes::as_mut_bytes(b),
+            ),
+        }
+    }
+}
+
 /// The signed bytes of `q` summed in fours to `i32`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -108,9 +108,11 @@ fn overrides(_: Avx2, scalar: &Kernels) -> Vec<TypeKernels> {
     set(T::Q8_0, &|e| {
         e.vec_dot = vec_dot!(legacy::vec_dot_q8_0_q8_0);
         e.quantize = quantize!(legacy::quantize_row_q8_0);
+        e.quantize_act = quantize!(legacy::quantize_row_q8_0_x86);
     });
     set(T::Q8_1, &|e| {
-        e.quantize = quantize!(legacy::quantize_row_q8_1)
+        e.quantize = quantize!(legacy::quantize_row_q8_1);
+        e.quantize_act = quantize!(legacy::quantize_row_q8_1_x86);
     });
     set(T::Q2_K, &|e| {
         e.vec_dot = vec_dot!(kquants::vec_dot_q2_k_q8_k)
