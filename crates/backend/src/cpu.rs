@@ -75,43 +75,55 @@ impl Backend for CpuBackend {
             .ok_or_else(|| shape_err(format!("{} row of {} elements", act_ty, w.n_in)))?
             as usize;
 
+        // Lengths are validated above, so the hot loops call the table's
+        // unchecked entries directly.
+        let table = k::kernels();
+        let unsupported = || BackendError::Unsupported(w.ty, "cpu");
+        let quantize = table
+            .get(act_ty)
+            .map(|e| e.quantize_act)
+            .ok_or_else(unsupported)?;
+        let dot = table.vec_dot(w.ty).ok_or_else(unsupported)?;
+        let batch = table.vec_dot_batch(w.ty);
+
         self.pool.install(|| -> Result<(), BackendError> {
             // Activations are quantized once per token, then shared by every row.
             let mut act = vec![0u8; a_row * n_tokens];
             act.par_chunks_mut(a_row)
                 .zip(x.par_chunks(w.n_in))
-                .try_for_each(|(dst, src)| k::quantize_activations(act_ty, src, dst))?;
+                .for_each(|(dst, src)| quantize(src, dst));
 
             let chunk = rows_per_task(w.n_out, self.n_threads);
             if n_tokens == 1 {
-                y.par_chunks_mut(chunk).enumerate().try_for_each(
-                    |(ci, ys)| -> Result<(), BackendError> {
-                        let r0 = ci * chunk;
-                        for (j, yv) in ys.iter_mut().enumerate() {
-                            let wr = &w.data[(r0 + j) * w_row..(r0 + j + 1) * w_row];
-                            *yv = k::vec_dot(w.ty, w.n_in, wr, &act)?;
-                        }
-                        Ok(())
-                    },
-                )?;
+                y.par_chunks_mut(chunk).enumerate().for_each(|(ci, ys)| {
+                    let r0 = ci * chunk;
+                    for (j, yv) in ys.iter_mut().enumerate() {
+                        let wr = &w.data[(r0 + j) * w_row..(r0 + j + 1) * w_row];
+                        *yv = dot(w.n_in, wr, &act);
+                    }
+                });
                 return Ok(());
             }
-            // Batched: each task owns a band of rows and streams it once
+            // Batched: each task owns a band of rows and streams each row once
             // against every token, writing a transposed band that is
             // scattered into `y` afterwards.
             let mut yt = vec![0f32; w.n_out * n_tokens];
             yt.par_chunks_mut(chunk * n_tokens)
                 .enumerate()
-                .try_for_each(|(ci, band)| -> Result<(), BackendError> {
+                .for_each(|(ci, band)| {
                     let r0 = ci * chunk;
                     for (j, row_out) in band.chunks_mut(n_tokens).enumerate() {
                         let wr = &w.data[(r0 + j) * w_row..(r0 + j + 1) * w_row];
-                        for (t, o) in row_out.iter_mut().enumerate() {
-                            *o = k::vec_dot(w.ty, w.n_in, wr, &act[t * a_row..(t + 1) * a_row])?;
+                        match batch {
+                            Some(b) => b(w.n_in, wr, &act, row_out),
+                            None => {
+                                for (t, o) in row_out.iter_mut().enumerate() {
+                                    *o = dot(w.n_in, wr, &act[t * a_row..(t + 1) * a_row]);
+                                }
+                            }
                         }
                     }
-                    Ok(())
-                })?;
+                });
             y.par_chunks_mut(w.n_out).enumerate().for_each(|(t, yr)| {
                 for (r, v) in yr.iter_mut().enumerate() {
                     *v = yt[r * n_tokens + t];
