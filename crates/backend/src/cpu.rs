@@ -267,6 +267,7 @@ fn attend_f32<'a>(
     sc: &mut AttnScratch,
     out: &mut [f32],
 ) {
+    let (dot, axpy) = (k::kernels().dot_f32_f16(), k::kernels().axpy_f16());
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
     out.iter_mut().for_each(|v| *v = 0.0);
     let kq = &mut sc.scores[..FA_TILE_KV];
@@ -274,7 +275,7 @@ fn attend_f32<'a>(
         let n = (seen - start).min(FA_TILE_KV);
         for (j, s) in kq.iter_mut().enumerate() {
             *s = if j < n {
-                k::ops::dot_f32_f16(q, key(start + j)) * scale
+                dot(q, key(start + j)) * scale
             } else {
                 f32::NEG_INFINITY
             };
@@ -289,7 +290,7 @@ fn attend_f32<'a>(
         m = m_new;
         sum = (sum as f64 + k::ops::exp_sum_ggml(kq, m_new)) as f32;
         for (j, &w) in kq[..n].iter().enumerate() {
-            k::ops::mad_f32_f16(out, val(start + j), w);
+            axpy(out, w, val(start + j));
         }
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };

@@ -238,20 +238,6 @@ pub fn mad_f16(y: &mut [u16], x: &[u16], s: f32) {
     }
 }
 
-/// `y = y + x * s` with an `f32` accumulator and F16 `x`.
-pub fn mad_f32_f16(y: &mut [f32], x: &[u16], s: f32) {
-    debug_assert_eq!(x.len(), y.len());
-    for (a, &b) in y.iter_mut().zip(x) {
-        *a += f16_to_f32(b) * s;
-    }
-}
-
-/// Dot product of an `f32` row with an F16 row, accumulated in `f32`.
-pub fn dot_f32_f16(x: &[f32], y: &[u16]) -> f32 {
-    debug_assert_eq!(x.len(), y.len());
-    x.iter().zip(y).map(|(&a, &b)| a * f16_to_f32(b)).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,8 +316,6 @@ mod tests {
             .map(|(&a, &b)| f16_to_f32(a) as f64 * f16_to_f32(b) as f64)
             .sum();
         assert!((dot_f16_ggml(&xs, &ys) as f64 - exact).abs() < 1e-3);
-        let xf: Vec<f32> = xs.iter().map(|&v| f16_to_f32(v)).collect();
-        assert!((dot_f32_f16(&xf, &ys) as f64 - exact).abs() < 1e-3);
         // Values exactly representable in F16 stay exact through mad and scale.
         let mut acc = vec![f32_to_f16(1.0); 4];
         mad_f16(&mut acc, &[f32_to_f16(2.0); 4], 0.5);

@@ -21,15 +21,15 @@ pub fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
     }
 }
 
-/// `sum(a[i] * b[i])`: a query row against an f16 key row. As in
-/// [`super::float::vec_dot_f32`], each product is rounded to `f32` and the sum
-/// is kept in `f64`, so this is accurate to about one rounding per product.
+/// `sum(a[i] * b[i])`: a query row against an f16 key row.
 pub fn dot_f32_f16(a: &[f32], b: &[u16]) -> f32 {
-    let mut sum = 0.0f64;
+    // In order, in `f32`: the scalar form of ggml's flash-attention tile
+    // product (`simd_gemm` without SIMD), which the portable goldens hold us to.
+    let mut sum = 0.0f32;
     for (&x, &h) in a.iter().zip(b) {
-        sum += (x * f16_to_f32(h)) as f64;
+        sum += x * f16_to_f32(h);
     }
-    sum as f32
+    sum
 }
 
 /// `y[i] += alpha * x[i]`: adds a weighted f16 value row into the output.
