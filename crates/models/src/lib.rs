@@ -84,6 +84,14 @@ pub enum Logits {
     From(usize),
 }
 
+/// One sequence's part of a batched step.
+pub struct BatchItem<'a> {
+    pub state: &'a mut SeqState,
+    /// Tokens appended to the sequence in this step (may be empty).
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
 /// A causal language model: tokens in, next-token logits out.
 pub trait CausalLm: Send + Sync {
     fn info(&self) -> &ModelInfo;
@@ -97,6 +105,17 @@ pub trait CausalLm: Send + Sync {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>, ModelError>;
+
+    /// Advances several sequences in one pass: their tokens share every
+    /// matrix product, each attends only to its own cache. Per sequence the
+    /// result is the same as [`CausalLm::forward`] on its tokens alone, bit
+    /// for bit. The caller bounds the batch size.
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        items
+            .iter_mut()
+            .map(|it| self.forward(it.state, it.tokens, it.logits))
+            .collect()
+    }
 }
 
 /// Builds the model named by the file's `general.architecture`.

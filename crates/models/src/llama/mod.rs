@@ -9,7 +9,7 @@ pub use config::LlamaConfig;
 
 use crate::layers::rope::rope_params;
 use crate::layers::{Linear, NormWeight};
-use crate::{CausalLm, Logits, ModelError, ModelInfo, SeqState};
+use crate::{BatchItem, CausalLm, Logits, ModelError, ModelInfo, SeqState};
 use edgellama_backend::{AttnShape, Backend, KvCache};
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
@@ -103,11 +103,11 @@ impl Llama {
     }
 
     /// Runs one micro-batch through the layer stack, leaving the final
-    /// hidden states in `x`.
+    /// hidden states in `x`. The batch is the concatenation of `segs`, each
+    /// a run of consecutive tokens of one sequence with its own cache.
     fn layers(
         &self,
-        kv: &mut KvCache,
-        pos0: usize,
+        segs: &mut [Segment<'_>],
         tokens: &[u32],
         x: &mut [f32],
     ) -> Result<(), ModelError> {
@@ -131,14 +131,8 @@ impl Llama {
         let mut gate = vec![0f32; n * c.n_ff];
         let mut up = vec![0f32; n * c.n_ff];
         let mut rope_cache = vec![0f32; c.n_rot];
-        let shape = AttnShape {
-            n_head: c.n_head,
-            n_head_kv: c.n_head_kv,
-            head_dim: hd,
-            pos0,
-            n_tokens: n,
-            scale: 1.0 / (hd as f32).sqrt(),
-        };
+        // Each token's position in its own sequence.
+        let positions: Vec<usize> = segs.iter().flat_map(|s| s.pos0..s.pos0 + s.n).collect();
 
         for (il, b) in self.blocks.iter().enumerate() {
             // Attention.
@@ -146,8 +140,8 @@ impl Llama {
             b.wq.forward(f, be, &xn, n, &mut q)?;
             b.wk.forward(f, be, &xn, n, &mut k)?;
             b.wv.forward(f, be, &xn, n, &mut v)?;
-            for t in 0..n {
-                self.rope.cache(pos0 + t, &mut rope_cache);
+            for (t, &pos) in positions.iter().enumerate() {
+                self.rope.cache(pos, &mut rope_cache);
                 for head in q[t * dq..(t + 1) * dq].chunks_exact_mut(hd) {
                     ops::rope_normal(&mut head[..c.n_rot], &rope_cache);
                 }
@@ -155,8 +149,28 @@ impl Llama {
                     ops::rope_normal(&mut head[..c.n_rot], &rope_cache);
                 }
             }
-            kv.store(il, pos0, &k, &v);
-            be.attention(&q, kv, il, shape, &mut attn)?;
+            let mut t0 = 0;
+            for seg in segs.iter_mut() {
+                let t1 = t0 + seg.n;
+                seg.kv
+                    .store(il, seg.pos0, &k[t0 * dkv..t1 * dkv], &v[t0 * dkv..t1 * dkv]);
+                let shape = AttnShape {
+                    n_head: c.n_head,
+                    n_head_kv: c.n_head_kv,
+                    head_dim: hd,
+                    pos0: seg.pos0,
+                    n_tokens: seg.n,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                };
+                be.attention(
+                    &q[t0 * dq..t1 * dq],
+                    seg.kv,
+                    il,
+                    shape,
+                    &mut attn[t0 * dq..t1 * dq],
+                )?;
+                t0 = t1;
+            }
             b.wo.forward(f, be, &attn, n, &mut o)?;
             ops::add_inplace(x, &o);
 
@@ -169,6 +183,41 @@ impl Llama {
             ops::add_inplace(x, &o);
         }
         Ok(())
+    }
+
+    /// Final norm and output projection of the hidden-state rows `rows`.
+    fn head(&self, rows: &[f32], logits: &mut Vec<f32>) -> Result<(), ModelError> {
+        let c = &self.cfg;
+        let m = rows.len() / c.n_embd;
+        let mut xn = vec![0f32; rows.len()];
+        self.output_norm.rms_norm(rows, c.rms_eps, &mut xn);
+        let start = logits.len();
+        logits.resize(start + m * c.n_vocab, 0.0);
+        self.output
+            .forward(&self.file, &*self.backend, &xn, m, &mut logits[start..])
+    }
+
+    fn check_tokens(&self, tokens: &[u32]) -> Result<(), ModelError> {
+        let n_vocab = self.cfg.n_vocab;
+        match tokens.iter().find(|&&id| id as usize >= n_vocab) {
+            Some(&id) => Err(ModelError::TokenOutOfRange { id, n_vocab }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A run of consecutive tokens of one sequence inside a batch.
+struct Segment<'a> {
+    kv: &'a mut KvCache,
+    pos0: usize,
+    n: usize,
+}
+
+fn first_logit_row(which: Logits, n: usize) -> usize {
+    match which {
+        Logits::All => 0,
+        Logits::Last => n.saturating_sub(1),
+        Logits::From(i) => i.min(n),
     }
 }
 
@@ -197,13 +246,7 @@ impl CausalLm for Llama {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
-        let c = &self.cfg;
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.n_vocab) {
-            return Err(ModelError::TokenOutOfRange {
-                id,
-                n_vocab: c.n_vocab,
-            });
-        }
+        self.check_tokens(tokens)?;
         if state.n_past + tokens.len() > state.n_ctx() {
             return Err(ModelError::ContextFull {
                 n_past: state.n_past,
@@ -211,32 +254,67 @@ impl CausalLm for Llama {
                 n_ctx: state.n_ctx(),
             });
         }
-        let d = c.n_embd;
-        let first_out = match which {
-            Logits::All => 0,
-            Logits::Last => tokens.len().saturating_sub(1),
-            Logits::From(i) => i.min(tokens.len()),
-        };
+        let d = self.cfg.n_embd;
+        let first_out = first_logit_row(which, tokens.len());
         let mut logits = Vec::new();
         for (ci, chunk) in tokens.chunks(UBATCH).enumerate() {
             let n = chunk.len();
             let mut x = vec![0f32; n * d];
-            self.layers(&mut state.kv, state.n_past, chunk, &mut x)?;
+            let mut seg = [Segment {
+                kv: &mut state.kv,
+                pos0: state.n_past,
+                n,
+            }];
+            self.layers(&mut seg, chunk, &mut x)?;
             state.n_past += n;
             // Rows of this micro-batch at or after `first_out` produce logits.
             let skip = first_out.saturating_sub(ci * UBATCH).min(n);
-            let rows = &x[skip * d..];
-            if rows.is_empty() {
-                continue;
+            if skip < n {
+                self.head(&x[skip * d..], &mut logits)?;
             }
-            let m = rows.len() / d;
-            let mut xn = vec![0f32; rows.len()];
-            self.output_norm.rms_norm(rows, c.rms_eps, &mut xn);
-            let start = logits.len();
-            logits.resize(start + m * c.n_vocab, 0.0);
-            self.output
-                .forward(&self.file, &*self.backend, &xn, m, &mut logits[start..])?;
         }
         Ok(logits)
+    }
+
+    fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let d = self.cfg.n_embd;
+        let mut tokens = Vec::new();
+        for it in items.iter() {
+            self.check_tokens(it.tokens)?;
+            if it.state.n_past + it.tokens.len() > it.state.n_ctx() {
+                return Err(ModelError::ContextFull {
+                    n_past: it.state.n_past,
+                    n_new: it.tokens.len(),
+                    n_ctx: it.state.n_ctx(),
+                });
+            }
+            tokens.extend_from_slice(it.tokens);
+        }
+        let mut segs: Vec<Segment<'_>> = items
+            .iter_mut()
+            .filter(|it| !it.tokens.is_empty())
+            .map(|it| Segment {
+                pos0: it.state.n_past,
+                n: it.tokens.len(),
+                kv: &mut it.state.kv,
+            })
+            .collect();
+        let mut x = vec![0f32; tokens.len() * d];
+        self.layers(&mut segs, &tokens, &mut x)?;
+        drop(segs);
+        let mut out = Vec::with_capacity(items.len());
+        let mut t0 = 0;
+        for it in items.iter_mut() {
+            let n = it.tokens.len();
+            it.state.n_past += n;
+            let first = first_logit_row(it.logits, n);
+            let mut logits = Vec::new();
+            if first < n {
+                self.head(&x[(t0 + first) * d..(t0 + n) * d], &mut logits)?;
+            }
+            out.push(logits);
+            t0 += n;
+        }
+        Ok(out)
     }
 }
