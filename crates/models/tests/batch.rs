@@ -49,6 +49,7 @@ fn batched_sequences_match_solo_runs_bit_for_bit() {
     for (i, l) in last.iter().enumerate() {
         assert_eq!(l, &solo[i][0], "prompt {i}");
     }
+    #[allow(clippy::needless_range_loop)] // `step` indexes every sequence's solo run
     for step in 1..=STEPS {
         let next: Vec<[u32; 1]> = last.iter().map(|l| [argmax(l)]).collect();
         let mut items: Vec<BatchItem<'_>> = states
