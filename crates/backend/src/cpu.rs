@@ -227,23 +227,24 @@ fn attend_f16<'a>(
     sc: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    for (d, &x) in sc.q16.iter_mut().zip(q) {
-        *d = k::convert::f32_to_f16(x);
-    }
+    let t = k::kernels();
+    let (to_f16, dot, scale_acc, mad) =
+        (t.f32_to_f16_row(), t.dot_f16(), t.scale_f16(), t.mad_f16());
+    to_f16(q, &mut sc.q16);
     sc.acc16.iter_mut().for_each(|v| *v = 0);
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
     for p in 0..seen {
-        let s = k::ops::dot_f16_ggml(key(p), &sc.q16) * scale;
+        let s = dot(key(p), &sc.q16) * scale;
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            k::ops::scale_f16(&mut sc.acc16, ms);
+            scale_acc(&mut sc.acc16, ms);
         } else {
             vs = (s - m).exp();
         }
-        k::ops::mad_f16(&mut sc.acc16, val(p), vs);
+        mad(&mut sc.acc16, val(p), vs);
         sum = sum * ms + vs;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };

@@ -61,6 +61,15 @@ pub struct TypeKernels {
     pub vec_dot: Option<VecDotFn>,
 }
 
+/// `sum(a[i] * b[i])` over two rows of f16 bits (an F16 query against a cached key).
+pub type DotF16Fn = fn(a: &[u16], b: &[u16]) -> f32;
+
+/// `y[i] = f16(y[i] + x[i] * v)`: an F16 accumulator plus a weighted f16 row.
+pub type MadF16Fn = fn(y: &mut [u16], x: &[u16], v: f32);
+
+/// `y[i] = f16(y[i] * v)`.
+pub type ScaleF16Fn = fn(y: &mut [u16], v: f32);
+
 /// The kernels on rows of f16 bits that attention uses on the KV cache.
 /// Each processes the `min` of its slices' lengths.
 #[derive(Clone, Copy, Debug)]
@@ -69,6 +78,12 @@ pub(crate) struct F16RowKernels {
     pub f32_to_f16: F32ToF16Fn,
     pub dot_f32_f16: DotF32F16Fn,
     pub axpy_f16: AxpyF16Fn,
+    /// llama.cpp's F16 attention route (short batches, decoding): these
+    /// follow `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`
+    /// of the matching llama.cpp build (portable C for the scalar table).
+    pub dot_f16: DotF16Fn,
+    pub mad_f16: MadF16Fn,
+    pub scale_f16: ScaleF16Fn,
 }
 
 impl F16RowKernels {
@@ -77,6 +92,9 @@ impl F16RowKernels {
         f32_to_f16: crate::scalar::attn::f32_to_f16_row,
         dot_f32_f16: crate::scalar::attn::dot_f32_f16,
         axpy_f16: crate::scalar::attn::axpy_f16,
+        dot_f16: crate::ops::dot_f16_ggml,
+        mad_f16: crate::ops::mad_f16,
+        scale_f16: crate::ops::scale_f16,
     };
 }
 
@@ -205,6 +223,24 @@ impl Kernels {
     #[inline]
     pub fn axpy_f16(&self) -> AxpyF16Fn {
         self.f16_rows.axpy_f16
+    }
+
+    /// F16 query · f16 key, as this table's llama.cpp build sums it.
+    #[inline]
+    pub fn dot_f16(&self) -> DotF16Fn {
+        self.f16_rows.dot_f16
+    }
+
+    /// F16 accumulator += weight * f16 value, rounded to F16.
+    #[inline]
+    pub fn mad_f16(&self) -> MadF16Fn {
+        self.f16_rows.mad_f16
+    }
+
+    /// F16 accumulator *= v, rounded to F16.
+    #[inline]
+    pub fn scale_f16(&self) -> ScaleF16Fn {
+        self.f16_rows.scale_f16
     }
 }
 

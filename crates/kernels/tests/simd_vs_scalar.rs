@@ -371,6 +371,47 @@ fn x86_activation_quantizers_match_scalar_twins() {
     }
 }
 
+/// The F16-accumulator attention kernels (llama.cpp's AVX2 forms) against
+/// the portable ones: dot products within rounding, the accumulator update
+/// within one F16 step (a fused multiply-add may round differently), the
+/// scale bit-identical.
+#[test]
+fn f16_attention_kernels_match_portable_forms() {
+    let Some(k) = simd() else { return };
+    let mut rng = Rng(0x5eed_0004);
+    for n in [1usize, 7, 31, 32, 33, 64, 96, 128, 200] {
+        for _ in 0..20 {
+            let x = f16_row(&mut rng, n, 2.0);
+            let y = f16_row(&mut rng, n, 2.0);
+            let (a, b) = (
+                (k.dot_f16())(&x, &y),
+                edgellama_kernels::ops::dot_f16_ggml(&x, &y),
+            );
+            let mag: f32 = x
+                .iter()
+                .zip(&y)
+                .map(|(&p, &q)| (scalar_f16(p) * scalar_f16(q)).abs())
+                .sum();
+            assert!((a - b).abs() <= 1e-5 * mag + 1e-30, "n={n}: {a} vs {b}");
+
+            let v = rng.normals(1, 1.0)[0];
+            let (mut ya, mut yb) = (y.clone(), y.clone());
+            (k.mad_f16())(&mut ya, &x, v);
+            edgellama_kernels::ops::mad_f16(&mut yb, &x, v);
+            for (i, (&p, &q)) in ya.iter().zip(&yb).enumerate() {
+                assert!(
+                    (p as i32 - q as i32).abs() <= 1,
+                    "n={n} [{i}]: {p:#06x} vs {q:#06x}"
+                );
+            }
+            let (mut sa, mut sb) = (y.clone(), y);
+            (k.scale_f16())(&mut sa, v);
+            edgellama_kernels::ops::scale_f16(&mut sb, v);
+            assert_eq!(sa, sb, "n={n}");
+        }
+    }
+}
+
 #[test]
 fn f16_rows_convert_bit_identically() {
     let Some(k) = simd() else { return };

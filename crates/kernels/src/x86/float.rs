@@ -237,3 +237,85 @@ pub unsafe fn f16_to_f32_row(src: &[u16], dst: &mut [f32]) {
 pub unsafe fn f32_to_f16_row(src: &[f32], dst: &mut [u16]) {
     f32_to_f16_halves(src, as_blocks_mut(dst.as_mut_bytes()))
 }
+
+/// `ggml_vec_dot_f16` of llama.cpp's AVX2 build: four 8-lane FMA
+/// accumulators over steps of 32, reduced pairwise, the leftovers added in
+/// `f64` one product at a time. Scalar reference: `ops::dot_f16_ggml`
+/// (the portable build's order), within rounding of this.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16(x: &[u16], y: &[u16]) -> f32 {
+    let n = x.len().min(y.len());
+    let np = n - n % 32;
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < np {
+        for (j, a) in acc.iter_mut().enumerate() {
+            // SAFETY: i + 8j + 8 <= np <= n: 16 bytes inside both rows.
+            let xv = load_f16(x.as_ptr().add(i + 8 * j).cast());
+            let yv = load_f16(y.as_ptr().add(i + 8 * j).cast());
+            *a = _mm256_fmadd_ps(xv, yv, *a);
+        }
+        i += 32;
+    }
+    let mut sumf = 0f64;
+    if np > 0 {
+        let s02 = _mm256_add_ps(acc[0], acc[2]);
+        let s13 = _mm256_add_ps(acc[1], acc[3]);
+        let v = _mm256_add_ps(s02, s13);
+        let t0 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let t1 = _mm_hadd_ps(t0, t0);
+        sumf = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) as f64;
+    }
+    for k in np..n {
+        sumf += (f16_to_f32(x[k]) * f16_to_f32(y[k])) as f64;
+    }
+    sumf as f32
+}
+
+/// `ggml_vec_mad_f16` of llama.cpp's AVX2 build: `y = f16(fma(x, v, y))` in
+/// steps of 32, leftovers with a separate multiply and add.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn mad_f16(y: &mut [u16], x: &[u16], v: f32) {
+    let n = y.len().min(x.len());
+    let np = n - n % 32;
+    let vv = _mm256_set1_ps(v);
+    let mut i = 0;
+    while i < np {
+        for j in 0..4 {
+            let k = i + 8 * j;
+            // SAFETY: k + 8 <= np <= n: 16 bytes inside both rows.
+            let xv = load_f16(x.as_ptr().add(k).cast());
+            let yv = load_f16(y.as_ptr().add(k).cast());
+            let r = _mm256_fmadd_ps(xv, vv, yv);
+            _mm_storeu_si128(
+                y.as_mut_ptr().add(k).cast(),
+                _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(r),
+            );
+        }
+        i += 32;
+    }
+    for k in np..n {
+        y[k] = f32_to_f16(f16_to_f32(y[k]) + f16_to_f32(x[k]) * v);
+    }
+}
+
+/// `ggml_vec_scale_f16` of llama.cpp's AVX2 build.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn scale_f16(y: &mut [u16], v: f32) {
+    let n = y.len();
+    let np = n - n % 32;
+    let vv = _mm256_set1_ps(v);
+    let mut k = 0;
+    while k < np {
+        // SAFETY: k + 8 <= np <= n: 16 bytes inside the row.
+        let yv = load_f16(y.as_ptr().add(k).cast());
+        _mm_storeu_si128(
+            y.as_mut_ptr().add(k).cast(),
+            _mm256_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT }>(_mm256_mul_ps(yv, vv)),
+        );
+        k += 8;
+    }
+    for h in y[np..].iter_mut() {
+        *h = f32_to_f16(f16_to_f32(*h) * v);
+    }
+}
