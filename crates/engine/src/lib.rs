@@ -1,6 +1,7 @@
 //! The engine: drives a model through prompt processing and generation,
 //! applies sampling and stop conditions, and scores text (perplexity).
 
+pub mod batch;
 mod generate;
 mod perplexity;
 pub mod stop;

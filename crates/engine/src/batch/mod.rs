@@ -1,0 +1,306 @@
+//! Continuous batching: many requests share one model on a scheduler
+//! thread.
+//!
+//! [`Engine::start`] spawns the thread and returns an [`EngineHandle`];
+//! [`EngineHandle::submit`] queues a [`Request`] and returns the channel its
+//! [`Event`]s arrive on. Each step the scheduler admits queued requests into
+//! free slots (one KV cache each, reusing the longest usable prefix a slot
+//! still holds), feeds every active sequence its next tokens (one sampled
+//! token for those generating, a bounded chunk of prompt for those still
+//! reading it) through a single [`CausalLm::forward_batch`], then samples.
+//! Requests join and leave between steps; a request whose receiver is
+//! dropped frees its slot at the next step.
+//!
+//! A request's output does not depend on its neighbours: the batched
+//! forward pass is bit-identical per sequence to a solo one, each request
+//! samples with its own seeded sampler, and cached prefixes are reused only
+//! where they hold exactly the numbers a fresh run would compute (see
+//! [`ROUTE_SPLIT`]).
+
+mod json;
+mod metrics;
+mod scheduler;
+
+pub use json::{JsonConstraint, JsonSchemaError};
+pub use metrics::{EngineMetrics, Histogram, MetricsSnapshot};
+
+use edgellama_models::CausalLm;
+use edgellama_sampler::SamplingParams;
+use edgellama_tokenizer::Tokenizer;
+use scheduler::{Pending, Shared};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+/// Segments of fewer tokens than this go through the CPU backend's F16
+/// attention route, longer ones through its f32 route (llama.cpp's
+/// `GGML_FA_TILE_Q`); the two round differently. A position's cached keys
+/// and values therefore depend on which route computed it, and a cached
+/// prefix is reused only when a fresh run of the new prompt would have
+/// taken the same route for every reused position.
+pub const ROUTE_SPLIT: usize = 64;
+
+/// How the scheduler is sized.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Sequences decoded together (slots, each with its own KV cache).
+    pub n_parallel: usize,
+    /// Positions per slot: prompt and reply together.
+    pub n_ctx: usize,
+    /// Requests waiting for a slot before [`SubmitError::QueueFull`].
+    pub max_queue: usize,
+    /// Tokens per forward step, decode tokens and prompt chunks together:
+    /// bounds how long a long prompt can hold up the others.
+    pub batch_tokens: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            n_parallel: 4,
+            n_ctx: 4096,
+            max_queue: 64,
+            batch_tokens: 512,
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("n_parallel must be at least 1")]
+    NoSlots,
+    #[error("the context size must be at least 2, got {0}")]
+    ContextTooSmall(usize),
+    #[error("batch_tokens ({batch_tokens}) must be at least n_parallel + {ROUTE_SPLIT} = {need}")]
+    BatchTooSmall { batch_tokens: usize, need: usize },
+    #[error("cannot allocate the slots' caches: {0}")]
+    Model(String),
+}
+
+/// Something a request asks the output to satisfy, checked byte by byte
+/// on the text of the tokens: tokens whose text would break it are masked
+/// out before sampling, and end-of-generation is allowed only once the
+/// output is complete.
+pub trait Constraint: Send {
+    /// Whether `bytes` may come next.
+    fn allows(&self, bytes: &[u8]) -> bool;
+    /// Records bytes that were generated (already checked by `allows`).
+    fn accept(&mut self, bytes: &[u8]);
+    /// Whether the output so far is complete and generation may end.
+    fn can_end(&self) -> bool;
+}
+
+/// One generation request, already tokenized.
+pub struct Request {
+    pub prompt: Vec<u32>,
+    /// New tokens at most; `None`: until the context is full.
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    /// Texts that end generation; they are never sent, not even in part.
+    pub stop: Vec<String>,
+    /// Send control tokens (such as `<|python_tag|>`) as their text.
+    pub special: bool,
+    /// Report each token's log-probability and this many alternatives.
+    pub logprobs: Option<usize>,
+    pub constraint: Option<Box<dyn Constraint>>,
+}
+
+impl Request {
+    pub fn new(prompt: Vec<u32>, sampling: SamplingParams) -> Request {
+        Request {
+            prompt,
+            max_tokens: None,
+            sampling,
+            stop: Vec::new(),
+            special: false,
+            logprobs: None,
+            constraint: None,
+        }
+    }
+}
+
+/// A token's log-probability under the model (before sampling settings),
+/// and the most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    /// `(id, logprob)`, most likely first.
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenEvent {
+    pub id: u32,
+    /// Text this token released: empty while held back (part of a UTF-8
+    /// character, or possibly the start of a stop string).
+    pub text: String,
+    pub logprob: Option<TokenLogprob>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token.
+    EndOfGeneration,
+    /// The stop string at this index of [`Request::stop`].
+    StopString(usize),
+    MaxTokens,
+    /// The context is full; nothing was cut silently.
+    ContextFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose cache was reused rather than computed.
+    pub cached_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Done {
+    pub finish: FinishReason,
+    /// Text released only at the end (held back until then).
+    pub tail: String,
+    pub usage: Usage,
+    pub time_to_first_token: Duration,
+    pub total_time: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Token(TokenEvent),
+    Done(Done),
+    Error(String),
+}
+
+#[derive(Debug, Error, PartialEq)]
+pub enum SubmitError {
+    #[error("the server is busy: {0} requests are already waiting")]
+    QueueFull(usize),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("the prompt has {n_prompt} tokens but the context holds only {n_ctx}")]
+    PromptTooLong { n_prompt: usize, n_ctx: usize },
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error(transparent)]
+    Sampling(#[from] edgellama_sampler::SamplerError),
+    #[error("the engine has stopped")]
+    ShutDown,
+}
+
+/// Starts the scheduler.
+pub struct Engine;
+
+impl Engine {
+    /// Allocates `n_parallel` caches of `n_ctx` positions and starts the
+    /// scheduler thread; it runs until the last handle is dropped.
+    pub fn start(
+        model: Arc<dyn CausalLm>,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+    ) -> Result<EngineHandle, ConfigError> {
+        if config.n_parallel == 0 {
+            return Err(ConfigError::NoSlots);
+        }
+        if config.n_ctx < 2 {
+            return Err(ConfigError::ContextTooSmall(config.n_ctx));
+        }
+        let need = config.n_parallel + ROUTE_SPLIT;
+        if config.batch_tokens < need {
+            return Err(ConfigError::BatchTooSmall {
+                batch_tokens: config.batch_tokens,
+                need,
+            });
+        }
+        let metrics = Arc::new(EngineMetrics::new(config.n_parallel * config.n_ctx));
+        let shared = Arc::new(Shared::new(metrics.clone()));
+        let sched = scheduler::Scheduler::new(
+            model.clone(),
+            tokenizer.clone(),
+            config.clone(),
+            shared.clone(),
+        )
+        .map_err(|e| ConfigError::Model(e.to_string()))?;
+        let thread = std::thread::Builder::new()
+            .name("edgellama-scheduler".into())
+            .spawn(move || sched.run())
+            .map_err(|e| ConfigError::Model(e.to_string()))?;
+        Ok(EngineHandle {
+            inner: Arc::new(Inner {
+                shared,
+                config,
+                n_vocab: model.info().n_vocab,
+                metrics,
+                thread: Some(thread),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    config: EngineConfig,
+    n_vocab: usize,
+    metrics: Arc<EngineMetrics>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.shut_down();
+        if let Some(t) = self.thread.take() {
+            // The scheduler finishes its current step and exits.
+            let _ = t.join();
+        }
+    }
+}
+
+/// The way into a running engine; cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    inner: Arc<Inner>,
+}
+
+impl EngineHandle {
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.inner.metrics
+    }
+
+    /// Queues a request. Its events arrive on the returned channel, ending
+    /// with [`Event::Done`] or [`Event::Error`]; dropping the receiver
+    /// cancels the request.
+    pub fn submit(&self, req: Request) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError> {
+        let n_ctx = self.inner.config.n_ctx;
+        if req.prompt.is_empty() {
+            return Err(SubmitError::EmptyPrompt);
+        }
+        if req.prompt.len() > n_ctx {
+            return Err(SubmitError::PromptTooLong {
+                n_prompt: req.prompt.len(),
+                n_ctx,
+            });
+        }
+        let n_vocab = self.inner.n_vocab;
+        if let Some(&id) = req.prompt.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(SubmitError::TokenOutOfRange { id, n_vocab });
+        }
+        req.sampling.validate()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pending = Pending {
+            req,
+            tx,
+            submitted: Instant::now(),
+        };
+        self.inner
+            .shared
+            .push(pending, self.inner.config.max_queue)?;
+        Ok(rx)
+    }
+}

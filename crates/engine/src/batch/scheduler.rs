@@ -1,0 +1,642 @@
+//! The scheduler thread: admission, prefix reuse, chunked prefill and the
+//! batched decode step.
+
+use super::{
+    Constraint, Done, EngineConfig, EngineMetrics, Event, FinishReason, Request, SubmitError,
+    TokenEvent, TokenLogprob, Usage, ROUTE_SPLIT,
+};
+use crate::stop::StopStrings;
+use edgellama_models::{BatchItem, CausalLm, Logits, ModelError, SeqState};
+use edgellama_sampler::Sampler;
+use edgellama_tokenizer::{StreamDecoder, Tokenizer};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+pub(super) struct Pending {
+    pub req: Request,
+    pub tx: UnboundedSender<Event>,
+    pub submitted: Instant,
+}
+
+struct Queue {
+    pending: VecDeque<Pending>,
+    shutdown: bool,
+}
+
+/// What the handles and the scheduler thread share.
+pub(super) struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<EngineMetrics>) -> Shared {
+        Shared {
+            queue: Mutex::new(Queue {
+                pending: VecDeque::new(),
+                shutdown: false,
+            }),
+            wake: Condvar::new(),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue half
+        // changed (every change is one push or pop), so a poisoned lock is
+        // still usable.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, p: Pending, max_queue: usize) -> Result<(), SubmitError> {
+        let mut q = self.lock();
+        if q.shutdown {
+            return Err(SubmitError::ShutDown);
+        }
+        if q.pending.len() >= max_queue {
+            self.metrics
+                .requests_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(SubmitError::QueueFull(q.pending.len()));
+        }
+        q.pending.push_back(p);
+        self.metrics
+            .queue_depth
+            .store(q.pending.len(), Ordering::Relaxed);
+        self.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+        drop(q);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn shut_down(&self) {
+        self.lock().shutdown = true;
+        self.wake.notify_all();
+    }
+}
+
+/// A request being served.
+struct Active {
+    tx: UnboundedSender<Event>,
+    prompt: Vec<u32>,
+    /// Prompt tokens in the cache so far (reused ones included).
+    n_prompt_done: usize,
+    n_reused: usize,
+    /// Whether a fresh run computes this prompt with the f32 attention
+    /// route (prompts of at least [`ROUTE_SPLIT`] tokens).
+    route32: bool,
+    sampler: Sampler,
+    decoder: StreamDecoder<Arc<Tokenizer>>,
+    stops: StopStrings,
+    constraint: Option<Box<dyn Constraint>>,
+    max_tokens: Option<usize>,
+    logprobs: Option<usize>,
+    n_generated: usize,
+    /// The sampled token to feed at the next step.
+    next: Option<u32>,
+    submitted: Instant,
+    first_token: Option<Duration>,
+    last_token: Option<Instant>,
+}
+
+/// One KV cache and what it holds.
+struct Slot {
+    state: SeqState,
+    /// The tokens whose keys and values are in `state`, in order.
+    cached: Vec<u32>,
+    /// Positions `[0, n_f32)` were computed with the f32 attention route,
+    /// the rest with the F16 one.
+    n_f32: usize,
+    /// Step at which the slot was last given a request (for picking the
+    /// least recently used among equals).
+    last_used: u64,
+    active: Option<Active>,
+    /// Tokens fed in the current step.
+    feed: Vec<u32>,
+}
+
+pub(super) struct Scheduler {
+    model: Arc<dyn CausalLm>,
+    tokenizer: Arc<Tokenizer>,
+    config: EngineConfig,
+    shared: Arc<Shared>,
+    slots: Vec<Slot>,
+    step: u64,
+}
+
+enum Outcome {
+    Continue,
+    Finished(FinishReason),
+    Failed(String),
+}
+
+impl Scheduler {
+    pub fn new(
+        model: Arc<dyn CausalLm>,
+        tokenizer: Arc<Tokenizer>,
+        config: EngineConfig,
+        shared: Arc<Shared>,
+    ) -> Result<Scheduler, ModelError> {
+        let mut slots = Vec::with_capacity(config.n_parallel);
+        for _ in 0..config.n_parallel {
+            slots.push(Slot {
+                state: model.new_state(config.n_ctx)?,
+                cached: Vec::new(),
+                n_f32: 0,
+                last_used: 0,
+                active: None,
+                feed: Vec::new(),
+            });
+        }
+        Ok(Scheduler {
+            model,
+            tokenizer,
+            config,
+            shared,
+            slots,
+            step: 0,
+        })
+    }
+
+    fn metrics(&self) -> &EngineMetrics {
+        &self.shared.metrics
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let incoming = {
+                let mut q = self.shared.lock();
+                loop {
+                    if q.shutdown {
+                        return;
+                    }
+                    let busy = self.slots.iter().any(|s| s.active.is_some());
+                    if busy || !q.pending.is_empty() {
+                        break;
+                    }
+                    q = self.shared.wake.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                let free = self.slots.iter().filter(|s| s.active.is_none()).count();
+                let n = free.min(q.pending.len());
+                let taken: Vec<Pending> = q.pending.drain(..n).collect();
+                self.metrics()
+                    .queue_depth
+                    .store(q.pending.len(), Ordering::Relaxed);
+                taken
+            };
+            for p in incoming {
+                self.admit(p);
+            }
+            self.drop_cancelled();
+            self.step_once();
+            self.update_gauges();
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = self.metrics();
+        m.active.store(
+            self.slots.iter().filter(|s| s.active.is_some()).count(),
+            Ordering::Relaxed,
+        );
+        m.kv_used.store(
+            self.slots.iter().map(|s| s.state.n_past).sum(),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How many leading tokens of `prompt` may be taken from `slot`'s
+    /// cache so that the result is bit-identical to computing all of it.
+    fn reusable(slot: &Slot, prompt: &[u32]) -> usize {
+        let common = slot
+            .cached
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(slot.state.n_past);
+        // The last prompt token is always computed: its logits are needed.
+        let mut r = common.min(prompt.len() - 1);
+        if prompt.len() >= ROUTE_SPLIT {
+            // Fresh, every prompt position takes the f32 route: reuse
+            // only such positions, and leave a remainder long enough to
+            // take it too.
+            r = r.min(slot.n_f32).min(prompt.len() - ROUTE_SPLIT);
+        } else if slot.n_f32 > 0 {
+            // Fresh, a short prompt takes the F16 route throughout.
+            r = 0;
+        }
+        r
+    }
+
+    fn admit(&mut self, p: Pending) {
+        if p.tx.is_closed() {
+            self.metrics()
+                .requests_cancelled
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Pending {
+            req, tx, submitted, ..
+        } = p;
+        // The free slot sharing the longest usable prefix; among equals the
+        // least recently used, so popular prefixes stay cached longer.
+        let best = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_none())
+            .map(|(i, s)| {
+                (
+                    Self::reusable(s, &req.prompt),
+                    std::cmp::Reverse(s.last_used),
+                    i,
+                )
+            })
+            .max();
+        let Some((reuse, _, i)) = best else {
+            // Admission only takes as many requests as there are free slots.
+            let _ = tx.send(Event::Error("no free slot".into()));
+            return;
+        };
+        let sampler = match Sampler::new(&req.sampling) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(Event::Error(e.to_string()));
+                return;
+            }
+        };
+        self.step += 1;
+        let slot = &mut self.slots[i];
+        slot.state.truncate(reuse);
+        slot.cached.truncate(reuse);
+        slot.n_f32 = slot.n_f32.min(reuse);
+        slot.last_used = self.step;
+        let mut active = Active {
+            tx,
+            route32: req.prompt.len() >= ROUTE_SPLIT,
+            n_prompt_done: reuse,
+            n_reused: reuse,
+            sampler,
+            decoder: StreamDecoder::new(self.tokenizer.clone(), req.special),
+            stops: StopStrings::new(req.stop),
+            constraint: req.constraint,
+            max_tokens: req.max_tokens,
+            logprobs: req.logprobs,
+            n_generated: 0,
+            next: None,
+            submitted,
+            first_token: None,
+            last_token: None,
+            prompt: req.prompt,
+        };
+        // Penalties look at the last tokens of the prompt, as in
+        // `generate_after`.
+        let history = req.sampling.penalty_last_n;
+        let from = active.prompt.len().saturating_sub(history);
+        for &t in &active.prompt[from..] {
+            active.sampler.accept(t);
+        }
+        let m = self.metrics();
+        m.prompt_tokens_total
+            .fetch_add(active.prompt.len() as u64, Ordering::Relaxed);
+        m.prompt_tokens_cached
+            .fetch_add(reuse as u64, Ordering::Relaxed);
+        self.slots[i].active = Some(active);
+    }
+
+    fn drop_cancelled(&mut self) {
+        for slot in &mut self.slots {
+            if slot.active.as_ref().is_some_and(|a| a.tx.is_closed()) {
+                slot.active = None;
+                self.shared
+                    .metrics
+                    .requests_cancelled
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Tokens of a prompt chunk for a sequence with `remaining` prompt
+    /// tokens when `avail` fit in this step. Sequences on the f32 route
+    /// keep every chunk, and what remains after it, at [`ROUTE_SPLIT`]
+    /// tokens or more.
+    fn chunk_len(remaining: usize, avail: usize, route32: bool) -> usize {
+        if remaining <= avail {
+            return remaining;
+        }
+        if !route32 {
+            return avail;
+        }
+        let n = avail.min(remaining.saturating_sub(ROUTE_SPLIT));
+        if n < ROUTE_SPLIT {
+            0
+        } else {
+            n
+        }
+    }
+
+    fn step_once(&mut self) {
+        // Plan: decode tokens first (one per generating sequence), then
+        // prompt chunks in admission order within what is left.
+        let mut budget = self.config.batch_tokens;
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_some())
+            .collect();
+        order.sort_by_key(|&i| self.slots[i].last_used);
+        let mut wants_logits = vec![false; self.slots.len()];
+        for &i in &order {
+            let slot = &mut self.slots[i];
+            slot.feed.clear();
+            if let Some(next) = slot.active.as_ref().and_then(|a| a.next) {
+                slot.feed.push(next);
+                wants_logits[i] = true;
+                budget -= 1;
+            }
+        }
+        for &i in &order {
+            let slot = &mut self.slots[i];
+            let Some(a) = slot.active.as_ref() else {
+                continue;
+            };
+            if a.next.is_some() || a.n_prompt_done >= a.prompt.len() {
+                continue;
+            }
+            let remaining = a.prompt.len() - a.n_prompt_done;
+            let n = Self::chunk_len(remaining, budget, a.route32);
+            if n == 0 {
+                continue;
+            }
+            slot.feed
+                .extend_from_slice(&a.prompt[a.n_prompt_done..a.n_prompt_done + n]);
+            wants_logits[i] = n == remaining;
+            budget -= n;
+        }
+        let fed: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| !self.slots[i].feed.is_empty())
+            .collect();
+        if fed.is_empty() {
+            return;
+        }
+
+        let mut items: Vec<BatchItem<'_>> = Vec::with_capacity(fed.len());
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.feed.is_empty() || slot.active.is_none() {
+                continue;
+            }
+            let n = slot.feed.len();
+            items.push(BatchItem {
+                state: &mut slot.state,
+                tokens: &slot.feed,
+                logits: if wants_logits[i] {
+                    Logits::Last
+                } else {
+                    Logits::From(n)
+                },
+            });
+        }
+        let result = self.model.forward_batch(&mut items);
+        drop(items);
+        self.metrics().steps_total.fetch_add(1, Ordering::Relaxed);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                // Fail the sequences of this step; their caches are
+                // unreliable now.
+                for &i in &fed {
+                    let slot = &mut self.slots[i];
+                    if let Some(a) = slot.active.take() {
+                        let _ = a.tx.send(Event::Error(e.to_string()));
+                    }
+                    slot.state.truncate(0);
+                    slot.cached.clear();
+                    slot.n_f32 = 0;
+                    self.shared
+                        .metrics
+                        .requests_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        };
+        for (&i, logits) in fed.iter().zip(logits) {
+            let slot = &mut self.slots[i];
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            slot.cached.extend_from_slice(&slot.feed);
+            if a.next.take().is_none() {
+                a.n_prompt_done += slot.feed.len();
+                if a.route32 {
+                    slot.n_f32 = slot.cached.len();
+                }
+            }
+            if !wants_logits[i] {
+                continue;
+            }
+            let outcome = sample_one(
+                a,
+                &self.tokenizer,
+                &logits,
+                slot.state.n_past >= slot.state.n_ctx(),
+                &self.shared.metrics,
+            );
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Finished(reason) => {
+                    if let Some(a) = slot.active.take() {
+                        finish(a, reason);
+                    }
+                }
+                Outcome::Failed(msg) => {
+                    if let Some(a) = slot.active.take() {
+                        let _ = a.tx.send(Event::Error(msg));
+                    }
+                    self.shared
+                        .metrics
+                        .requests_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Samples the next token from `logits`, sends its text, and says whether
+/// the request goes on.
+fn sample_one(
+    a: &mut Active,
+    tokenizer: &Tokenizer,
+    logits: &[f32],
+    context_full: bool,
+    metrics: &EngineMetrics,
+) -> Outcome {
+    if a.max_tokens.is_some_and(|m| a.n_generated >= m) {
+        return Outcome::Finished(FinishReason::MaxTokens);
+    }
+    let id = match &a.constraint {
+        None => a.sampler.sample(logits),
+        Some(c) => {
+            let mut masked = logits.to_vec();
+            mask(&**c, tokenizer, &mut masked);
+            a.sampler.sample(&masked)
+        }
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let logprob = a.logprobs.map(|k| token_logprob(logits, id, k));
+    let now = Instant::now();
+    match a.last_token {
+        None => {
+            let ttft = now - a.submitted;
+            a.first_token = Some(ttft);
+            metrics.time_to_first_token.observe(ttft);
+        }
+        Some(t) => metrics.inter_token_latency.observe(now - t),
+    }
+    a.last_token = Some(now);
+    if tokenizer.is_eog(id) {
+        return Outcome::Finished(FinishReason::EndOfGeneration);
+    }
+    a.n_generated += 1;
+    metrics
+        .generated_tokens_total
+        .fetch_add(1, Ordering::Relaxed);
+    if let Some(c) = a.constraint.as_mut() {
+        c.accept(tokenizer.piece(id, false));
+    }
+    let mut text = String::new();
+    let mut stop = None;
+    if let Some(piece) = a.decoder.push(id) {
+        let r = a.stops.push(&piece);
+        text = r.text;
+        stop = r.stop;
+    }
+    if a.tx
+        .send(Event::Token(TokenEvent { id, text, logprob }))
+        .is_err()
+    {
+        // The receiver is gone: the slot is freed at the next step.
+        return Outcome::Continue;
+    }
+    if let Some(i) = stop {
+        return Outcome::Finished(FinishReason::StopString(i));
+    }
+    if context_full {
+        return Outcome::Finished(FinishReason::ContextFull);
+    }
+    a.next = Some(id);
+    Outcome::Continue
+}
+
+/// Sends what is held back and the final event.
+fn finish(mut a: Active, reason: FinishReason) {
+    let mut reason = reason;
+    let mut tail = String::new();
+    if !matches!(reason, FinishReason::StopString(_)) {
+        // The text has ended: an unfinished character comes out as U+FFFD
+        // and held-back text can no longer become a stop string, except
+        // with the bytes the flush adds.
+        if let Some(rest) = a.decoder.flush() {
+            let r = a.stops.push(&rest);
+            tail = r.text;
+            if let Some(i) = r.stop {
+                reason = FinishReason::StopString(i);
+            }
+        }
+        tail.push_str(&a.stops.finish());
+    }
+    let now = Instant::now();
+    let _ = a.tx.send(Event::Done(Done {
+        finish: reason,
+        tail,
+        usage: Usage {
+            prompt_tokens: a.prompt.len(),
+            cached_tokens: a.n_reused,
+            completion_tokens: a.n_generated,
+        },
+        time_to_first_token: a.first_token.unwrap_or(now - a.submitted),
+        total_time: now - a.submitted,
+    }));
+}
+
+/// Sets the logits of tokens the constraint rejects to -inf. Tokens with
+/// no text (control tokens) are rejected, except end-of-generation ones
+/// once the output is complete.
+fn mask(c: &dyn Constraint, tokenizer: &Tokenizer, logits: &mut [f32]) {
+    let can_end = c.can_end();
+    for (id, l) in logits.iter_mut().enumerate() {
+        let id = id as u32;
+        let ok = if tokenizer.is_eog(id) {
+            can_end
+        } else {
+            let piece = tokenizer.piece(id, false);
+            !piece.is_empty() && c.allows(piece)
+        };
+        if !ok {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// The log-softmax of `logits` at `id`, and the `k` most likely tokens.
+fn token_logprob(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    let lp = |l: f32| (l as f64 - lse) as f32;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    if k > 0 {
+        for (i, &l) in logits.iter().enumerate() {
+            if top.len() < k || l > top[top.len() - 1].1 {
+                let at = top.partition_point(|&(_, x)| x >= l);
+                top.insert(at, (i as u32, l));
+                top.truncate(k);
+            }
+        }
+    }
+    TokenLogprob {
+        id,
+        logprob: logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| lp(l)),
+        top: top.into_iter().map(|(i, l)| (i, lp(l))).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_the_f32_route() {
+        // Short prompts go whole or in pieces of what fits.
+        assert_eq!(Scheduler::chunk_len(10, 100, false), 10);
+        assert_eq!(Scheduler::chunk_len(50, 20, false), 20);
+        // Long prompts: every chunk and every remainder at least 64.
+        assert_eq!(Scheduler::chunk_len(300, 512, true), 300);
+        assert_eq!(Scheduler::chunk_len(600, 512, true), 512);
+        assert_eq!(Scheduler::chunk_len(550, 512, true), 486);
+        assert_eq!(Scheduler::chunk_len(127, 100, true), 0);
+        assert_eq!(Scheduler::chunk_len(200, 63, true), 0);
+        assert_eq!(Scheduler::chunk_len(200, 100, true), 100);
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax() {
+        let logits = [1.0f32, 3.0, 2.0, 0.5];
+        let t = token_logprob(&logits, 2, 2);
+        let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
+        assert!((t.logprob as f64 - (2.0f64.exp() / z).ln()).abs() < 1e-6);
+        assert_eq!(t.top.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
+        assert!((t.top[0].1 as f64 - (3.0f64.exp() / z).ln()).abs() < 1e-6);
+    }
+}
