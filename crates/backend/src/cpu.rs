@@ -268,7 +268,8 @@ fn attend_f32<'a>(
     sc: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    let (dot, axpy) = (k::kernels().dot_f32_f16(), k::kernels().axpy_f16());
+    let t = k::kernels();
+    let (dot, axpy, exp_sum) = (t.dot_f32_f16(), t.axpy_f16(), t.exp_sum());
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
     out.iter_mut().for_each(|v| *v = 0.0);
     let kq = &mut sc.scores[..FA_TILE_KV];
@@ -289,7 +290,7 @@ fn attend_f32<'a>(
             sum *= ms;
         }
         m = m_new;
-        sum = (sum as f64 + k::ops::exp_sum_ggml(kq, m_new)) as f32;
+        sum = (sum as f64 + exp_sum(kq, m_new)) as f32;
         for (j, &w) in kq[..n].iter().enumerate() {
             axpy(out, w, val(start + j));
         }

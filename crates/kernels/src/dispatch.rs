@@ -70,6 +70,27 @@ pub type MadF16Fn = fn(y: &mut [u16], x: &[u16], v: f32);
 /// `y[i] = f16(y[i] * v)`.
 pub type ScaleF16Fn = fn(y: &mut [u16], v: f32);
 
+/// `gate[i] = silu(gate[i]) * up[i]`.
+pub type SwigluFn = fn(gate: &mut [f32], up: &[f32]);
+
+/// `x[i] = exp(x[i] - max)`, returning the sum (softmax numerators).
+pub type ExpSumFn = fn(x: &mut [f32], max: f32) -> f64;
+
+/// Element-wise float ops whose `exp` approximation follows the matching
+/// llama.cpp build's `ggml_v_expf`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FloatOps {
+    pub swiglu: SwigluFn,
+    pub exp_sum: ExpSumFn,
+}
+
+impl FloatOps {
+    pub(crate) const SCALAR: FloatOps = FloatOps {
+        swiglu: crate::ops::swiglu_inplace,
+        exp_sum: crate::ops::exp_sum_ggml,
+    };
+}
+
 /// The kernels on rows of f16 bits that attention uses on the KV cache.
 /// Each processes the `min` of its slices' lengths.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +135,7 @@ pub struct Kernels {
     by_type: [Option<TypeKernels>; TABLE_LEN],
     batch: [Option<VecDotBatchFn>; TABLE_LEN],
     f16_rows: F16RowKernels,
+    float_ops: FloatOps,
 }
 
 impl Kernels {
@@ -123,6 +145,7 @@ impl Kernels {
             by_type: [None; TABLE_LEN],
             batch: [None; TABLE_LEN],
             f16_rows: F16RowKernels::SCALAR,
+            float_ops: FloatOps::SCALAR,
         }
         .with(name, entries)
     }
@@ -152,6 +175,11 @@ impl Kernels {
     }
 
     /// This table with its f16 row kernels replaced.
+    pub(crate) fn with_float_ops(mut self, float_ops: FloatOps) -> Kernels {
+        self.float_ops = float_ops;
+        self
+    }
+
     pub(crate) fn with_f16_rows(mut self, f16_rows: F16RowKernels) -> Kernels {
         self.f16_rows = f16_rows;
         self
@@ -235,6 +263,18 @@ impl Kernels {
     #[inline]
     pub fn mad_f16(&self) -> MadF16Fn {
         self.f16_rows.mad_f16
+    }
+
+    /// SwiGLU on a row.
+    #[inline]
+    pub fn swiglu(&self) -> SwigluFn {
+        self.float_ops.swiglu
+    }
+
+    /// Softmax numerators of a row and their sum.
+    #[inline]
+    pub fn exp_sum(&self) -> ExpSumFn {
+        self.float_ops.exp_sum
     }
 
     /// F16 accumulator *= v, rounded to F16.

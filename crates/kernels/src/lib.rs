@@ -24,8 +24,8 @@ mod aarch64;
 mod x86;
 
 pub use dispatch::{
-    kernels, AxpyF16Fn, DequantizeFn, DotF16Fn, DotF32F16Fn, F16ToF32Fn, F32ToF16Fn, Kernels,
-    MadF16Fn, QuantizeFn, ScaleF16Fn, TypeKernels, VecDotBatchFn, VecDotFn,
+    kernels, AxpyF16Fn, DequantizeFn, DotF16Fn, DotF32F16Fn, ExpSumFn, F16ToF32Fn, F32ToF16Fn,
+    Kernels, MadF16Fn, QuantizeFn, ScaleF16Fn, SwigluFn, TypeKernels, VecDotBatchFn, VecDotFn,
 };
 pub use edgellama_gguf::{GgmlType, QK_K};
 pub use error::KernelError;

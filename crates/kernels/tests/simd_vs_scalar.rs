@@ -412,6 +412,43 @@ fn f16_attention_kernels_match_portable_forms() {
     }
 }
 
+/// SwiGLU and softmax numerators with llama.cpp's AVX2 `expf` against the
+/// portable forms: within a few ulp (the two `expf` approximations differ
+/// only by fused vs separate rounding).
+#[test]
+fn float_ops_match_portable_forms() {
+    let Some(k) = simd() else { return };
+    let mut rng = Rng(0x5eed_0005);
+    for n in [1usize, 7, 8, 9, 64, 100, 1536] {
+        for scale in [0.1f32, 3.0, 30.0] {
+            let g = rng.normals(n, scale);
+            let u = rng.normals(n, 1.0);
+            let (mut a, mut b) = (g.clone(), g.clone());
+            (k.swiglu())(&mut a, &u);
+            edgellama_kernels::ops::swiglu_inplace(&mut b, &u);
+            for (i, (&p, &q)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 4e-6 * q.abs() + 1e-30,
+                    "swiglu n={n} [{i}]: {p} vs {q}"
+                );
+            }
+            let max = g.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let (mut a, mut b) = (g.clone(), g);
+            let (sa, sb) = (
+                (k.exp_sum())(&mut a, max),
+                edgellama_kernels::ops::exp_sum_ggml(&mut b, max),
+            );
+            assert!((sa - sb).abs() <= 1e-5 * sb, "exp_sum n={n}: {sa} vs {sb}");
+            for (&p, &q) in a.iter().zip(&b) {
+                assert!(
+                    (p - q).abs() <= 4e-6 * q.abs() + 1e-38,
+                    "exp n={n}: {p} vs {q}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn f16_rows_convert_bit_identically() {
     let Some(k) = simd() else { return };

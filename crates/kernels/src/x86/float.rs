@@ -319,3 +319,112 @@ pub unsafe fn scale_f16(y: &mut [u16], v: f32) {
         *h = f32_to_f16(f16_to_f32(*h) * v);
     }
 }
+
+/// `exp` of eight lanes as llama.cpp's AVX2+FMA `ggml_v_expf`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expf8(x: __m256) -> __m256 {
+    let r = _mm256_set1_ps(f32::from_bits(0x4b40_0000));
+    let z = _mm256_fmadd_ps(x, _mm256_set1_ps(f32::from_bits(0x3fb8_aa3b)), r);
+    let n = _mm256_sub_ps(z, r);
+    let b = _mm256_fnmadd_ps(
+        n,
+        _mm256_set1_ps(f32::from_bits(0x35bf_be8e)),
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(f32::from_bits(0x3f31_7200)), x),
+    );
+    let e = _mm256_slli_epi32::<23>(_mm256_castps_si256(z));
+    let k = _mm256_castsi256_ps(_mm256_add_epi32(
+        e,
+        _mm256_castps_si256(_mm256_set1_ps(1.0)),
+    ));
+    let absn = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+    let c = _mm256_cmp_ps::<_CMP_GT_OQ>(absn, _mm256_set1_ps(126.0));
+    let u = _mm256_mul_ps(b, b);
+    let j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(
+            _mm256_fmadd_ps(
+                _mm256_set1_ps(f32::from_bits(0x3c07_2010)),
+                b,
+                _mm256_set1_ps(f32::from_bits(0x3d2b_9f17)),
+            ),
+            u,
+            _mm256_fmadd_ps(
+                _mm256_set1_ps(f32::from_bits(0x3e2a_af33)),
+                b,
+                _mm256_set1_ps(f32::from_bits(0x3eff_fedb)),
+            ),
+        ),
+        u,
+        _mm256_mul_ps(_mm256_set1_ps(f32::from_bits(0x3f7f_fff6)), b),
+    );
+    if _mm256_movemask_ps(c) == 0 {
+        return _mm256_fmadd_ps(j, k, k);
+    }
+    let g = _mm256_and_si256(
+        _mm256_castps_si256(_mm256_cmp_ps::<_CMP_LE_OQ>(n, _mm256_setzero_ps())),
+        _mm256_set1_epi32(0x8200_0000u32 as i32),
+    );
+    let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+    let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    let d = _mm256_cmp_ps::<_CMP_GT_OQ>(absn, _mm256_set1_ps(192.0));
+    _mm256_or_ps(
+        _mm256_and_ps(d, _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(
+            d,
+            _mm256_or_ps(
+                _mm256_and_ps(c, _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                _mm256_andnot_ps(c, _mm256_fmadd_ps(k, j, k)),
+            ),
+        ),
+    )
+}
+
+/// SwiGLU as llama.cpp's AVX2 `ggml_vec_swiglu_f32`: eight lanes of
+/// `x / (1 + expf8(-x)) * g`, leftovers with the scalar `expf`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn swiglu(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let n8 = n - n % 8;
+    let one = _mm256_set1_ps(1.0);
+    let mut i = 0;
+    while i < n8 {
+        // SAFETY: i + 8 <= n8 <= n: 32 bytes inside both rows.
+        let x = _mm256_loadu_ps(gate.as_ptr().add(i));
+        let g = _mm256_loadu_ps(up.as_ptr().add(i));
+        let e = expf8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        let silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(silu, g));
+        i += 8;
+    }
+    for k in n8..n {
+        let x = gate[k];
+        gate[k] = x / (1.0 + (-x).exp()) * up[k];
+    }
+}
+
+/// Softmax numerators as llama.cpp's AVX2 `ggml_vec_soft_max_f32`: eight
+/// lanes of `expf8(x - max)`, each group's sum added to an `f64` total,
+/// leftovers with the scalar `expf`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn exp_sum(x: &mut [f32], max: f32) -> f64 {
+    let n = x.len();
+    let n8 = n - n % 8;
+    let m = _mm256_set1_ps(max);
+    let mut sum = 0f64;
+    let mut i = 0;
+    while i < n8 {
+        // SAFETY: i + 8 <= n8 <= n: 32 bytes inside the row.
+        let v = expf8(_mm256_sub_ps(_mm256_loadu_ps(x.as_ptr().add(i)), m));
+        _mm256_storeu_ps(x.as_mut_ptr().add(i), v);
+        let h = _mm_add_ps(_mm256_extractf128_ps::<1>(v), _mm256_castps256_ps128(v));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+        sum += _mm_cvtss_f32(h) as f64;
+        i += 8;
+    }
+    for v in x[n8..].iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    sum
+}

@@ -29,7 +29,7 @@ mod simd;
 
 use edgellama_gguf::GgmlType;
 
-use crate::dispatch::{F16RowKernels, Kernels, TypeKernels, VecDotBatchFn};
+use crate::dispatch::{F16RowKernels, FloatOps, Kernels, TypeKernels, VecDotBatchFn};
 
 /// Proof that this CPU has AVX2, FMA and F16C.
 #[derive(Clone, Copy)]
@@ -147,6 +147,13 @@ fn f16_rows(_: Avx2) -> F16RowKernels {
     }
 }
 
+fn float_ops(_: Avx2) -> FloatOps {
+    FloatOps {
+        swiglu: avx2!(float::swiglu, |gate: &mut [f32], up: &[f32]| -> ()),
+        exp_sum: avx2!(float::exp_sum, |x: &mut [f32], max: f32| -> f64),
+    }
+}
+
 macro_rules! batch {
     ($t:expr, $f:path) => {
         (
@@ -175,5 +182,10 @@ fn batches(_: Avx2) -> [(GgmlType, VecDotBatchFn); 8] {
 pub(crate) fn kernels(scalar: &Kernels) -> Option<Kernels> {
     let cpu = Avx2::detect()?;
     let table = scalar.with("x86-avx2", &overrides(cpu, scalar));
-    Some(table.with_f16_rows(f16_rows(cpu)).with_batch(&batches(cpu)))
+    Some(
+        table
+            .with_f16_rows(f16_rows(cpu))
+            .with_float_ops(float_ops(cpu))
+            .with_batch(&batches(cpu)),
+    )
 }

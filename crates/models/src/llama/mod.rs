@@ -178,7 +178,7 @@ impl Llama {
             b.ffn_norm.rms_norm(x, c.rms_eps, &mut xn);
             b.w_gate.forward(f, be, &xn, n, &mut gate)?;
             b.w_up.forward(f, be, &xn, n, &mut up)?;
-            ops::swiglu_inplace(&mut gate, &up);
+            (edgellama_kernels::kernels().swiglu())(&mut gate, &up);
             b.w_down.forward(f, be, &gate, n, &mut o)?;
             ops::add_inplace(x, &o);
         }
