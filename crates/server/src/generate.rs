@@ -1,0 +1,379 @@
+//! From a validated request to engine submissions and back to OpenAI's
+//! response objects, whole or as a stream of chunks.
+
+use crate::error::ApiError;
+use crate::types::Common;
+use crate::AppState;
+use edgellama_engine::batch::{
+    Constraint, Done, Event, FinishReason, JsonConstraint, Request, SubmitError, TokenLogprob,
+};
+use edgellama_engine::tools::{
+    parse_reply_with, streamable_prefix_len, ToolCall, ToolParseOptions,
+};
+use edgellama_sampler::SamplingParams;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Choices per request at most.
+pub const MAX_N: u64 = 16;
+/// Alternatives per token at most (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u64 = 20;
+
+/// What every choice of a request is generated with.
+pub struct Plan {
+    pub prompt: Vec<u32>,
+    pub n: usize,
+    pub max_tokens: Option<usize>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub logprobs: Option<usize>,
+    /// Builds each choice's output constraint (JSON schema, forced tool call).
+    pub constraint: Option<ConstraintSpec>,
+    /// Tool names, when tool calls are read from the reply.
+    pub tools: Option<Vec<String>>,
+}
+
+#[derive(Clone)]
+pub enum ConstraintSpec {
+    JsonObject,
+    Schema(Value),
+}
+
+impl ConstraintSpec {
+    pub fn build(&self) -> Result<Box<dyn Constraint>, ApiError> {
+        Ok(match self {
+            ConstraintSpec::JsonObject => Box::new(JsonConstraint::object()),
+            ConstraintSpec::Schema(s) => Box::new(
+                JsonConstraint::from_schema(s)
+                    .map_err(|e| ApiError::bad_param("response_format", e.to_string()))?,
+            ),
+        })
+    }
+}
+
+fn check_range(name: &str, v: Option<f32>, lo: f32, hi: f32) -> Result<(), ApiError> {
+    match v {
+        Some(x) if !(x.is_finite() && x >= lo && x <= hi) => Err(ApiError::bad_param(
+            name,
+            format!("{name} must be between {lo} and {hi}, got {x}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Sampling settings from the request: llama.cpp's defaults for what is
+/// not given.
+pub fn sampling(c: &Common, n_vocab: usize) -> Result<SamplingParams, ApiError> {
+    check_range("temperature", c.temperature, 0.0, 100.0)?;
+    check_range("top_p", c.top_p, 0.0, 1.0)?;
+    check_range("min_p", c.min_p, 0.0, 1.0)?;
+    check_range("typical_p", c.typical_p, 0.0, 1.0)?;
+    check_range("presence_penalty", c.presence_penalty, -2.0, 2.0)?;
+    check_range("frequency_penalty", c.frequency_penalty, -2.0, 2.0)?;
+    check_range("repeat_penalty", c.repeat_penalty, 0.0, 100.0)?;
+    let mut p = SamplingParams::default();
+    if let Some(t) = c.temperature {
+        p.temperature = t;
+    }
+    if let Some(v) = c.top_p {
+        p.top_p = v.max(f32::MIN_POSITIVE);
+    }
+    if let Some(v) = c.top_k {
+        p.top_k = v.min(n_vocab as u64) as usize;
+    }
+    if let Some(v) = c.min_p {
+        p.min_p = v;
+    }
+    if let Some(v) = c.typical_p {
+        p.typical_p = v.max(f32::MIN_POSITIVE);
+    }
+    if let Some(v) = c.presence_penalty {
+        p.presence_penalty = v;
+    }
+    if let Some(v) = c.frequency_penalty {
+        p.frequency_penalty = v;
+    }
+    if let Some(v) = c.repeat_penalty {
+        p.repeat_penalty = v.max(f32::MIN_POSITIVE);
+    }
+    if let Some(v) = c.repeat_last_n {
+        p.penalty_last_n = v.min(1 << 20) as usize;
+    }
+    p.seed = c.seed.unwrap_or_else(random_seed);
+    if let Some(bias) = &c.logit_bias {
+        for (k, &b) in bias {
+            let id: u32 = k.trim().parse().map_err(|_| {
+                ApiError::bad_param("logit_bias", format!("'{k}' is not a token id"))
+            })?;
+            if id as usize >= n_vocab {
+                return Err(ApiError::bad_param(
+                    "logit_bias",
+                    format!("token id {id} is outside the vocabulary of {n_vocab}"),
+                ));
+            }
+            if !b.is_finite() {
+                return Err(ApiError::bad_param("logit_bias", "biases must be finite"));
+            }
+            // OpenAI's range: -100 bans a token, 100 forces it.
+            let b = b.clamp(-100.0, 100.0);
+            p.logit_bias
+                .push((id, if b <= -100.0 { f32::NEG_INFINITY } else { b }));
+        }
+    }
+    p.validate()
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok(p)
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+pub fn max_tokens(c: &Common) -> Option<usize> {
+    c.max_completion_tokens
+        .or(c.max_tokens)
+        .map(|m| m.min(usize::MAX as u64) as usize)
+}
+
+pub fn choices(c: &Common) -> Result<usize, ApiError> {
+    match c.n {
+        None => Ok(1),
+        Some(n) if (1..=MAX_N).contains(&n) => Ok(n as usize),
+        Some(n) => Err(ApiError::bad_param(
+            "n",
+            format!("n must be between 1 and {MAX_N}, got {n}"),
+        )),
+    }
+}
+
+pub fn stops(c: &Common) -> Result<Vec<String>, ApiError> {
+    let v = c.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    if v.len() > 16 {
+        return Err(ApiError::bad_param("stop", "at most 16 stop strings"));
+    }
+    Ok(v.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+pub fn top_logprobs(k: Option<u64>) -> Result<usize, ApiError> {
+    match k {
+        Some(k) if k > MAX_TOP_LOGPROBS => Err(ApiError::bad_param(
+            "top_logprobs",
+            format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"),
+        )),
+        k => Ok(k.unwrap_or(0) as usize),
+    }
+}
+
+/// `response_format`: `text`, `json_object`, or `json_schema`.
+pub fn response_format(v: &Option<Value>) -> Result<Option<ConstraintSpec>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let kind = v.get("type").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::bad_param("response_format", "response_format needs a 'type'")
+    })?;
+    let spec = match kind {
+        "text" => return Ok(None),
+        "json_object" => ConstraintSpec::JsonObject,
+        "json_schema" => {
+            let schema = v
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                // llama-server's shorter form.
+                .or_else(|| v.get("schema"))
+                .cloned()
+                .unwrap_or(json!({}));
+            ConstraintSpec::Schema(schema)
+        }
+        other => {
+            return Err(ApiError::bad_param(
+                "response_format",
+                format!("unknown response_format type '{other}'"),
+            ))
+        }
+    };
+    // Compile once now so a bad schema is a 400 before anything runs.
+    spec.build()?;
+    Ok(Some(spec))
+}
+
+/// Submits every choice; on failure the ones already queued are
+/// cancelled by dropping their receivers.
+pub fn submit(state: &AppState, plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+    let mut rxs = Vec::with_capacity(plan.n);
+    for i in 0..plan.n {
+        let mut sampling = plan.sampling.clone();
+        sampling.seed = sampling.seed.wrapping_add(i as u64);
+        let req = Request {
+            prompt: plan.prompt.clone(),
+            max_tokens: plan.max_tokens,
+            sampling,
+            stop: plan.stop.clone(),
+            special: plan.tools.is_some(),
+            logprobs: plan.logprobs,
+            constraint: match &plan.constraint {
+                Some(c) => Some(c.build()?),
+                None => None,
+            },
+        };
+        let rx = state.engine.submit(req).map_err(|e| match e {
+            SubmitError::QueueFull(waiting) => ApiError::Busy { waiting },
+            SubmitError::PromptTooLong { n_prompt, n_ctx } => {
+                ApiError::ContextLength { n_prompt, n_ctx }
+            }
+            SubmitError::ShutDown => ApiError::Internal(e.to_string()),
+            e => ApiError::bad(e.to_string()),
+        })?;
+        rxs.push(rx);
+    }
+    Ok(rxs)
+}
+
+pub fn finish_reason(f: FinishReason) -> &'static str {
+    match f {
+        FinishReason::EndOfGeneration | FinishReason::StopString(_) => "stop",
+        FinishReason::MaxTokens | FinishReason::ContextFull => "length",
+    }
+}
+
+/// One choice as it is generated: the text so far, what of it has been
+/// streamed, and the token log-probabilities.
+pub struct Choice {
+    pub index: usize,
+    pub text: String,
+    pub sent: usize,
+    pub logprobs: Vec<TokenLogprob>,
+    /// Log-probabilities not yet streamed.
+    pub unsent_logprobs: Vec<TokenLogprob>,
+    pub done: Option<Done>,
+    pub error: Option<String>,
+    /// Whether text that may be a tool call is held back.
+    pub tools: Option<Vec<String>>,
+}
+
+/// What a choice gives once its reply is complete.
+pub struct Final {
+    pub content: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: &'static str,
+}
+
+impl Choice {
+    pub fn new(index: usize, tools: Option<Vec<String>>) -> Choice {
+        Choice {
+            index,
+            text: String::new(),
+            sent: 0,
+            logprobs: Vec::new(),
+            unsent_logprobs: Vec::new(),
+            done: None,
+            error: None,
+            tools,
+        }
+    }
+
+    /// Takes one event in; returns the text that may be streamed now.
+    pub fn push(&mut self, ev: Event) -> String {
+        match ev {
+            Event::Token(t) => {
+                self.text.push_str(&t.text);
+                if let Some(lp) = t.logprob {
+                    self.logprobs.push(lp.clone());
+                    self.unsent_logprobs.push(lp);
+                }
+            }
+            Event::Done(d) => {
+                self.text.push_str(&d.tail);
+                self.done = Some(d);
+            }
+            Event::Error(e) => self.error = Some(e),
+        }
+        let upto = if self.tools.is_some() && self.done.is_none() {
+            streamable_prefix_len(&self.text)
+        } else if self.tools.is_some() {
+            // The rest is decided by `finish`.
+            self.sent
+        } else {
+            self.text.len()
+        };
+        if upto > self.sent {
+            let s = self.text[self.sent..upto].to_string();
+            self.sent = upto;
+            s
+        } else {
+            String::new()
+        }
+    }
+
+    pub fn finish(&self) -> Final {
+        let reason = self
+            .done
+            .as_ref()
+            .map_or("stop", |d| finish_reason(d.finish));
+        match &self.tools {
+            None => Final {
+                content: Some(self.text.clone()),
+                tool_calls: Vec::new(),
+                finish_reason: reason,
+            },
+            Some(names) => {
+                let opts = ToolParseOptions {
+                    known_tools: Some(names.clone()),
+                };
+                let parsed = parse_reply_with(&self.text, &opts);
+                if parsed.tool_calls.is_empty() {
+                    Final {
+                        content: Some(self.text.clone()),
+                        tool_calls: Vec::new(),
+                        finish_reason: reason,
+                    }
+                } else {
+                    Final {
+                        content: (!parsed.content.is_empty()).then_some(parsed.content),
+                        tool_calls: parsed.tool_calls,
+                        finish_reason: "tool_calls",
+                    }
+                }
+            }
+        }
+    }
+
+    /// Text not streamed yet that belongs in the reply's content, once the
+    /// reply is complete.
+    pub fn final_text(&self, fin: &Final) -> String {
+        let content = fin.content.as_deref().unwrap_or("");
+        let sent = &self.text[..self.sent];
+        match content.strip_prefix(sent) {
+            Some(rest) => rest.to_string(),
+            // Parsing trimmed what was already sent: send nothing more
+            // rather than repeat it.
+            None => String::new(),
+        }
+    }
+}
+
+/// OpenAI's `tool_calls` array.
+pub fn tool_calls_json(calls: &[ToolCall], id_base: &str, with_index: bool) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let mut v = json!({
+                    "id": format!("call_{id_base}_{i}"),
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments.to_string()},
+                });
+                if with_index {
+                    v["index"] = json!(i);
+                }
+                v
+            })
+            .collect(),
+    )
+}

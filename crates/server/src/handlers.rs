@@ -1,0 +1,720 @@
+//! The endpoints.
+
+use crate::error::ApiError;
+use crate::generate::{self as gen, Choice, ConstraintSpec, Plan};
+use crate::types::{ChatRequest, Common, CompletionRequest, Prompt, TemplateRequest};
+use crate::{metrics as prom, unix_now, AppState};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::Json;
+use edgellama_engine::batch::{Event, TokenLogprob};
+use edgellama_tokenizer::chat::MessageContent;
+use edgellama_tokenizer::{ChatMessage, RenderRequest, Tokenizer};
+use futures_util::stream::{self, SelectAll, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+type AppResult<T> = Result<T, ApiError>;
+
+/// The body as JSON of type `T`; every failure is a 400 (413 when too
+/// large), never a panic.
+fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> AppResult<T> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::bad(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        let what = if e.is_syntax() || e.is_eof() {
+            "malformed JSON"
+        } else {
+            "invalid request"
+        };
+        ApiError::bad(format!("{what}: {e}"))
+    })
+}
+
+pub async fn require_key(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if let Some(key) = &st.config.api_key {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn count_requests(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    st.http.count(r.status().as_u16());
+    r
+}
+
+pub async fn not_found(req: Request) -> ApiError {
+    ApiError::NotFound(req.uri().path().to_string())
+}
+
+pub async fn health() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+pub async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
+    let cfg = st.engine.config();
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": st.config.model_id,
+            "object": "model",
+            "created": st.started,
+            "owned_by": "edgellama",
+            "meta": {
+                "n_ctx": cfg.n_ctx,
+                "n_parallel": cfg.n_parallel,
+                "n_vocab": st.tokenizer.vocab_size(),
+            },
+        }],
+    }))
+}
+
+pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        prom::render(st.engine.metrics(), &st.http),
+    )
+        .into_response()
+}
+
+fn check_messages(messages: &[ChatMessage]) -> AppResult<()> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_param("messages", "messages must not be empty"));
+    }
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(MessageContent::Parts(parts)) = &m.content {
+            for p in parts {
+                match p.kind.as_str() {
+                    "text" => {}
+                    k if k.contains("image") => {
+                        return Err(ApiError::Unsupported(format!(
+                            "messages[{i}]: image input is not supported by this server yet \
+                             (only text parts are accepted)"
+                        )))
+                    }
+                    k => {
+                        return Err(ApiError::Unsupported(format!(
+                            "messages[{i}]: content parts of type '{k}' are not supported \
+                             (only text parts are accepted)"
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn render(
+    st: &AppState,
+    messages: Vec<ChatMessage>,
+    tools: Option<Vec<Value>>,
+    add_generation_prompt: bool,
+) -> AppResult<String> {
+    let mut req = RenderRequest::new(messages).with_generation_prompt(add_generation_prompt);
+    if let Some(t) = tools {
+        req = req.with_tools(t);
+    }
+    st.template
+        .render(&req)
+        .map_err(|e| ApiError::bad_param("messages", e.to_string()))
+}
+
+/// Tokens of a rendered prompt with exactly one BOS: templates write the
+/// BOS text themselves, and when the tokenizer adds BOS too the text's
+/// copy is dropped, as llama.cpp does.
+fn encode_rendered(st: &AppState, text: &str) -> Vec<u32> {
+    let tok = &st.tokenizer;
+    let bos_text = st.template.bos_token();
+    let mut ids = Vec::new();
+    let mut text = text;
+    if let (Some(bos), true) = (tok.bos_id(), tok.adds_bos()) {
+        if !bos_text.is_empty() {
+            text = text.strip_prefix(bos_text).unwrap_or(text);
+        }
+        ids.push(bos);
+    }
+    ids.extend(tok.encode(text, false, true));
+    ids
+}
+
+pub async fn apply_template(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Json<Value>> {
+    let req: TemplateRequest = parse(body, st.config.max_body_bytes)?;
+    check_messages(&req.messages)?;
+    let prompt = render(&st, req.messages, req.tools, req.add_generation_prompt)?;
+    Ok(Json(json!({ "prompt": prompt })))
+}
+
+fn tool_names(tools: &[Value]) -> AppResult<Vec<String>> {
+    tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            t.get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| {
+                    ApiError::bad_param("tools", format!("tools[{i}] has no function name"))
+                })
+        })
+        .collect()
+}
+
+/// The schema a forced tool call must follow: `{"name": ..., "parameters":
+/// {...}}` for one of `names`, the form the tool-call parser reads.
+fn forced_call_schema(tools: &[Value], names: &[String]) -> Value {
+    let alts: Vec<Value> = tools
+        .iter()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            let name = f.get("name")?.as_str()?;
+            if !names.iter().any(|n| n == name) {
+                return None;
+            }
+            let mut params = f
+                .get("parameters")
+                .cloned()
+                .unwrap_or(json!({"type": "object"}));
+            // Parameters whose schema cannot be enforced still get a
+            // well-formed call.
+            if edgellama_engine::batch::JsonConstraint::from_schema(&params).is_err() {
+                params = json!({"type": "object"});
+            }
+            Some(json!({
+                "type": "object",
+                "properties": {"name": {"const": name}, "parameters": params},
+                "required": ["name", "parameters"],
+                "additionalProperties": false,
+            }))
+        })
+        .collect();
+    json!({ "anyOf": alts })
+}
+
+fn common_plan(st: &AppState, c: &Common, prompt: Vec<u32>) -> AppResult<Plan> {
+    let n_vocab = st.tokenizer.vocab_size();
+    Ok(Plan {
+        prompt,
+        n: gen::choices(c)?,
+        max_tokens: gen::max_tokens(c),
+        sampling: gen::sampling(c, n_vocab)?,
+        stop: gen::stops(c)?,
+        logprobs: None,
+        constraint: None,
+        tools: None,
+    })
+}
+
+fn check_prompt_fits(st: &AppState, prompt: &[u32]) -> AppResult<()> {
+    let n_ctx = st.engine.config().n_ctx;
+    if prompt.len() > n_ctx {
+        return Err(ApiError::ContextLength {
+            n_prompt: prompt.len(),
+            n_ctx,
+        });
+    }
+    if prompt.is_empty() {
+        return Err(ApiError::bad_param("prompt", "the prompt is empty"));
+    }
+    Ok(())
+}
+
+fn new_id(st: &AppState, prefix: &str) -> String {
+    format!(
+        "{prefix}-{:x}{:06x}",
+        st.started,
+        st.next_id.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub async fn chat(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let req: ChatRequest = parse(body, st.config.max_body_bytes)?;
+    check_messages(&req.messages)?;
+    let mut tools = req.tools.clone().filter(|t| !t.is_empty());
+    let mut forced: Option<Vec<String>> = None;
+    let names = match &tools {
+        Some(t) => Some(tool_names(t)?),
+        None => None,
+    };
+    match (&req.tool_choice, &names) {
+        (None, _) | (Some(Value::Null), _) => {}
+        (Some(Value::String(s)), _) if s == "auto" => {}
+        (Some(Value::String(s)), _) if s == "none" => tools = None,
+        (Some(Value::String(s)), Some(names)) if s == "required" => forced = Some(names.clone()),
+        (Some(v), Some(names)) if v.get("type").and_then(Value::as_str) == Some("function") => {
+            let name = v
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::bad_param("tool_choice", "tool_choice needs a function name"))?;
+            if !names.iter().any(|n| n == name) {
+                return Err(ApiError::bad_param(
+                    "tool_choice",
+                    format!("tool_choice names '{name}', which is not among the tools"),
+                ));
+            }
+            forced = Some(vec![name.to_string()]);
+        }
+        (Some(v), _) => {
+            return Err(ApiError::bad_param(
+                "tool_choice",
+                format!("unsupported tool_choice {v} (with tools: {})", names.is_some()),
+            ))
+        }
+    }
+    let text = render(&st, req.messages.clone(), tools.clone(), true)?;
+    let prompt = encode_rendered(&st, &text);
+    check_prompt_fits(&st, &prompt)?;
+    let mut plan = common_plan(&st, &req.common, prompt)?;
+    if req.logprobs {
+        plan.logprobs = Some(gen::top_logprobs(req.top_logprobs)?);
+    }
+    plan.constraint = gen::response_format(&req.response_format)?;
+    if let (Some(t), Some(f)) = (&tools, &forced) {
+        let spec = ConstraintSpec::Schema(forced_call_schema(t, f));
+        spec.build()?;
+        plan.constraint = Some(spec);
+    }
+    if tools.is_some() && plan.constraint.is_none() || forced.is_some() {
+        plan.tools = names;
+    }
+    let rxs = gen::submit(&st, &plan)?;
+    let id = new_id(&st, "chatcmpl");
+    let model = req
+        .common
+        .model
+        .clone()
+        .unwrap_or_else(|| st.config.model_id.clone());
+    if req.common.stream {
+        let usage = req
+            .common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage);
+        Ok(stream_response(st, rxs, plan, id, model, Kind::Chat, usage))
+    } else {
+        let choices = collect(rxs, &plan).await;
+        Ok(Json(whole_response(&st, &choices, &id, &model, Kind::Chat)?).into_response())
+    }
+}
+
+pub async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> AppResult<Response> {
+    let req: CompletionRequest = parse(body, st.config.max_body_bytes)?;
+    if req.echo {
+        return Err(ApiError::Unsupported("echo is not supported".into()));
+    }
+    if req.suffix.is_some() {
+        return Err(ApiError::Unsupported("suffix is not supported".into()));
+    }
+    let tok = &st.tokenizer;
+    let prompt = match req.prompt {
+        Prompt::Text(t) => tok.encode(&t, tok.adds_bos(), true),
+        Prompt::Tokens(ids) => ids,
+        Prompt::Texts(v) if v.len() == 1 => tok.encode(&v[0], tok.adds_bos(), true),
+        Prompt::TokenLists(v) if v.len() == 1 => v[0].clone(),
+        _ => {
+            return Err(ApiError::Unsupported(
+                "several prompts in one request are not supported; send one per request".into(),
+            ))
+        }
+    };
+    check_prompt_fits(&st, &prompt)?;
+    let n_vocab = tok.vocab_size();
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
+        return Err(ApiError::bad_param(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+        ));
+    }
+    let mut plan = common_plan(&st, &req.common, prompt)?;
+    if let Some(k) = req.logprobs {
+        plan.logprobs = Some(gen::top_logprobs(Some(k))?);
+    }
+    plan.constraint = gen::response_format(&req.response_format)?;
+    let rxs = gen::submit(&st, &plan)?;
+    let id = new_id(&st, "cmpl");
+    let model = req
+        .common
+        .model
+        .clone()
+        .unwrap_or_else(|| st.config.model_id.clone());
+    if req.common.stream {
+        let usage = req
+            .common
+            .stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage);
+        Ok(stream_response(st, rxs, plan, id, model, Kind::Completion, usage))
+    } else {
+        let choices = collect(rxs, &plan).await;
+        Ok(Json(whole_response(&st, &choices, &id, &model, Kind::Completion)?).into_response())
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+async fn collect(rxs: Vec<UnboundedReceiver<Event>>, plan: &Plan) -> Vec<Choice> {
+    let mut out = Vec::with_capacity(rxs.len());
+    for (i, mut rx) in rxs.into_iter().enumerate() {
+        let mut c = Choice::new(i, plan.tools.clone());
+        loop {
+            match rx.recv().await {
+                Some(ev) => {
+                    let end = matches!(ev, Event::Done(_) | Event::Error(_));
+                    c.push(ev);
+                    if end {
+                        break;
+                    }
+                }
+                None => {
+                    c.error = Some("the engine stopped".into());
+                    break;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn usage_json(choices: &[Choice]) -> Value {
+    let first = choices.iter().find_map(|c| c.done.as_ref());
+    let prompt = first.map_or(0, |d| d.usage.prompt_tokens);
+    let cached = first.map_or(0, |d| d.usage.cached_tokens);
+    let completion: usize = choices
+        .iter()
+        .filter_map(|c| c.done.as_ref())
+        .map(|d| d.usage.completion_tokens)
+        .sum();
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    })
+}
+
+fn token_text(tok: &Tokenizer, id: u32) -> (String, Vec<u8>) {
+    let bytes = tok.piece(id, true).to_vec();
+    (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+}
+
+fn chat_logprobs(tok: &Tokenizer, lps: &[TokenLogprob]) -> Value {
+    let content: Vec<Value> = lps
+        .iter()
+        .map(|lp| {
+            let (t, b) = token_text(tok, lp.id);
+            let top: Vec<Value> = lp
+                .top
+                .iter()
+                .map(|&(id, l)| {
+                    let (t, b) = token_text(tok, id);
+                    json!({"token": t, "logprob": l, "bytes": b})
+                })
+                .collect();
+            json!({"token": t, "logprob": lp.logprob, "bytes": b, "top_logprobs": top})
+        })
+        .collect();
+    json!({ "content": content })
+}
+
+fn completion_logprobs(tok: &Tokenizer, lps: &[TokenLogprob], offset0: usize) -> Value {
+    let mut tokens = Vec::new();
+    let mut token_lps = Vec::new();
+    let mut tops = Vec::new();
+    let mut offsets = Vec::new();
+    let mut off = offset0;
+    for lp in lps {
+        let (t, _) = token_text(tok, lp.id);
+        offsets.push(off);
+        off += t.len();
+        tokens.push(t);
+        token_lps.push(lp.logprob);
+        let m: serde_json::Map<String, Value> = lp
+            .top
+            .iter()
+            .map(|&(id, l)| (token_text(tok, id).0, json!(l)))
+            .collect();
+        tops.push(Value::Object(m));
+    }
+    json!({"tokens": tokens, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets})
+}
+
+fn whole_response(
+    st: &AppState,
+    choices: &[Choice],
+    id: &str,
+    model: &str,
+    kind: Kind,
+) -> AppResult<Value> {
+    if let Some(e) = choices.iter().find_map(|c| c.error.clone()) {
+        return Err(ApiError::Internal(e));
+    }
+    let tok = &st.tokenizer;
+    let items: Vec<Value> = choices
+        .iter()
+        .map(|c| {
+            let fin = c.finish();
+            let has_lp = c.done.is_some() && !c.logprobs.is_empty();
+            match kind {
+                Kind::Chat => {
+                    let mut msg = json!({"role": "assistant", "content": fin.content});
+                    if !fin.tool_calls.is_empty() {
+                        msg["tool_calls"] =
+                            gen::tool_calls_json(&fin.tool_calls, &format!("{id}_{}", c.index), false);
+                    }
+                    json!({
+                        "index": c.index,
+                        "message": msg,
+                        "logprobs": if has_lp { chat_logprobs(tok, &c.logprobs) } else { Value::Null },
+                        "finish_reason": fin.finish_reason,
+                    })
+                }
+                Kind::Completion => json!({
+                    "index": c.index,
+                    "text": c.text,
+                    "logprobs": if has_lp { completion_logprobs(tok, &c.logprobs, 0) } else { Value::Null },
+                    "finish_reason": fin.finish_reason,
+                }),
+            }
+        })
+        .collect();
+    Ok(json!({
+        "id": id,
+        "object": if kind == Kind::Chat { "chat.completion" } else { "text_completion" },
+        "created": unix_now(),
+        "model": model,
+        "system_fingerprint": "edgellama",
+        "choices": items,
+        "usage": usage_json(choices),
+    }))
+}
+
+type Merged = SelectAll<stream::BoxStream<'static, (usize, Event)>>;
+
+/// The state of one streamed response.
+struct Streamer {
+    st: Arc<AppState>,
+    merged: Merged,
+    choices: Vec<Choice>,
+    id: String,
+    model: String,
+    kind: Kind,
+    include_usage: bool,
+    created: u64,
+    ended: bool,
+    /// Bytes of text streamed per choice (completion logprob offsets).
+    offsets: Vec<usize>,
+}
+
+impl Streamer {
+    fn chunk(&self, choices: Vec<Value>) -> SseEvent {
+        let v = json!({
+            "id": self.id,
+            "object": if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": "edgellama",
+            "choices": choices,
+        });
+        let mut v = v;
+        if self.include_usage {
+            v["usage"] = Value::Null;
+        }
+        SseEvent::default().data(v.to_string())
+    }
+
+    fn text_chunk(&mut self, i: usize, text: String, finish: Option<&str>) -> Option<SseEvent> {
+        let lps = std::mem::take(&mut self.choices[i].unsent_logprobs);
+        if text.is_empty() && finish.is_none() && lps.is_empty() {
+            return None;
+        }
+        let tok = &self.st.tokenizer;
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": i,
+                "delta": if text.is_empty() && finish.is_some() { json!({}) } else { json!({"content": text}) },
+                "logprobs": if lps.is_empty() { Value::Null } else { chat_logprobs(tok, &lps) },
+                "finish_reason": finish,
+            }),
+            Kind::Completion => {
+                let off = self.offsets[i];
+                self.offsets[i] += text.len();
+                json!({
+                    "index": i,
+                    "text": text,
+                    "logprobs": if lps.is_empty() { Value::Null } else { completion_logprobs(tok, &lps, off) },
+                    "finish_reason": finish,
+                })
+            }
+        };
+        Some(self.chunk(vec![choice]))
+    }
+
+    fn on_event(&mut self, i: usize, ev: Event) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        let end = matches!(ev, Event::Done(_) | Event::Error(_));
+        let Some(c) = self.choices.get_mut(i) else {
+            return out;
+        };
+        let text = c.push(ev);
+        if let Some(e) = c.error.clone() {
+            out.push(SseEvent::default().data(ApiError::Internal(e).body().to_string()));
+            return out;
+        }
+        if !end {
+            out.extend(self.text_chunk(i, text, None));
+            return out;
+        }
+        let fin = self.choices[i].finish();
+        let mut rest = text;
+        rest.push_str(&self.choices[i].final_text(&fin));
+        if !fin.tool_calls.is_empty() && self.kind == Kind::Chat {
+            out.extend(self.text_chunk(i, rest, None));
+            let calls = gen::tool_calls_json(&fin.tool_calls, &format!("{}_{i}", self.id), true);
+            out.push(self.chunk(vec![json!({
+                "index": i,
+                "delta": {"tool_calls": calls},
+                "logprobs": Value::Null,
+                "finish_reason": Value::Null,
+            })]));
+            out.extend(self.text_chunk(i, String::new(), Some(fin.finish_reason)));
+        } else {
+            out.extend(self.text_chunk(i, rest, Some(fin.finish_reason)));
+        }
+        out
+    }
+
+    fn closing(&mut self) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        if self.include_usage {
+            let mut v = json!({
+                "id": self.id,
+                "object": if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" },
+                "created": self.created,
+                "model": self.model,
+                "system_fingerprint": "edgellama",
+                "choices": [],
+            });
+            v["usage"] = usage_json(&self.choices);
+            out.push(SseEvent::default().data(v.to_string()));
+        }
+        out.push(SseEvent::default().data("[DONE]"));
+        out
+    }
+}
+
+fn stream_response(
+    st: Arc<AppState>,
+    rxs: Vec<UnboundedReceiver<Event>>,
+    plan: Plan,
+    id: String,
+    model: String,
+    kind: Kind,
+    include_usage: bool,
+) -> Response {
+    let n = rxs.len();
+    let merged: Merged = stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| {
+        UnboundedReceiverStream::new(rx)
+            .map(move |ev| (i, ev))
+            .boxed()
+    }));
+    let s = Streamer {
+        st,
+        merged,
+        choices: (0..n).map(|i| Choice::new(i, plan.tools.clone())).collect(),
+        id,
+        model,
+        kind,
+        include_usage,
+        created: unix_now(),
+        ended: false,
+        offsets: vec![0; n],
+    };
+    // Chat streams open each choice with the assistant role.
+    let opening: Vec<SseEvent> = if kind == Kind::Chat {
+        (0..n)
+            .map(|i| {
+                s.chunk(vec![json!({
+                    "index": i,
+                    "delta": {"role": "assistant", "content": ""},
+                    "logprobs": Value::Null,
+                    "finish_reason": Value::Null,
+                })])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let body = stream::iter(opening)
+        .chain(
+            stream::unfold(s, |mut s| async move {
+                if s.ended {
+                    return None;
+                }
+                match s.merged.next().await {
+                    Some((i, ev)) => {
+                        let out = s.on_event(i, ev);
+                        Some((out, s))
+                    }
+                    None => {
+                        s.ended = true;
+                        let out = s.closing();
+                        Some((out, s))
+                    }
+                }
+            })
+            .flat_map(stream::iter),
+        )
+        .map(Ok::<_, Infallible>);
+    let mut r = Sse::new(body).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    r
+}
