@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt.
     Run(commands::run::RunArgs),
+    /// Serve an OpenAI-compatible HTTP API and a chat page, batching requests.
+    Serve(commands::serve::ServeArgs),
     /// Print a model file's metadata and tensor table.
     Inspect(commands::inspect::InspectArgs),
     /// Print the token ids of a text.
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Template(a) => commands::template::run(a),

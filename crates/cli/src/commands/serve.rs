@@ -1,0 +1,129 @@
+//! `edgellama serve`: the OpenAI-compatible HTTP server.
+
+use crate::load;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use edgellama_engine::batch::{Engine, EngineConfig};
+use edgellama_server::{router, AppState, ServerConfig};
+use edgellama_tokenizer::ChatTemplate;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Model file (GGUF). Without it, the default model is fetched once into the cache.
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Requests decoded together, each with its own context.
+    #[arg(long = "parallel", default_value_t = 4)]
+    pub parallel: usize,
+    /// Context size of each parallel sequence, prompt and reply together
+    /// (0: the model's training context).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: usize,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on the API (not on / and /health).
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// Requests that may wait for a free sequence; more get 503 and Retry-After.
+    #[arg(long = "max-queue", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Tokens per forward step (decoding tokens and prompt chunks together).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: usize,
+    /// Largest request body in bytes.
+    #[arg(long = "max-body", default_value_t = 4 << 20)]
+    pub max_body: usize,
+    /// Model name to report (default: the file's name).
+    #[arg(long = "alias")]
+    pub alias: Option<String>,
+    /// Use this Jinja chat template instead of the model's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    // Validate everything that needs no loading first.
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let threads = a.threads.unwrap_or_else(load::default_threads);
+    if threads == 0 {
+        bail!("-t must be at least 1");
+    }
+    let addr = format!("{}:{}", a.host, a.port);
+    let template_src = match &a.chat_template_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read chat template {}", p.display()))?,
+        ),
+        None => None,
+    };
+
+    let path = load::resolve_model(a.model.as_deref())?;
+    let file = load::open_gguf(&path)?;
+    let tokenizer = Arc::new(load::tokenizer(&file, &path)?);
+    let template = match &template_src {
+        Some(src) => ChatTemplate::from_gguf_with_source(&file, src),
+        None => ChatTemplate::from_gguf(&file),
+    }
+    .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
+    let model: Arc<dyn edgellama_models::CausalLm> = Arc::from(load::model(&file, &path, threads)?);
+    let n_ctx = if a.ctx_size == 0 {
+        model.info().n_ctx_train
+    } else {
+        a.ctx_size
+    };
+    let config = EngineConfig {
+        n_parallel: a.parallel,
+        n_ctx,
+        max_queue: a.max_queue,
+        batch_tokens: a.batch_size,
+    };
+    let engine = Engine::start(model, tokenizer.clone(), config)
+        .context("cannot start the engine")?;
+    let model_id = a.alias.clone().unwrap_or_else(|| {
+        path.file_name()
+            .map_or_else(|| "edgellama".into(), |n| n.to_string_lossy().into_owned())
+    });
+    let state = Arc::new(AppState::new(
+        engine,
+        tokenizer,
+        Arc::new(template),
+        ServerConfig {
+            model_id,
+            api_key: a.api_key.clone(),
+            max_body_bytes: a.max_body,
+        },
+    ));
+    let app = router(state);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr().context("no local address")?;
+        eprintln!(
+            "edgellama serve: {} on http://{local} ({} parallel x {n_ctx} context, {threads} threads)",
+            path.display(),
+            a.parallel
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the server stopped")
+    })
+}
