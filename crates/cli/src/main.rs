@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Generate a continuation of a prompt.
     Run(commands::run::RunArgs),
+    /// Talk with a model, turn by turn, in the terminal.
+    Chat(commands::chat::ChatArgs),
     /// Serve an OpenAI-compatible HTTP API and a chat page, batching requests.
     Serve(commands::serve::ServeArgs),
     /// Print a model file's metadata and tensor table.
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
+        Command::Chat(a) => commands::chat::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
