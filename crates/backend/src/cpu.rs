@@ -85,6 +85,7 @@ impl Backend for CpuBackend {
             .ok_or_else(unsupported)?;
         let dot = table.vec_dot(w.ty).ok_or_else(unsupported)?;
         let batch = table.vec_dot_batch(w.ty);
+        let tile = table.vec_dot_tile(w.ty);
 
         self.pool.install(|| -> Result<(), BackendError> {
             // Activations are quantized once per token, then shared by every row.
@@ -104,14 +105,20 @@ impl Backend for CpuBackend {
                 });
                 return Ok(());
             }
-            // Batched: each task owns a band of rows and streams each row once
-            // against every token, writing a transposed band that is
-            // scattered into `y` afterwards.
+            // Batched: each task owns a band of rows and multiplies it with
+            // every token (in register tiles of rows x tokens where the table
+            // has a tiled kernel, else row by row), writing a transposed band
+            // that is scattered into `y` afterwards.
             let mut yt = vec![0f32; w.n_out * n_tokens];
             yt.par_chunks_mut(chunk * n_tokens)
                 .enumerate()
                 .for_each(|(ci, band)| {
                     let r0 = ci * chunk;
+                    if let Some(tile) = tile {
+                        let rows = band.len() / n_tokens;
+                        tile(w.n_in, &w.data[r0 * w_row..(r0 + rows) * w_row], &act, band);
+                        return;
+                    }
                     for (j, row_out) in band.chunks_mut(n_tokens).enumerate() {
                         let wr = &w.data[(r0 + j) * w_row..(r0 + j + 1) * w_row];
                         match batch {

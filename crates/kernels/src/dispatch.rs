@@ -31,6 +31,18 @@ pub type VecDotFn = fn(n: usize, w: &[u8], a: &[u8]) -> f32;
 /// the weight row then stays in L1 while the activations stream.
 pub type VecDotBatchFn = fn(n: usize, w: &[u8], a: &[u8], out: &mut [f32]);
 
+/// Every weight row against every activation row, for prompt processing:
+/// `w` holds weight rows of `n` elements back to back, `a` activation rows
+/// of `n` elements of the `vec_dot_type`, and `out` is row-major, one row
+/// per weight row: `out[r * cols + c] = vec_dot(n, w row r, a row c)` with
+/// `cols` the number of activation rows in `a`.
+///
+/// A tiled kernel computes small blocks of (weight row, activation row)
+/// pairs at once in registers, so each weight block is unpacked and each
+/// activation block loaded once per block of pairs, and gives the same bits
+/// as the table's [`VecDotFn`] pair by pair.
+pub type VecDotTileFn = fn(n: usize, w: &[u8], a: &[u8], out: &mut [f32]);
+
 /// Widens a row of f16 bits: `dst[i] = src[i]`.
 pub type F16ToF32Fn = fn(src: &[u16], dst: &mut [f32]);
 
@@ -134,6 +146,7 @@ pub struct Kernels {
     name: &'static str,
     by_type: [Option<TypeKernels>; TABLE_LEN],
     batch: [Option<VecDotBatchFn>; TABLE_LEN],
+    tile: [Option<VecDotTileFn>; TABLE_LEN],
     f16_rows: F16RowKernels,
     float_ops: FloatOps,
 }
@@ -144,6 +157,7 @@ impl Kernels {
             name,
             by_type: [None; TABLE_LEN],
             batch: [None; TABLE_LEN],
+            tile: [None; TABLE_LEN],
             f16_rows: F16RowKernels::SCALAR,
             float_ops: FloatOps::SCALAR,
         }
@@ -168,6 +182,17 @@ impl Kernels {
     pub(crate) fn with_batch(mut self, entries: &[(GgmlType, VecDotBatchFn)]) -> Kernels {
         for &(t, f) in entries {
             if let Some(slot) = self.batch.get_mut(t as usize) {
+                *slot = Some(f);
+            }
+        }
+        self
+    }
+
+    /// This table with tiled dot products for the given types. Each must
+    /// agree bit for bit with the table's `vec_dot` of its type.
+    pub(crate) fn with_tile(mut self, entries: &[(GgmlType, VecDotTileFn)]) -> Kernels {
+        for &(t, f) in entries {
+            if let Some(slot) = self.tile.get_mut(t as usize) {
                 *slot = Some(f);
             }
         }
@@ -226,6 +251,13 @@ impl Kernels {
     #[inline]
     pub fn vec_dot_batch(&self, t: GgmlType) -> Option<VecDotBatchFn> {
         self.batch.get(t as usize).copied().flatten()
+    }
+
+    /// The tiled dot product of weight type `t`, where this table has one
+    /// (see [`VecDotTileFn`]).
+    #[inline]
+    pub fn vec_dot_tile(&self, t: GgmlType) -> Option<VecDotTileFn> {
+        self.tile.get(t as usize).copied().flatten()
     }
 
     /// f16 bits to `f32`, exact ([`crate::f16_to_f32_row`] checks lengths).

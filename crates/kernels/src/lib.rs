@@ -26,6 +26,7 @@ mod x86;
 pub use dispatch::{
     kernels, AxpyF16Fn, DequantizeFn, DotF16Fn, DotF32F16Fn, ExpSumFn, F16ToF32Fn, F32ToF16Fn,
     Kernels, MadF16Fn, QuantizeFn, ScaleF16Fn, SwigluFn, TypeKernels, VecDotBatchFn, VecDotFn,
+    VecDotTileFn,
 };
 pub use edgellama_gguf::{GgmlType, QK_K};
 pub use error::KernelError;

@@ -641,3 +641,68 @@ fn batched_kernels_stay_inside_mismatched_slices() {
         assert_eq!(out, [0.0; 6], "{t}");
     }
 }
+
+#[test]
+fn tiled_dot_products_give_single_pair_bits() {
+    // Every (rows, cols) shape up to past two tiles each way, so full tiles,
+    // ragged row edges, ragged column edges and both at once all run.
+    let Some(k) = simd() else { return };
+    let s = &scalar::kernels();
+    let mut rng = Rng(0x5eed_0007);
+    let mut covered = 0;
+    for t in WEIGHT_TYPES {
+        let at = vec_dot_type(t);
+        let Some(tile) = k.vec_dot_tile(t) else {
+            continue;
+        };
+        covered += 1;
+        let single = k.vec_dot(t).unwrap();
+        for n in lengths(t) {
+            let (rs, ars) = (row_size(t, n), row_size(at, n));
+            for rows in [1usize, 2, 3, 4, 5, 7, 9] {
+                let w = quantize(s, t, &rng.normals(n * rows, 1.0));
+                for cols in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 13] {
+                    let a = quantize(s, at, &rng.normals(n * cols, 1.0));
+                    let mut out = vec![f32::NAN; rows * cols];
+                    tile(n, &w, &a, &mut out);
+                    for (r, wr) in w.chunks_exact(rs).enumerate() {
+                        for (c, ar) in a.chunks_exact(ars).enumerate() {
+                            let (got, want) = (out[r * cols + c], single(n, wr, ar));
+                            assert_eq!(
+                                got.to_bits(),
+                                want.to_bits(),
+                                "{t} n={n} {rows}x{cols}, pair ({r}, {c}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(covered >= 5, "tiled kernels for {covered} types");
+}
+
+#[test]
+fn tiled_kernels_stay_inside_mismatched_slices() {
+    // Out of contract the raw entries must not panic or read out of bounds:
+    // they process the whole rows present and the rows `out` has room for.
+    let Some(k) = simd() else { return };
+    for t in WEIGHT_TYPES {
+        let Some(tile) = k.vec_dot_tile(t) else {
+            continue;
+        };
+        let n = 512;
+        let (rs, ars) = (row_size(t, n), row_size(vec_dot_type(t), n));
+        // 3 weight rows (and a partial one) against 2 activation rows (and a
+        // partial one), with room for only 2 rows of output and some spare.
+        let mut out = [7.0f32; 5];
+        tile(n, &vec![0u8; 3 * rs + 7], &vec![0u8; 2 * ars + 5], &mut out);
+        assert_eq!(out, [0.0, 0.0, 0.0, 0.0, 7.0], "{t}");
+        let mut out = [7.0f32; 6];
+        tile(n, &vec![0u8; rs / 3], &vec![0u8; 6 * ars], &mut out);
+        assert_eq!(out, [7.0; 6], "{t}: no whole weight row");
+        tile(100_000, &vec![0u8; rs], &vec![0u8; 6 * ars], &mut out);
+        tile(0, &[], &[], &mut out);
+        assert_eq!(out, [0.0; 6], "{t}");
+    }
+}

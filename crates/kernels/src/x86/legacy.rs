@@ -17,7 +17,7 @@ use std::arch::x86_64::*;
 
 use super::simd::{
     dot_u8x32, dot_u8x32_offset, f16x8, fifth_bits, hsum4_epi32, hsum_ps, load_i8x32, nibbles,
-    pack4, scale4,
+    pack4,
 };
 use crate::blocks::{
     as_blocks, as_blocks_mut, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
@@ -121,14 +121,29 @@ unsafe fn hsum_odd_ps(v: __m256) -> f32 {
     )))
 }
 
-/// The dot products of one weight row `x` with `C` activation rows `y`,
-/// all holding the same number of blocks (the caller slices them).
+/// Four f16 scales packed in a `u64` (lowest first) as `f32`, in both
+/// 128-bit lanes: `[s0, s1, s2, s3 | s0, s1, s2, s3]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x4_twice(h: u64) -> __m256 {
+    let v = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64));
+    _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(v), v)
+}
+
+/// The dot products of `R` weight rows `x` with `C` activation rows `y`,
+/// all holding the same number of blocks (the caller slices them):
+/// `out[r][c]` pairs row `r` with column `c`.
 ///
 /// Four blocks at a time: their sums are reduced together ([`hsum4_epi32`]),
 /// converted once and folded into an 8-lane accumulator with one fused
 /// multiply-add; the last one to three blocks are padded with zero sums and
-/// scales. Every column sees the same operations in the same order whatever
-/// `C` is, so a batched product gives the bits of single ones.
+/// scales. Every pair sees the same float operations in the same order
+/// whatever `R` and `C` are, so a tile of products gives the bits of single
+/// ones; a tile only shares work between pairs: each weight block is
+/// unpacked once per tile row and each activation block's scales are
+/// widened once per tile column. (Products of scales are commutative in
+/// IEEE arithmetic, so widening each side apart gives the same bits as
+/// widening them together.)
 ///
 /// `x = d * q` formats (`sym`) scale by `d_x * d_y`; `x = d * q + m` formats
 /// (`offset`) add `m * s` per block, with the activations' `s = d_y * sum(q_y)`.
@@ -136,41 +151,57 @@ macro_rules! legacy_dot {
     (sym $name:ident, $Block:ty, $unpack:ident, $dot:ident) => {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name<const C: usize>(x: &[$Block], y: [&[BlockQ8_0]; C]) -> [f32; C] {
-            let mut acc = [_mm256_setzero_ps(); C];
-            // One group of up to four blocks starting at block `i`.
+        unsafe fn $name<const R: usize, const C: usize>(
+            x: [&[$Block]; R],
+            y: [&[BlockQ8_0]; C],
+        ) -> [[f32; C]; R] {
+            let nb = x.iter().map(|r| r.len()).chain(y.iter().map(|c| c.len())).min().unwrap_or(0);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            // One group of `$len` (up to four) blocks starting at block `$i`.
             macro_rules! group {
-                ($xs:expr, $i:expr) => {{
-                    let xs: &[$Block] = $xs;
-                    let mut w = [[_mm256_setzero_si256(); 2]; 4];
-                    let mut hx = [0u16; 4];
-                    for (b, xb) in xs.iter().enumerate() {
-                        w[b] = $unpack(xb);
-                        hx[b] = xb.d.to_bits();
-                    }
-                    for (a, yc) in acc.iter_mut().zip(y) {
-                        let mut p = [_mm256_setzero_si256(); 4];
-                        let mut hy = [0u16; 4];
-                        for (b, yb) in yc[$i..$i + xs.len()].iter().enumerate() {
-                            p[b] = $dot(&w[b], yb);
-                            hy[b] = yb.d.to_bits();
+                ($i:expr, $len:expr) => {{
+                    let (i, len): (usize, usize) = ($i, $len);
+                    let mut sy = [_mm256_setzero_ps(); C];
+                    for (s, yc) in sy.iter_mut().zip(y) {
+                        let mut h = [0u16; 4];
+                        for (hb, yb) in h.iter_mut().zip(&yc[i..i + len]) {
+                            *hb = yb.d.to_bits();
                         }
-                        let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
-                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale4(hx, hy), *a);
+                        *s = f16x4_twice(pack4(h));
+                    }
+                    for (accr, xr) in acc.iter_mut().zip(x) {
+                        let mut w = [[_mm256_setzero_si256(); 2]; 4];
+                        let mut h = [0u16; 4];
+                        for ((wb, hb), xb) in w.iter_mut().zip(h.iter_mut()).zip(&xr[i..i + len]) {
+                            *wb = $unpack(xb);
+                            *hb = xb.d.to_bits();
+                        }
+                        let sx = f16x4_twice(pack4(h));
+                        for ((a, yc), s) in accr.iter_mut().zip(y).zip(sy) {
+                            let mut p = [_mm256_setzero_si256(); 4];
+                            for ((pb, wb), yb) in p.iter_mut().zip(&w).zip(&yc[i..i + len]) {
+                                *pb = $dot(wb, yb);
+                            }
+                            let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
+                            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(sx, s), *a);
+                        }
                     }
                 }};
             }
-            let groups = x.chunks_exact(4);
-            let rest = groups.remainder();
-            for (g, xs) in groups.enumerate() {
-                group!(xs, 4 * g);
+            let full = nb / 4 * 4;
+            let mut i = 0;
+            while i < full {
+                group!(i, 4);
+                i += 4;
             }
-            if !rest.is_empty() {
-                group!(rest, x.len() - rest.len());
+            if full < nb {
+                group!(full, nb - full);
             }
-            let mut out = [0.0; C];
-            for (o, a) in out.iter_mut().zip(acc) {
-                *o = hsum_ps(a);
+            let mut out = [[0.0; C]; R];
+            for (or, ar) in out.iter_mut().zip(acc) {
+                for (o, a) in or.iter_mut().zip(ar) {
+                    *o = hsum_ps(a);
+                }
             }
             out
         }
@@ -178,57 +209,67 @@ macro_rules! legacy_dot {
     (offset $name:ident, $Block:ty, $unpack:ident, $dot:ident) => {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $name<const C: usize>(x: &[$Block], y: [&[BlockQ8_1]; C]) -> [f32; C] {
-            let mut acc = [_mm256_setzero_ps(); C];
+        unsafe fn $name<const R: usize, const C: usize>(
+            x: [&[$Block]; R],
+            y: [&[BlockQ8_1]; C],
+        ) -> [[f32; C]; R] {
+            let nb = x.iter().map(|r| r.len()).chain(y.iter().map(|c| c.len())).min().unwrap_or(0);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
             // Odd lanes: the `m * s` terms.
-            let mut acc_m = [_mm256_setzero_ps(); C];
+            let mut acc_m = [[_mm256_setzero_ps(); C]; R];
             macro_rules! group {
-                ($xs:expr, $i:expr) => {{
-                    let xs: &[$Block] = $xs;
-                    let mut w = [[_mm256_setzero_si256(); 2]; 4];
-                    let mut hx = [Half::ZERO; 8];
-                    for (b, xb) in xs.iter().enumerate() {
-                        w[b] = $unpack(xb);
-                        hx[2 * b] = xb.d;
-                        hx[2 * b + 1] = xb.m;
-                    }
-                    let (xlo, xhi) = (
-                        pair2(hx[0], hx[1], hx[2], hx[3]),
-                        pair2(hx[4], hx[5], hx[6], hx[7]),
-                    );
-                    for ((a, am), yc) in acc.iter_mut().zip(acc_m.iter_mut()).zip(y) {
-                        let mut p = [_mm256_setzero_si256(); 4];
-                        let mut hy = [Half::ZERO; 8];
-                        for (b, yb) in yc[$i..$i + xs.len()].iter().enumerate() {
-                            p[b] = $dot(&w[b], yb);
-                            hy[2 * b] = yb.d;
-                            hy[2 * b + 1] = yb.s;
+                ($i:expr, $len:expr) => {{
+                    let (i, len): (usize, usize) = ($i, $len);
+                    // [d, s] of each activation block, in block order.
+                    let mut sy = [_mm256_setzero_ps(); C];
+                    for (s, yc) in sy.iter_mut().zip(y) {
+                        let mut h = [Half::ZERO; 8];
+                        for (b, yb) in yc[i..i + len].iter().enumerate() {
+                            h[2 * b] = yb.d;
+                            h[2 * b + 1] = yb.s;
                         }
-                        let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
-                        // [d_x * d_y, m * s] for each block, in block order.
-                        let ds = _mm256_mul_ps(
-                            f16x8(xlo, xhi),
-                            f16x8(
-                                pair2(hy[0], hy[1], hy[2], hy[3]),
-                                pair2(hy[4], hy[5], hy[6], hy[7]),
-                            ),
-                        );
-                        *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), even_lanes(ds), *a);
-                        *am = _mm256_add_ps(*am, ds);
+                        *s = f16x8(pair2(h[0], h[1], h[2], h[3]), pair2(h[4], h[5], h[6], h[7]));
+                    }
+                    for ((accr, accr_m), xr) in acc.iter_mut().zip(acc_m.iter_mut()).zip(x) {
+                        let mut w = [[_mm256_setzero_si256(); 2]; 4];
+                        let mut h = [Half::ZERO; 8];
+                        for (b, (wb, xb)) in w.iter_mut().zip(&xr[i..i + len]).enumerate() {
+                            *wb = $unpack(xb);
+                            h[2 * b] = xb.d;
+                            h[2 * b + 1] = xb.m;
+                        }
+                        let sx =
+                            f16x8(pair2(h[0], h[1], h[2], h[3]), pair2(h[4], h[5], h[6], h[7]));
+                        for (((a, am), yc), s) in
+                            accr.iter_mut().zip(accr_m.iter_mut()).zip(y).zip(sy)
+                        {
+                            let mut p = [_mm256_setzero_si256(); 4];
+                            for ((pb, wb), yb) in p.iter_mut().zip(&w).zip(&yc[i..i + len]) {
+                                *pb = $dot(wb, yb);
+                            }
+                            let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
+                            // [d_x * d_y, m * s] for each block, in block order.
+                            let ds = _mm256_mul_ps(sx, s);
+                            *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), even_lanes(ds), *a);
+                            *am = _mm256_add_ps(*am, ds);
+                        }
                     }
                 }};
             }
-            let groups = x.chunks_exact(4);
-            let rest = groups.remainder();
-            for (g, xs) in groups.enumerate() {
-                group!(xs, 4 * g);
+            let full = nb / 4 * 4;
+            let mut i = 0;
+            while i < full {
+                group!(i, 4);
+                i += 4;
             }
-            if !rest.is_empty() {
-                group!(rest, x.len() - rest.len());
+            if full < nb {
+                group!(full, nb - full);
             }
-            let mut out = [0.0; C];
-            for ((o, a), am) in out.iter_mut().zip(acc).zip(acc_m) {
-                *o = hsum_ps(a) + hsum_odd_ps(am);
+            let mut out = [[0.0; C]; R];
+            for ((or, ar), amr) in out.iter_mut().zip(acc).zip(acc_m) {
+                for ((o, a), am) in or.iter_mut().zip(ar).zip(amr) {
+                    *o = hsum_ps(a) + hsum_odd_ps(am);
+                }
             }
             out
         }
@@ -241,17 +282,18 @@ legacy_dot!(sym dot_q8_0, BlockQ8_0, unpack_q8_0, dot_signed);
 legacy_dot!(offset dot_q4_1, BlockQ4_1, unpack_q4_1, dot_unsigned);
 legacy_dot!(offset dot_q5_1, BlockQ5_1, unpack_q5_1, dot_unsigned);
 
-/// The table entries: `vec_dot` (one activation row) and `vec_dot_batch`
-/// (`out.len()` activation rows back to back in `a`), both over the whole
-/// blocks of `n` elements present in the slices.
+/// The table entries: `vec_dot` (one activation row), `vec_dot_batch`
+/// (`out.len()` activation rows back to back in `a`) and `vec_dot_tile`
+/// (the weight rows of `w` against the activation rows of `a`), all over the
+/// whole blocks of `n` elements present in the slices.
 macro_rules! legacy_entries {
-    ($one:ident, $batch:ident, $core:ident, $Block:ty, $Act:ty) => {
+    ($one:ident, $batch:ident, $tile:ident, $core:ident, $Block:ty, $Act:ty, $tr:literal x $tc:literal) => {
         #[target_feature(enable = "avx2,fma,f16c")]
         pub unsafe fn $one(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let x: &[$Block] = as_blocks(w);
             let y: &[$Act] = as_blocks(a);
             let nb = (n / QK).min(x.len()).min(y.len());
-            $core::<1>(&x[..nb], [&y[..nb]])[0]
+            $core::<1, 1>([&x[..nb]], [&y[..nb]])[0][0]
         }
 
         #[target_feature(enable = "avx2,fma,f16c")]
@@ -274,50 +316,136 @@ macro_rules! legacy_entries {
                 else {
                     return;
                 };
-                let r = $core::<4>(x, [&y0[..nb], &y1[..nb], &y2[..nb], &y3[..nb]]);
-                o.copy_from_slice(&r);
+                let r = $core::<1, 4>([x], [&y0[..nb], &y1[..nb], &y2[..nb], &y3[..nb]]);
+                o.copy_from_slice(&r[0]);
             }
             for (o, yr) in outs.into_remainder().iter_mut().zip(rows) {
-                *o = $core::<1>(x, [&yr[..nb]])[0];
+                *o = $core::<1, 1>([x], [&yr[..nb]])[0][0];
             }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $tile(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+            let x: &[$Block] = as_blocks(w);
+            let y: &[$Act] = as_blocks(a);
+            tile_loop!($core, n / QK, x, y, out, $tr x $tc);
         }
     };
 }
 
+/// The body of a `vec_dot_tile` entry: `$x` holds weight rows and `$y`
+/// activation rows of `$per_row` blocks each; `$out[r * cols + c]` gets the
+/// product of weight row `r` with activation row `c`, for the whole rows
+/// present (and the rows of `$out` it has room for). Tiles of `$tr x $tc`
+/// pairs go through `$core`; the edges through its narrower forms.
+macro_rules! tile_loop {
+    ($core:ident, $per_row:expr, $x:expr, $y:expr, $out:expr, $tr:literal x $tc:literal) => {{
+        let per_row: usize = $per_row;
+        let (x, y, out) = ($x, $y, $out);
+        if per_row == 0 {
+            out.fill(0.0);
+            return;
+        }
+        let cols = y.len() / per_row;
+        if cols == 0 {
+            return;
+        }
+        let rows = (x.len() / per_row).min(out.len() / cols);
+        let xr = |r: usize| &x[r * per_row..(r + 1) * per_row];
+        let yr = |c: usize| &y[c * per_row..(c + 1) * per_row];
+        // Weight rows in bands that stay in L1 while the activations of a
+        // tile column are reused against each of them.
+        let band = (TILE_BAND_BYTES / (per_row * size_of_val(&x[0]))).max($tr);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + band).min(rows);
+            let mut c = 0;
+            while c < cols {
+                let cn = (cols - c).min($tc);
+                let mut r = r0;
+                while r + $tr <= r1 {
+                    if cn == $tc {
+                        let t = $core::<$tr, $tc>(
+                            std::array::from_fn(|k| xr(r + k)),
+                            std::array::from_fn(|j| yr(c + j)),
+                        );
+                        for (k, tr) in t.iter().enumerate() {
+                            out[(r + k) * cols + c..][..$tc].copy_from_slice(tr);
+                        }
+                    } else {
+                        for j in c..c + cn {
+                            let t = $core::<$tr, 1>(std::array::from_fn(|k| xr(r + k)), [yr(j)]);
+                            for (k, tr) in t.iter().enumerate() {
+                                out[(r + k) * cols + j] = tr[0];
+                            }
+                        }
+                    }
+                    r += $tr;
+                }
+                for r in r..r1 {
+                    if cn == $tc {
+                        let t = $core::<1, $tc>([xr(r)], std::array::from_fn(|j| yr(c + j)));
+                        out[r * cols + c..][..$tc].copy_from_slice(&t[0]);
+                    } else {
+                        for j in c..c + cn {
+                            out[r * cols + j] = $core::<1, 1>([xr(r)], [yr(j)])[0][0];
+                        }
+                    }
+                }
+                c += cn;
+            }
+            r0 = r1;
+        }
+    }};
+}
+
+/// Bytes of weight rows a tiled product keeps hot in L1 at a time.
+const TILE_BAND_BYTES: usize = 16 * 1024;
+
 legacy_entries!(
     vec_dot_q4_0_q8_0,
     vec_dot_batch_q4_0_q8_0,
+    vec_dot_tile_q4_0_q8_0,
     dot_q4_0,
     BlockQ4_0,
-    BlockQ8_0
+    BlockQ8_0,
+    2 x 4
 );
 legacy_entries!(
     vec_dot_q5_0_q8_0,
     vec_dot_batch_q5_0_q8_0,
+    vec_dot_tile_q5_0_q8_0,
     dot_q5_0,
     BlockQ5_0,
-    BlockQ8_0
+    BlockQ8_0,
+    2 x 4
 );
 legacy_entries!(
     vec_dot_q8_0_q8_0,
     vec_dot_batch_q8_0_q8_0,
+    vec_dot_tile_q8_0_q8_0,
     dot_q8_0,
     BlockQ8_0,
-    BlockQ8_0
+    BlockQ8_0,
+    2 x 4
 );
 legacy_entries!(
     vec_dot_q4_1_q8_1,
     vec_dot_batch_q4_1_q8_1,
+    vec_dot_tile_q4_1_q8_1,
     dot_q4_1,
     BlockQ4_1,
-    BlockQ8_1
+    BlockQ8_1,
+    2 x 4
 );
 legacy_entries!(
     vec_dot_q5_1_q8_1,
     vec_dot_batch_q5_1_q8_1,
+    vec_dot_tile_q5_1_q8_1,
     dot_q5_1,
     BlockQ5_1,
-    BlockQ8_1
+    BlockQ8_1,
+    2 x 4
 );
 
 // ---- q8_0 / q8_1 activation quantizers -------------------------------------

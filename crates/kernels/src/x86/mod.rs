@@ -10,8 +10,8 @@
 //! Every kernel in this module is an `unsafe fn` compiled with
 //! `#[target_feature(enable = "avx2,fma,f16c")]`; running one on a CPU
 //! without those features is undefined behaviour. They are reached only
-//! through the safe closures that [`overrides`], [`f16_rows`] and
-//! [`batches`] build, each of which needs an [`Avx2`] token, which only
+//! through the safe closures that [`overrides`], [`f16_rows`],
+//! [`batches`] and [`tiles`] build, each of which needs an [`Avx2`] token, which only
 //! [`Avx2::detect`] makes, after `is_x86_feature_detected!` has confirmed all
 //! three features at run time. So a kernel can only run on a CPU that has
 //! them.
@@ -29,7 +29,7 @@ mod simd;
 
 use edgellama_gguf::GgmlType;
 
-use crate::dispatch::{F16RowKernels, FloatOps, Kernels, TypeKernels, VecDotBatchFn};
+use crate::dispatch::{F16RowKernels, FloatOps, Kernels, TypeKernels, VecDotBatchFn, VecDotTileFn};
 
 /// Proof that this CPU has AVX2, FMA and F16C.
 #[derive(Clone, Copy)]
@@ -178,6 +178,27 @@ fn batches(_: Avx2) -> [(GgmlType, VecDotBatchFn); 8] {
     ]
 }
 
+macro_rules! tile {
+    ($t:expr, $f:path) => {
+        (
+            $t,
+            avx2!($f, |n: usize, w: &[u8], a: &[u8], out: &mut [f32]| -> ()) as VecDotTileFn,
+        )
+    };
+}
+
+/// Tiled dot products; each gives the bits of its type's `vec_dot` above.
+fn tiles(_: Avx2) -> Vec<(GgmlType, VecDotTileFn)> {
+    use GgmlType as T;
+    vec![
+        tile!(T::Q4_0, legacy::vec_dot_tile_q4_0_q8_0),
+        tile!(T::Q4_1, legacy::vec_dot_tile_q4_1_q8_1),
+        tile!(T::Q5_0, legacy::vec_dot_tile_q5_0_q8_0),
+        tile!(T::Q5_1, legacy::vec_dot_tile_q5_1_q8_1),
+        tile!(T::Q8_0, legacy::vec_dot_tile_q8_0_q8_0),
+    ]
+}
+
 /// The AVX2 table, or `None` when this CPU lacks the features.
 pub(crate) fn kernels(scalar: &Kernels) -> Option<Kernels> {
     let cpu = Avx2::detect()?;
@@ -186,6 +207,7 @@ pub(crate) fn kernels(scalar: &Kernels) -> Option<Kernels> {
         table
             .with_f16_rows(f16_rows(cpu))
             .with_float_ops(float_ops(cpu))
-            .with_batch(&batches(cpu)),
+            .with_batch(&batches(cpu))
+            .with_tile(&tiles(cpu)),
     )
 }

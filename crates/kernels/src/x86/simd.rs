@@ -47,15 +47,6 @@ pub fn pack4(h: [u16; 4]) -> u64 {
     h[0] as u64 | (h[1] as u64) << 16 | (h[2] as u64) << 32 | (h[3] as u64) << 48
 }
 
-/// The products `x[i] * y[i]` of two sets of four f16 scales, laid out as
-/// [`hsum4_epi32`] lays out its sums: `[p0, p1, p2, p3 | p0, p1, p2, p3]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn scale4(x: [u16; 4], y: [u16; 4]) -> __m256 {
-    let v = f16x8(pack4(x), pack4(y));
-    _mm256_mul_ps(v, _mm256_permute2f128_ps::<0x01>(v, v))
-}
-
 /// 32 four-bit values from 16 bytes: the low nibbles (elements 0..16) then
 /// the high nibbles (16..32), one per byte, as ggml packs `q4_0`/`q4_1`.
 #[inline]
