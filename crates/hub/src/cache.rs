@@ -142,6 +142,21 @@ impl HubCache {
         p
     }
 
+    /// Marks the cache for backup tools (the Cache Directory Tagging
+    /// Standard), as huggingface_hub does; best effort.
+    pub fn tag_cache_dir(&self) {
+        let tag = self.root.join("CACHEDIR.TAG");
+        if !tag.exists() && fs::create_dir_all(&self.root).is_ok() {
+            let _ = fs::write(
+                tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n\
+                 # This file is a cache directory tag (Hugging Face hub cache, written by edgellama).\n\
+                 # For information about cache directory tags, see:\n\
+                 #\thttps://bford.info/cachedir/\n",
+            );
+        }
+    }
+
     /// The commit a ref (`main`) points to, if the cache records a valid one.
     pub fn read_ref(&self, repo: &str, name: &str) -> Option<String> {
         let s = fs::read_to_string(self.repo_dir(repo).join("refs").join(name)).ok()?;
@@ -302,7 +317,7 @@ impl HubCache {
         let nothing = || HubError::NothingToRemove {
             target: target.to_string(),
         };
-        let (repo, matches): (&str, Box<dyn Fn(&str) -> bool>) = match target {
+        let (repo, matches): (&str, FileFilter) = match target {
             RemoveTarget::Repo(repo) => return self.remove_repo(repo)?.ok_or_else(nothing),
             RemoveTarget::Quant { repo, quant } => {
                 let q = quant.to_ascii_uppercase();
@@ -373,6 +388,8 @@ impl HubCache {
         }))
     }
 }
+
+type FileFilter = Box<dyn Fn(&str) -> bool>;
 
 /// The blob a snapshot symlink points to, resolved and normalised.
 fn link_target(entry: &Path) -> Option<PathBuf> {

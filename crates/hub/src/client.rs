@@ -146,13 +146,13 @@ impl Hub {
         }
         if self.config.offline {
             return self
-                .from_cache(spec, file, Source::Offline)
+                .cached(spec, file, Source::Offline)
                 .ok_or_else(|| self.not_cached(spec, file, true));
         }
         match self.fetch_online(spec, file) {
             Err(HubError::Network { endpoint, message }) => {
                 let why = format!("cannot reach {endpoint}: {message}");
-                self.from_cache(spec, file, Source::CacheAfterNetworkError(why))
+                self.cached(spec, file, Source::CacheAfterNetworkError(why))
                     .ok_or(HubError::Network { endpoint, message })
             }
             other => other,
@@ -174,7 +174,7 @@ impl Hub {
     }
 
     /// The cache's answer for `spec` at the commit `refs/main` records.
-    fn from_cache(&self, spec: &RepoSpec, file: Option<&str>, source: Source) -> Option<Fetched> {
+    fn cached(&self, spec: &RepoSpec, file: Option<&str>, source: Source) -> Option<Fetched> {
         let commit = self.cache.current_commit(&spec.repo)?;
         let files = match file {
             Some(f) => select::all_part_names(f),
@@ -363,6 +363,7 @@ impl Hub {
         file: &str,
     ) -> Result<DownloadedFile, HubError> {
         let meta = self.file_metadata(repo, revision, file)?;
+        self.cache.tag_cache_dir();
         if revision != meta.commit {
             self.cache.write_ref(repo, revision, &meta.commit)?;
         }
