@@ -17,6 +17,7 @@
 //! naming what is wrong. [`GgufWriter`] writes files that read back unchanged.
 
 mod error;
+pub mod formats;
 mod metadata;
 mod reader;
 mod tensor;
