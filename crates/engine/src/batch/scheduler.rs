@@ -376,10 +376,9 @@ impl Scheduler {
             wants_logits[i] = n == remaining;
             budget -= n;
         }
-        let fed: Vec<usize> = order
-            .iter()
-            .copied()
-            .filter(|&i| !self.slots[i].feed.is_empty())
+        // In slot order, as the batch items are built.
+        let fed: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| !self.slots[i].feed.is_empty() && self.slots[i].active.is_some())
             .collect();
         if fed.is_empty() {
             return;
@@ -387,7 +386,7 @@ impl Scheduler {
 
         let mut items: Vec<BatchItem<'_>> = Vec::with_capacity(fed.len());
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.feed.is_empty() || slot.active.is_none() {
+            if !fed.contains(&i) {
                 continue;
             }
             let n = slot.feed.len();
