@@ -182,6 +182,11 @@ fn conversation_with_interrupt_and_end_of_input() {
     // Replies are capped, so the one after the interrupted reply (whose
     // length depends on when Ctrl-C lands) ends soon whatever it says.
     let mut t = chat("2048", &["-n", "200"]);
+    // Ctrl-C at the prompt drops the half-typed line and says how to quit.
+    t.send("half a line");
+    t.send("\x03");
+    t.expect("(Ctrl-D or /exit quits)\n> ");
+    assert!(t.alive());
     t.line("Write a haiku about the sea.");
     let (first, evaluated, reused) = t.reply();
     assert!(first.contains("sea") || first.len() > 20, "{first:?}");
