@@ -16,7 +16,7 @@
 use std::arch::x86_64::*;
 
 use super::simd::{
-    dot_u8x32, dot_u8x32_offset, f16x8, fifth_bits, hsum4_epi32, hsum_ps, load_i8x32, nibbles,
+    dot_u8x32, dot_u8x32_offset_i16, f16x8, fifth_bits, hsum4_epi32, hsum_ps, load_i8x32, nibbles,
     pack4,
 };
 use crate::blocks::{
@@ -66,25 +66,40 @@ unsafe fn unpack_q8_0(x: &BlockQ8_0) -> [__m256i; 2] {
     [_mm256_sign_epi8(q, q), q]
 }
 
-/// `(q - 8) · y` for 4-bit `q`.
+/// `(q - 8) · y` for 4-bit `q`, as 16 `i16` sums of two products (each at
+/// most `2 * 8 * 128` in magnitude).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_off8(w: &[__m256i; 2], y: &BlockQ8_0) -> __m256i {
-    dot_u8x32_offset::<8>(w[0], load_i8x32(&y.qs))
+    dot_u8x32_offset_i16::<8>(w[0], load_i8x32(&y.qs))
 }
 
-/// `(q - 16) · y` for 5-bit `q`.
+/// `(q - 16) · y` for 5-bit `q`, as 16 `i16` sums of two products (each at
+/// most `2 * 16 * 128` in magnitude).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_off16(w: &[__m256i; 2], y: &BlockQ8_0) -> __m256i {
-    dot_u8x32_offset::<16>(w[0], load_i8x32(&y.qs))
+    dot_u8x32_offset_i16::<16>(w[0], load_i8x32(&y.qs))
 }
 
-/// `q · y` for unsigned `q` below 32.
+/// `q · y` for unsigned `q` below 32, as 16 `i16` sums of two products
+/// (each at most `2 * 31 * 128` in magnitude).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_unsigned(w: &[__m256i; 2], y: &BlockQ8_1) -> __m256i {
-    dot_u8x32(w[0], load_i8x32(&y.qs))
+    _mm256_maddubs_epi16(w[0], load_i8x32(&y.qs))
+}
+
+/// Four blocks' `i16` pair sums (from the `dot` functions of the formats
+/// below 6 bits) reduced to [`hsum4_epi32`]'s layout. The integer sums are
+/// exact either way, so this gives the same lanes as widening each block
+/// first, with one widening multiply instead of four: no partial sum of up
+/// to eight products (at most `8 * 31 * 128` in magnitude) leaves `i16`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum4_epi16(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+    let quads = _mm256_hadd_epi16(_mm256_hadd_epi16(a, b), _mm256_hadd_epi16(c, d));
+    _mm256_madd_epi16(quads, _mm256_set1_epi16(1))
 }
 
 /// `q · y` for signed 8-bit `q`: `|q| · (y * sign(q))` through `maddubs`.
@@ -134,7 +149,8 @@ unsafe fn f16x4_twice(h: u64) -> __m256 {
 /// all holding the same number of blocks (the caller slices them):
 /// `out[r][c]` pairs row `r` with column `c`.
 ///
-/// Four blocks at a time: their sums are reduced together ([`hsum4_epi32`]),
+/// Four blocks at a time: their sums are reduced together ([`hsum4_epi32`],
+/// or [`hsum4_epi16`] for the formats below 6 bits),
 /// converted once and folded into an 8-lane accumulator with one fused
 /// multiply-add; the last one to three blocks are padded with zero sums and
 /// scales. Every pair sees the same float operations in the same order
@@ -148,7 +164,7 @@ unsafe fn f16x4_twice(h: u64) -> __m256 {
 /// `x = d * q` formats (`sym`) scale by `d_x * d_y`; `x = d * q + m` formats
 /// (`offset`) add `m * s` per block, with the activations' `s = d_y * sum(q_y)`.
 macro_rules! legacy_dot {
-    (sym $name:ident, $Block:ty, $unpack:ident, $dot:ident) => {
+    (sym $name:ident, $Block:ty, $unpack:ident, $dot:ident, $reduce:ident) => {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const R: usize, const C: usize>(
@@ -182,7 +198,7 @@ macro_rules! legacy_dot {
                             for ((pb, wb), yb) in p.iter_mut().zip(&w).zip(&yc[i..i + len]) {
                                 *pb = $dot(wb, yb);
                             }
-                            let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
+                            let sums = $reduce(p[0], p[1], p[2], p[3]);
                             *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(sx, s), *a);
                         }
                     }
@@ -206,7 +222,7 @@ macro_rules! legacy_dot {
             out
         }
     };
-    (offset $name:ident, $Block:ty, $unpack:ident, $dot:ident) => {
+    (offset $name:ident, $Block:ty, $unpack:ident, $dot:ident, $reduce:ident) => {
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name<const R: usize, const C: usize>(
@@ -247,7 +263,7 @@ macro_rules! legacy_dot {
                             for ((pb, wb), yb) in p.iter_mut().zip(&w).zip(&yc[i..i + len]) {
                                 *pb = $dot(wb, yb);
                             }
-                            let sums = hsum4_epi32(p[0], p[1], p[2], p[3]);
+                            let sums = $reduce(p[0], p[1], p[2], p[3]);
                             // [d_x * d_y, m * s] for each block, in block order.
                             let ds = _mm256_mul_ps(sx, s);
                             *a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), even_lanes(ds), *a);
@@ -276,11 +292,11 @@ macro_rules! legacy_dot {
     };
 }
 
-legacy_dot!(sym dot_q4_0, BlockQ4_0, unpack_q4, dot_off8);
-legacy_dot!(sym dot_q5_0, BlockQ5_0, unpack_q5_0, dot_off16);
-legacy_dot!(sym dot_q8_0, BlockQ8_0, unpack_q8_0, dot_signed);
-legacy_dot!(offset dot_q4_1, BlockQ4_1, unpack_q4_1, dot_unsigned);
-legacy_dot!(offset dot_q5_1, BlockQ5_1, unpack_q5_1, dot_unsigned);
+legacy_dot!(sym dot_q4_0, BlockQ4_0, unpack_q4, dot_off8, hsum4_epi16);
+legacy_dot!(sym dot_q5_0, BlockQ5_0, unpack_q5_0, dot_off16, hsum4_epi16);
+legacy_dot!(sym dot_q8_0, BlockQ8_0, unpack_q8_0, dot_signed, hsum4_epi32);
+legacy_dot!(offset dot_q4_1, BlockQ4_1, unpack_q4_1, dot_unsigned, hsum4_epi16);
+legacy_dot!(offset dot_q5_1, BlockQ5_1, unpack_q5_1, dot_unsigned, hsum4_epi16);
 
 /// The table entries: `vec_dot` (one activation row), `vec_dot_batch`
 /// (`out.len()` activation rows back to back in `a`) and `vec_dot_tile`

@@ -105,15 +105,14 @@ pub unsafe fn dot_u8x32(u: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
 }
 
-/// `sum((u - OFF) * y)` in fours to `i32` for unsigned `u` below 32: the
-/// offset comes off as `OFF * y`, computed the same way, so no byte has to
-/// hold a negative quant.
+/// `sum((u - OFF) * y)` in pairs to `i16` for unsigned `u` below 32 (each
+/// pair at most `2 * 32 * 128` in magnitude): the offset comes off as
+/// `OFF * y`, computed the same way, so no byte has to hold a negative quant.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_u8x32_offset<const OFF: i8>(u: __m256i, y: __m256i) -> __m256i {
-    let p = _mm256_sub_epi16(
+pub unsafe fn dot_u8x32_offset_i16<const OFF: i8>(u: __m256i, y: __m256i) -> __m256i {
+    _mm256_sub_epi16(
         _mm256_maddubs_epi16(u, y),
         _mm256_maddubs_epi16(_mm256_set1_epi8(OFF), y),
-    );
-    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+    )
 }
