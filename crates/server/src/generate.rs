@@ -120,8 +120,7 @@ pub fn sampling(c: &Common, n_vocab: usize) -> Result<SamplingParams, ApiError> 
                 .push((id, if b <= -100.0 { f32::NEG_INFINITY } else { b }));
         }
     }
-    p.validate()
-        .map_err(|e| ApiError::bad(e.to_string()))?;
+    p.validate().map_err(|e| ApiError::bad(e.to_string()))?;
     Ok(p)
 }
 
@@ -174,9 +173,10 @@ pub fn top_logprobs(k: Option<u64>) -> Result<usize, ApiError> {
 /// `response_format`: `text`, `json_object`, or `json_schema`.
 pub fn response_format(v: &Option<Value>) -> Result<Option<ConstraintSpec>, ApiError> {
     let Some(v) = v else { return Ok(None) };
-    let kind = v.get("type").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::bad_param("response_format", "response_format needs a 'type'")
-    })?;
+    let kind = v
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::bad_param("response_format", "response_format needs a 'type'"))?;
     let spec = match kind {
         "text" => return Ok(None),
         "json_object" => ConstraintSpec::JsonObject,

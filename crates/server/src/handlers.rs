@@ -103,7 +103,10 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         prom::render(st.engine.metrics(), &st.http),
     )
         .into_response()
@@ -111,7 +114,10 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 
 fn check_messages(messages: &[ChatMessage]) -> AppResult<()> {
     if messages.is_empty() {
-        return Err(ApiError::bad_param("messages", "messages must not be empty"));
+        return Err(ApiError::bad_param(
+            "messages",
+            "messages must not be empty",
+        ));
     }
     for (i, m) in messages.iter().enumerate() {
         if let Some(MessageContent::Parts(parts)) = &m.content {
@@ -285,7 +291,9 @@ pub async fn chat(
                 .get("function")
                 .and_then(|f| f.get("name"))
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::bad_param("tool_choice", "tool_choice needs a function name"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_param("tool_choice", "tool_choice needs a function name")
+                })?;
             if !names.iter().any(|n| n == name) {
                 return Err(ApiError::bad_param(
                     "tool_choice",
@@ -297,7 +305,10 @@ pub async fn chat(
         (Some(v), _) => {
             return Err(ApiError::bad_param(
                 "tool_choice",
-                format!("unsupported tool_choice {v} (with tools: {})", names.is_some()),
+                format!(
+                    "unsupported tool_choice {v} (with tools: {})",
+                    names.is_some()
+                ),
             ))
         }
     }
@@ -386,10 +397,25 @@ pub async fn completions(
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage);
-        Ok(stream_response(st, rxs, plan, id, model, Kind::Completion, usage))
+        Ok(stream_response(
+            st,
+            rxs,
+            plan,
+            id,
+            model,
+            Kind::Completion,
+            usage,
+        ))
     } else {
         let choices = collect(rxs, &plan).await;
-        Ok(Json(whole_response(&st, &choices, &id, &model, Kind::Completion)?).into_response())
+        Ok(Json(whole_response(
+            &st,
+            &choices,
+            &id,
+            &model,
+            Kind::Completion,
+        )?)
+        .into_response())
     }
 }
 
@@ -714,7 +740,9 @@ fn stream_response(
         )
         .map(Ok::<_, Infallible>);
     let mut r = Sse::new(body).into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
     r
 }

@@ -33,11 +33,15 @@ fn prompts() -> Vec<Vec<u32>> {
     for (i, q) in questions.iter().enumerate() {
         for long in [false, true] {
             let text = if long {
-                format!("{}\nSummarize the text above. Then: {q}", story.repeat(2 + 2 * (i % 3)))
+                format!(
+                    "{}\nSummarize the text above. Then: {q}",
+                    story.repeat(2 + 2 * (i % 3))
+                )
             } else {
                 q.to_string()
             };
-            let req = RenderRequest::new(vec![ChatMessage::user(text)]).with_generation_prompt(true);
+            let req =
+                RenderRequest::new(vec![ChatMessage::user(text)]).with_generation_prompt(true);
             let rendered = l.template.render(&req).expect("render");
             out.push(l.tokenizer.encode(&rendered, false, true));
         }
@@ -140,9 +144,11 @@ fn a_long_prompt_does_not_stall_decoding() {
         batch_tokens: 128,
     });
     let short = l.tokenizer.encode("Once upon a time", false, true);
-    let long: Vec<u32> = l
-        .tokenizer
-        .encode(&"The quick brown fox jumps over the lazy dog. ".repeat(150), false, true);
+    let long: Vec<u32> = l.tokenizer.encode(
+        &"The quick brown fox jumps over the lazy dog. ".repeat(150),
+        false,
+        true,
+    );
     assert!(long.len() > 1000);
     let mut a = engine
         .submit(Request {

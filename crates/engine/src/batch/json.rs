@@ -494,6 +494,14 @@ struct Stack {
     ws: u8,
 }
 
+/// Takes one more whitespace byte, within [`MAX_WS`] in a row.
+fn push_ws(mut s: Stack, out: &mut Vec<Stack>) {
+    if s.ws < MAX_WS {
+        s.ws += 1;
+        out.push(s);
+    }
+}
+
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -557,9 +565,7 @@ impl Schema {
                 let may_add_key = additional.is_some() || !all_seen;
                 match st {
                     ObjSt::KeyOrEnd | ObjSt::Key | ObjSt::CommaOrEnd | ObjSt::Colon if is_ws(b) => {
-                        if ws_ok(&mut s) {
-                            out.push(s);
-                        }
+                        push_ws(s, out)
                     }
                     ObjSt::KeyOrEnd | ObjSt::CommaOrEnd
                         if b == b'}' && seen & required == *required =>
@@ -620,9 +626,7 @@ impl Schema {
                 };
                 match st {
                     ArrSt::ValueOrEnd | ArrSt::Value | ArrSt::CommaOrEnd if is_ws(b) => {
-                        if ws_ok(&mut s) {
-                            out.push(s);
-                        }
+                        push_ws(s, out)
                     }
                     ArrSt::ValueOrEnd | ArrSt::CommaOrEnd if b == b']' && count >= *min => {
                         s.frames.pop();
