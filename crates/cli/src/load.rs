@@ -21,6 +21,81 @@ pub fn resolve_model(model: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// Where the model comes from, with llama.cpp's flags: a file (`-m`) or a
+/// Hugging Face repository (`-hf ORG/NAME[:QUANT]`, `-hff FILE`). Commands
+/// that load a model flatten this into their arguments.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// Model file (GGUF). Without it or --hf-repo, the default model is
+    /// fetched once into the cache.
+    #[arg(short = 'm', long = "model", conflicts_with = "hf_repo")]
+    pub model: Option<PathBuf>,
+    /// Hugging Face repository (also -hf, -hfr): its GGUF file for QUANT
+    /// (case-insensitive; default Q4_K_M, else Q8_0, else the first one) is
+    /// downloaded into the Hugging Face cache on first use.
+    #[arg(long = "hf-repo", value_name = "ORG/NAME[:QUANT]")]
+    pub hf_repo: Option<String>,
+    /// A file of the --hf-repo repository (also -hff); overrides QUANT.
+    #[arg(long = "hf-file", value_name = "FILE", requires = "hf_repo")]
+    pub hf_file: Option<String>,
+    /// Hugging Face access token (also -hft; default: HF_TOKEN).
+    #[arg(long = "hf-token", value_name = "TOKEN")]
+    pub hf_token: Option<String>,
+}
+
+impl ModelArgs {
+    /// The model file's path, downloading it first when it comes from the
+    /// hub and the cache lacks it.
+    pub fn resolve(&self) -> Result<PathBuf> {
+        match &self.hf_repo {
+            Some(repo) => crate::commands::pull::fetch_model(
+                repo,
+                self.hf_file.as_deref(),
+                self.hf_token.as_deref(),
+            ),
+            None => resolve_model(self.model.as_deref()),
+        }
+    }
+}
+
+/// llama.cpp's multi-letter short flags (`-hf`, `-hfr`, `-hff`, `-hft`),
+/// which clap cannot declare, spelled as their long forms. Arguments after
+/// `--` are left alone.
+pub fn expand_hf_shorthands(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for a in args {
+        let long = match a.to_str() {
+            _ if rest => None,
+            Some("--") => {
+                rest = true;
+                None
+            }
+            Some(s) => {
+                let (flag, value) = match s.split_once('=') {
+                    Some((f, v)) => (f, Some(v)),
+                    None => (s, None),
+                };
+                let long = match flag {
+                    "-hf" | "-hfr" => Some("--hf-repo"),
+                    "-hff" => Some("--hf-file"),
+                    "-hft" => Some("--hf-token"),
+                    _ => None,
+                };
+                long.map(|l| match value {
+                    Some(v) => format!("{l}={v}"),
+                    None => l.to_string(),
+                })
+            }
+            None => None,
+        };
+        out.push(long.map_or(a, std::ffi::OsString::from));
+    }
+    out
+}
+
 pub fn open_gguf(path: &Path) -> Result<Arc<GgufFile>> {
     let file =
         GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?;

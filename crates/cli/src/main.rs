@@ -38,10 +38,16 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Quantize a model file (llama-quantize's types and per-tensor choices).
     Quantize(commands::quantize::QuantizeArgs),
+    /// Download a model from the Hugging Face hub into its cache.
+    Pull(commands::pull::PullArgs),
+    /// List the models in the Hugging Face cache.
+    List(commands::list::ListArgs),
+    /// Remove models from the Hugging Face cache.
+    Rm(commands::rm::RmArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(load::expand_hf_shorthands(std::env::args_os()));
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
@@ -52,6 +58,9 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Pull(a) => commands::pull::run(a),
+        Command::List(a) => commands::list::run(a),
+        Command::Rm(a) => commands::rm::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use edgellama_models::{CausalLm, Logits};
 use serde_json::json;
-use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -17,9 +16,8 @@ pub enum OutputFormat {
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Model file (GGUF).
-    #[arg(short = 'm', long = "model")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: load::ModelArgs,
     /// Prompt tokens processed as one batch (0: skip the prompt test).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
     pub n_prompt: usize,
@@ -121,8 +119,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.n_prompt == 0 && a.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
-    let file = load::open_gguf(&a.model)?;
-    let model = load::model(&file, &a.model, threads)?;
+    let path = a.model.resolve()?;
+    let file = load::open_gguf(&path)?;
+    let model = load::model(&file, &path, threads)?;
     if a.n_prompt.max(a.n_gen) > model.info().n_ctx_train.max(1 << 20) {
         bail!("test sizes exceed what the model can hold");
     }
@@ -134,8 +133,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         results.push(run_test(&*model, 0, a.n_gen, a.reps).context("generation test failed")?);
     }
     let info = model.info();
-    let name = a
-        .model
+    let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();

@@ -21,9 +21,8 @@ use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {
-    /// Model file (GGUF). Without it, the default model is fetched once into the cache.
-    #[arg(short = 'm', long = "model")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: load::ModelArgs,
     /// A system message that opens the conversation.
     #[arg(long = "system")]
     pub system: Option<String>,
@@ -381,7 +380,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
                 .with_context(|| format!("cannot read the chat template {}", p.display()))
         })
         .transpose()?;
-    let path = load::resolve_model(a.model.as_deref())?;
+    let path = a.model.resolve()?;
     let file = load::open_gguf(&path)?;
     let tok = load::tokenizer(&file, &path)?;
     check_logit_bias(&sampling, &tok)?;

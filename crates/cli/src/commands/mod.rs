@@ -1,8 +1,11 @@
 pub mod bench;
 pub mod chat;
 pub mod inspect;
+pub mod list;
 pub mod perplexity;
+pub mod pull;
 pub mod quantize;
+pub mod rm;
 pub mod run;
 pub mod serve;
 pub mod template;

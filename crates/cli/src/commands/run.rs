@@ -157,9 +157,8 @@ pub fn max_tokens(n: i64) -> Result<Option<usize>> {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Model file (GGUF). Without it, the default model is fetched once into the cache.
-    #[arg(short = 'm', long = "model")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: load::ModelArgs,
     /// Prompt text (with --tools: the user's message).
     #[arg(short = 'p', long = "prompt")]
     pub prompt: String,
@@ -273,7 +272,7 @@ fn random_seed() -> u64 {
 
 pub fn run(a: RunArgs) -> Result<()> {
     let cfg = validate(&a)?;
-    let path = load::resolve_model(a.model.as_deref())?;
+    let path = a.model.resolve()?;
     let file = load::open_gguf(&path)?;
     let tok = load::tokenizer(&file, &path)?;
     check_logit_bias(&cfg.sampling, &tok)?;

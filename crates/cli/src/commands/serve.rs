@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Model file (GGUF). Without it, the default model is fetched once into the cache.
-    #[arg(short = 'm', long = "model")]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: load::ModelArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -67,7 +66,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => None,
     };
 
-    let path = load::resolve_model(a.model.as_deref())?;
+    let path = a.model.resolve()?;
     let file = load::open_gguf(&path)?;
     let tokenizer = Arc::new(load::tokenizer(&file, &path)?);
     let template = match &template_src {
