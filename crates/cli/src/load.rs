@@ -96,7 +96,18 @@ pub fn expand_hf_shorthands(
     out
 }
 
+/// A GGUF file, or a Hugging Face checkpoint directory converted in memory
+/// (no file is written; the weights keep the checkpoint's BF16/F16, as
+/// `edgellama convert` does by default).
 pub fn open_gguf(path: &Path) -> Result<Arc<GgufFile>> {
+    if path.is_dir() {
+        let conv = edgellama_convert::Converter::open(path, edgellama_convert::OutType::Auto)
+            .with_context(|| format!("cannot convert the checkpoint {}", path.display()))?;
+        let file = conv
+            .to_gguf()
+            .with_context(|| format!("cannot convert the checkpoint {}", path.display()))?;
+        return Ok(Arc::new(file));
+    }
     let file =
         GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?;
     Ok(Arc::new(file))

@@ -38,6 +38,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Quantize a model file (llama-quantize's types and per-tensor choices).
     Quantize(commands::quantize::QuantizeArgs),
+    /// Convert a Hugging Face safetensors checkpoint to GGUF.
+    Convert(commands::convert::ConvertArgs),
     /// Download a model from the Hugging Face hub into its cache.
     Pull(commands::pull::PullArgs),
     /// List the models in the Hugging Face cache.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Convert(a) => commands::convert::run(a),
         Command::Pull(a) => commands::pull::run(a),
         Command::List(a) => commands::list::run(a),
         Command::Rm(a) => commands::rm::run(a),

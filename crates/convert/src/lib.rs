@@ -309,16 +309,18 @@ impl Converter {
 
     /// Writes the GGUF file to `out`, one tensor at a time; returns its size.
     pub fn write_to<W: Write>(&self, out: W) -> Result<u64, ConvertError> {
-        self.write_inner(out, &|source| ConvertError::Write {
+        let io_err = |source| ConvertError::Write {
             path: PathBuf::from("<output>"),
             source,
-        })
+        };
+        self.write_inner(out, &io_err, &mut |_, _| {})
     }
 
     fn write_inner<W: Write>(
         &self,
         out: W,
         io_err: &dyn Fn(std::io::Error) -> ConvertError,
+        done: &mut dyn FnMut(usize, &PlannedTensor),
     ) -> Result<u64, ConvertError> {
         let largest = self
             .tensors
@@ -359,7 +361,7 @@ impl Converter {
             pos: 0,
         };
         out.put(&header.bytes).map_err(io_err)?;
-        for (t, &offset) in self.tensors.iter().zip(&offsets) {
+        for (i, (t, &offset)) in self.tensors.iter().zip(&offsets).enumerate() {
             out.zeros_until(header_len + offset).map_err(io_err)?;
             if out.pos != header_len + offset {
                 return Err(ConvertError::Internal {
@@ -373,6 +375,7 @@ impl Converter {
             }
             let data = self.tensor_data(t)?;
             out.put(&data).map_err(io_err)?;
+            done(i, t);
         }
         out.zeros_until(file_len).map_err(io_err)?;
         out.inner.flush().map_err(io_err)?;
@@ -387,6 +390,16 @@ impl Converter {
     /// Writes the file at `path` (through a temporary file beside it, renamed
     /// when complete).
     pub fn write_to_path(&self, path: impl AsRef<Path>) -> Result<u64, ConvertError> {
+        self.write_to_path_with_progress(path, &mut |_, _| {})
+    }
+
+    /// Like [`Converter::write_to_path`], calling `done(index, tensor)` after
+    /// each tensor is written.
+    pub fn write_to_path_with_progress(
+        &self,
+        path: impl AsRef<Path>,
+        done: &mut dyn FnMut(usize, &PlannedTensor),
+    ) -> Result<u64, ConvertError> {
         let path = path.as_ref();
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
         tmp_name.push(".partial");
@@ -396,7 +409,7 @@ impl Converter {
             source,
         };
         let file = std::fs::File::create(&tmp).map_err(err)?;
-        let written = self.write_inner(file, &err).and_then(|n| {
+        let written = self.write_inner(file, &err, done).and_then(|n| {
             std::fs::rename(&tmp, path).map_err(err)?;
             Ok(n)
         });
@@ -432,7 +445,7 @@ impl Converter {
                         .ok_or_else(|| ConvertError::MissingTensor {
                             tensor: name.clone(),
                         })?;
-                let rows = row_plan(&view.shape.to_vec(), *permute_heads, &t.name)?;
+                let rows = row_plan(view.shape, *permute_heads, &t.name)?;
                 tensors::encode(&view, rows, t.ggml_type, &t.name, self.threads)
             }
         }
