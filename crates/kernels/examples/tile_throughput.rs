@@ -68,7 +68,7 @@ fn main() {
             ) else {
                 continue;
             };
-            if n % t.block_size() as usize != 0 {
+            if !n.is_multiple_of(t.block_size()) {
                 continue;
             }
             let (Some(batch), Some(tile)) = (k.vec_dot_batch(t), k.vec_dot_tile(t)) else {

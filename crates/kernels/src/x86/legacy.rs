@@ -206,8 +206,32 @@ macro_rules! legacy_dot {
             }
             let full = nb / 4 * 4;
             let mut i = 0;
+            // Whole groups, written out block by block so that the tile's
+            // accumulators stay in registers.
             while i < full {
-                group!(i, 4);
+                let mut sy = [_mm256_setzero_ps(); C];
+                for c in 0..C {
+                    let yb = &y[c][i..i + 4];
+                    let h = [yb[0].d, yb[1].d, yb[2].d, yb[3].d].map(|h| h.to_bits());
+                    sy[c] = f16x4_twice(pack4(h));
+                }
+                for r in 0..R {
+                    let xb = &x[r][i..i + 4];
+                    let w = [$unpack(&xb[0]), $unpack(&xb[1]), $unpack(&xb[2]), $unpack(&xb[3])];
+                    let h = [xb[0].d, xb[1].d, xb[2].d, xb[3].d].map(|h| h.to_bits());
+                    let sx = f16x4_twice(pack4(h));
+                    for c in 0..C {
+                        let yb = &y[c][i..i + 4];
+                        let sums = $reduce(
+                            $dot(&w[0], &yb[0]),
+                            $dot(&w[1], &yb[1]),
+                            $dot(&w[2], &yb[2]),
+                            $dot(&w[3], &yb[3]),
+                        );
+                        acc[r][c] =
+                            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(sx, sy[c]), acc[r][c]);
+                    }
+                }
                 i += 4;
             }
             if full < nb {
@@ -274,8 +298,37 @@ macro_rules! legacy_dot {
             }
             let full = nb / 4 * 4;
             let mut i = 0;
+            // Whole groups, written out block by block so that the tile's
+            // accumulators stay in registers.
             while i < full {
-                group!(i, 4);
+                let mut sy = [_mm256_setzero_ps(); C];
+                for c in 0..C {
+                    let yb = &y[c][i..i + 4];
+                    sy[c] = f16x8(
+                        pair2(yb[0].d, yb[0].s, yb[1].d, yb[1].s),
+                        pair2(yb[2].d, yb[2].s, yb[3].d, yb[3].s),
+                    );
+                }
+                for r in 0..R {
+                    let xb = &x[r][i..i + 4];
+                    let w = [$unpack(&xb[0]), $unpack(&xb[1]), $unpack(&xb[2]), $unpack(&xb[3])];
+                    let sx = f16x8(
+                        pair2(xb[0].d, xb[0].m, xb[1].d, xb[1].m),
+                        pair2(xb[2].d, xb[2].m, xb[3].d, xb[3].m),
+                    );
+                    for c in 0..C {
+                        let yb = &y[c][i..i + 4];
+                        let sums = $reduce(
+                            $dot(&w[0], &yb[0]),
+                            $dot(&w[1], &yb[1]),
+                            $dot(&w[2], &yb[2]),
+                            $dot(&w[3], &yb[3]),
+                        );
+                        let ds = _mm256_mul_ps(sx, sy[c]);
+                        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), even_lanes(ds), acc[r][c]);
+                        acc_m[r][c] = _mm256_add_ps(acc_m[r][c], ds);
+                    }
+                }
                 i += 4;
             }
             if full < nb {
