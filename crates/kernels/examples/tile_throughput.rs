@@ -68,7 +68,7 @@ fn main() {
             ) else {
                 continue;
             };
-            if !n.is_multiple_of(t.block_size()) {
+            if n % t.block_size() != 0 {
                 continue;
             }
             let (Some(batch), Some(tile)) = (k.vec_dot_batch(t), k.vec_dot_tile(t)) else {
