@@ -153,9 +153,35 @@ fn render(
     if let Some(t) = tools {
         req = req.with_tools(t);
     }
-    st.template
-        .render(&req)
-        .map_err(|e| ApiError::bad_param("messages", e.to_string()))
+    match st.template.render(&req) {
+        Ok(text) => Ok(text),
+        // Templates written without tool calls in mind fail on an assistant
+        // message that has calls and no content: give it the calls as text,
+        // in the form the tool-call parser reads back.
+        Err(e) if req.messages.iter().any(|m| m.tool_calls.is_some()) => {
+            for m in req.messages.iter_mut() {
+                if let (None, Some(calls)) = (&m.content, &m.tool_calls) {
+                    let text: Vec<String> = calls
+                        .iter()
+                        .map(|c| {
+                            let args = match &c.function.arguments {
+                                Value::String(s) => {
+                                    serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
+                                }
+                                v => v.clone(),
+                            };
+                            json!({"name": c.function.name, "parameters": args}).to_string()
+                        })
+                        .collect();
+                    m.content = Some(MessageContent::Text(text.join("\n")));
+                }
+            }
+            st.template
+                .render(&req)
+                .map_err(|_| ApiError::bad_param("messages", e.to_string()))
+        }
+        Err(e) => Err(ApiError::bad_param("messages", e.to_string())),
+    }
 }
 
 /// Tokens of a rendered prompt with exactly one BOS: templates write the

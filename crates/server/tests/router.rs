@@ -514,7 +514,34 @@ async fn a_full_queue_answers_503_with_retry_after() {
         max_queue: 0,
         ..small_config(1)
     };
-    let (app, _) = app_with(config, ServerConfig::default());
+    let (app, state) = app_with(config, ServerConfig::default());
+    // A free slot takes the request even with no waiting room.
+    let (s, _) = post_json(
+        &app,
+        "/v1/chat/completions",
+        chat("hi", json!({"max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // Hold the only slot with a stream that cannot end by itself.
+    let l = loaded();
+    let bias: serde_json::Map<String, Value> = l
+        .tokenizer
+        .eog_ids()
+        .iter()
+        .map(|id| (id.to_string(), json!(-100)))
+        .collect();
+    let body = chat(
+        "Tell me a story.",
+        json!({"stream": true, "max_tokens": null, "logit_bias": bias}),
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v1/chat/completions")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let mut held = app.clone().oneshot(req).await.unwrap().into_body();
+    held.frame().await.expect("a frame").expect("frame ok");
     let (s, h, b) = send(
         &app,
         "POST",
@@ -525,6 +552,13 @@ async fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h[header::RETRY_AFTER], "1");
     assert_openai_error(&serde_json::from_slice(&b).unwrap(), "server_error");
+    let m = state.engine.metrics();
+    assert_eq!(
+        m.requests_rejected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

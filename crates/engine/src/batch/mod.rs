@@ -48,7 +48,8 @@ pub struct EngineConfig {
     pub n_parallel: usize,
     /// Positions per slot: prompt and reply together.
     pub n_ctx: usize,
-    /// Requests waiting for a slot before [`SubmitError::QueueFull`].
+    /// Requests that may wait while every slot is busy; one more gets
+    /// [`SubmitError::QueueFull`].
     pub max_queue: usize,
     /// Tokens per forward step, decode tokens and prompt chunks together:
     /// bounds how long a long prompt can hold up the others.
@@ -298,9 +299,11 @@ impl EngineHandle {
             tx,
             submitted: Instant::now(),
         };
-        self.inner
-            .shared
-            .push(pending, self.inner.config.max_queue)?;
+        self.inner.shared.push(
+            pending,
+            self.inner.config.n_parallel,
+            self.inner.config.max_queue,
+        )?;
         Ok(rx)
     }
 }

@@ -23,6 +23,8 @@ pub(super) struct Pending {
 
 struct Queue {
     pending: VecDeque<Pending>,
+    /// Requests taken from `pending` and not yet finished: they hold slots.
+    busy: usize,
     shutdown: bool,
 }
 
@@ -38,6 +40,7 @@ impl Shared {
         Shared {
             queue: Mutex::new(Queue {
                 pending: VecDeque::new(),
+                busy: 0,
                 shutdown: false,
             }),
             wake: Condvar::new(),
@@ -52,12 +55,15 @@ impl Shared {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn push(&self, p: Pending, max_queue: usize) -> Result<(), SubmitError> {
+    /// Queues `p` unless `max_queue` requests already wait with every
+    /// one of the `n_slots` slots busy.
+    pub fn push(&self, p: Pending, n_slots: usize, max_queue: usize) -> Result<(), SubmitError> {
         let mut q = self.lock();
         if q.shutdown {
             return Err(SubmitError::ShutDown);
         }
-        if q.pending.len() >= max_queue {
+        let free = n_slots.saturating_sub(q.busy);
+        if q.pending.len() >= max_queue + free {
             self.metrics
                 .requests_rejected
                 .fetch_add(1, Ordering::Relaxed);
@@ -71,6 +77,12 @@ impl Shared {
         drop(q);
         self.wake.notify_one();
         Ok(())
+    }
+
+    /// A request taken from the queue has finished (or was dropped).
+    fn release(&self) {
+        let mut q = self.lock();
+        q.busy = q.busy.saturating_sub(1);
     }
 
     pub fn shut_down(&self) {
@@ -183,6 +195,7 @@ impl Scheduler {
                 let free = self.slots.iter().filter(|s| s.active.is_none()).count();
                 let n = free.min(q.pending.len());
                 let taken: Vec<Pending> = q.pending.drain(..n).collect();
+                q.busy += n;
                 self.metrics()
                     .queue_depth
                     .store(q.pending.len(), Ordering::Relaxed);
@@ -238,6 +251,7 @@ impl Scheduler {
             self.metrics()
                 .requests_cancelled
                 .fetch_add(1, Ordering::Relaxed);
+            self.shared.release();
             return;
         }
         let Pending {
@@ -261,12 +275,14 @@ impl Scheduler {
         let Some((reuse, _, i)) = best else {
             // Admission only takes as many requests as there are free slots.
             let _ = tx.send(Event::Error("no free slot".into()));
+            self.shared.release();
             return;
         };
         let sampler = match Sampler::new(&req.sampling) {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Event::Error(e.to_string()));
+                self.shared.release();
                 return;
             }
         };
@@ -317,6 +333,7 @@ impl Scheduler {
                     .metrics
                     .requests_cancelled
                     .fetch_add(1, Ordering::Relaxed);
+                self.shared.release();
             }
         }
     }
@@ -412,6 +429,7 @@ impl Scheduler {
                     let slot = &mut self.slots[i];
                     if let Some(a) = slot.active.take() {
                         let _ = a.tx.send(Event::Error(e.to_string()));
+                        self.shared.release();
                     }
                     slot.state.truncate(0);
                     slot.cached.clear();
@@ -451,11 +469,13 @@ impl Scheduler {
                 Outcome::Finished(reason) => {
                     if let Some(a) = slot.active.take() {
                         finish(a, reason);
+                        self.shared.release();
                     }
                 }
                 Outcome::Failed(msg) => {
                     if let Some(a) = slot.active.take() {
                         let _ = a.tx.send(Event::Error(msg));
+                        self.shared.release();
                     }
                     self.shared
                         .metrics
