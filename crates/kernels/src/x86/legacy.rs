@@ -424,7 +424,7 @@ macro_rules! tile_loop {
         let yr = |c: usize| &y[c * per_row..(c + 1) * per_row];
         // Weight rows in bands that stay in L1 while the activations of a
         // tile column are reused against each of them.
-        let band = (TILE_BAND_BYTES / (per_row * size_of_val(&x[0]))).max($tr);
+        let band = (TILE_BAND_BYTES / (per_row * size_of_val(&x[0])) / $tr * $tr).max($tr);
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + band).min(rows);
