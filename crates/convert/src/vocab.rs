@@ -2,7 +2,7 @@
 //! as llama.cpp's converter writes a byte-level BPE vocabulary
 //! (`TextModel._set_vocab_gpt2`, `get_vocab_base`, gguf-py's `SpecialVocab`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use edgellama_gguf::MetadataValue;
 use edgellama_tokenizer::Tokenizer;
@@ -575,7 +575,7 @@ fn set(md: &mut Vec<(String, MetadataValue)>, key: &str, v: MetadataValue) {
 fn token_list(
     tj: &Value,
     tok: &Tokenizer,
-    path: &PathBuf,
+    path: &Path,
     vocab_size: u64,
 ) -> Result<(Vec<String>, Vec<i32>), ConvertError> {
     struct Added {
@@ -602,7 +602,7 @@ fn token_list(
     let entries = vocab.len() + added.len();
     if n > 2 * entries + 1024 {
         return Err(ConvertError::BadConfig {
-            path: path.clone(),
+            path: path.to_owned(),
             message: format!("vocab_size {vocab_size} is far beyond the {entries} tokens defined"),
         });
     }
@@ -613,7 +613,7 @@ fn token_list(
             .ok()
             .filter(|&i| i < n)
             .ok_or(ConvertError::VocabTooSmall {
-                path: path.clone(),
+                path: path.to_owned(),
                 id,
                 vocab_size,
             })?;

@@ -31,7 +31,8 @@ Writes, beside this script:
                          llama-simple prints from the reference file and from
                          `edgellama convert`'s, and whether the two files are
                          byte-identical; edgellama's own greedy output from
-                         `run -m DIR` and `run -m converted.gguf`.
+                         `run -m DIR` and `run -m converted.gguf` (for the
+                         default --outtype), compared with llama-simple's.
 """
 
 from __future__ import annotations
@@ -105,19 +106,28 @@ def dump(path: Path, gguf) -> dict:
     }
 
 
-def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def run(cmd: list[str]) -> bytes:
     print("+", " ".join(str(c) for c in cmd), file=sys.stderr)
-    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)
+    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True).stdout
 
 
-def llama_simple(bin_dir: Path, model: Path) -> str:
-    p = run([bin_dir / "llama-simple", "-m", model, "-n", str(N_PREDICT), PROMPT])
-    return p.stdout
+def text(b: bytes) -> str:
+    # Token pieces may split a UTF-8 character: keep the bytes visible.
+    return b.decode("utf-8", errors="backslashreplace")
 
 
-def edgellama_run(exe: Path, model: Path) -> str:
-    p = run([exe, "run", "-m", model, "-p", PROMPT, "-n", str(N_PREDICT), "--temp", "0", "-t", "2"])
-    return p.stdout
+def llama_simple(bin_dir: Path, model: Path) -> bytes:
+    """The greedy continuation llama-simple prints after its echo of the prompt."""
+    out = run([bin_dir / "llama-simple", "-m", model, "-n", str(N_PREDICT), PROMPT])
+    echo = ("<|begin_of_text|>" + PROMPT).encode()
+    if not out.startswith(echo):
+        raise RuntimeError(f"llama-simple did not echo the prompt: {out[:80]!r}")
+    return out[len(echo):].rstrip(b"\n")
+
+
+def edgellama_run(exe: Path, model: Path) -> bytes:
+    out = run([exe, "run", "-m", model, "-p", PROMPT, "-n", str(N_PREDICT), "--temp", "0", "-t", "2"])
+    return out.rstrip(b"\n")
 
 
 def llama_commit(llama: Path) -> str:
@@ -165,16 +175,23 @@ def main() -> None:
             ours = work / "ours" / f"{name}-{outtype}.gguf"
             ours.parent.mkdir(parents=True, exist_ok=True)
             run([args.edgellama, "convert", hf / name, "-o", ours, "--outtype", outtype])
+            ref_text = llama_simple(llama / "build" / "bin", ref)
+            ours_text = llama_simple(llama / "build" / "bin", ours)
             rec = {
                 "checkpoint": name,
                 "outtype": outtype,
                 "identical_files": ours.read_bytes() == ref.read_bytes(),
-                "llama_simple_reference": llama_simple(llama / "build" / "bin", ref),
-                "llama_simple_ours": llama_simple(llama / "build" / "bin", ours),
+                "llama_simple_reference": text(ref_text),
+                "llama_simple_ours": text(ours_text),
+                "llama_simple_same": ref_text == ours_text,
             }
             if outtype == "auto":
-                rec["edgellama_run_dir"] = edgellama_run(args.edgellama, hf / name)
-                rec["edgellama_run_converted"] = edgellama_run(args.edgellama, ours)
+                run_dir = edgellama_run(args.edgellama, hf / name)
+                run_file = edgellama_run(args.edgellama, ours)
+                rec["edgellama_run_dir"] = text(run_dir)
+                rec["edgellama_run_converted"] = text(run_file)
+                rec["edgellama_dir_same_as_converted"] = run_dir == run_file
+                rec["edgellama_same_as_llama_simple"] = run_dir == ref_text
             outputs["runs"].append(rec)
         golden["checkpoints"][name] = entry
 

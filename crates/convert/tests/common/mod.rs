@@ -318,20 +318,33 @@ pub fn write_variant(out: &Path, name: &str) -> Vec<SourceRecord> {
     records
 }
 
-/// The three checkpoints, written once per test binary.
+/// The three checkpoints, generated once into the target directory and
+/// reused (a `.complete` marker is written after their tensors were checked
+/// against make_tiny_hf.py's records). Bump the version when the generator
+/// changes.
 pub fn tiny_checkpoints() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     DIR.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("convert-tiny-hf-{}", std::process::id()));
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmp.join("convert-tiny-hf-v1");
+        if dir.join(".complete").is_file() {
+            return dir;
+        }
+        let work = tmp.join(format!("convert-tiny-hf-v1.{}", std::process::id()));
         for (name, ..) in VARIANTS {
-            let records = write_variant(&out, name);
+            let records = write_variant(&work, name);
             let expected = &golden()["checkpoints"][name]["source_tensors"];
             check_source_records(name, &records, expected);
         }
-        out
+        std::fs::write(work.join(".complete"), b"").unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::rename(&work, &dir).is_err() {
+            // Another test process finished first: use its copy.
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        dir
     })
 }
 

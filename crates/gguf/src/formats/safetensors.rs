@@ -495,7 +495,8 @@ mod tests {
         let one = |dtype: &str, shape: &str, offs: &str| {
             format!(r#"{{"t":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offs}}}}}"#)
         };
-        let cases: Vec<(Vec<u8>, fn(&FormatError) -> bool)> = vec![
+        type Check = fn(&FormatError) -> bool;
+        let cases: Vec<(Vec<u8>, Check)> = vec![
             (vec![1, 2, 3], |e| {
                 matches!(e, FormatError::TooShort { len: 3, .. })
             }),
