@@ -486,15 +486,6 @@ fn plan_tensors(
     outtype: OutType,
 ) -> Result<Vec<PlannedTensor>, ConvertError> {
     let mut planned = Vec::new();
-    if let Some(freqs) = llama::rope_freqs(cfg) {
-        planned.push(PlannedTensor {
-            name: "rope_freqs.weight".into(),
-            dims: vec![freqs.len() as u64],
-            ggml_type: GgmlType::F32,
-            source_name: None,
-            source: Source::Values(freqs),
-        });
-    }
     let mut seen: HashMap<String, String> = HashMap::new();
     for (_, t) in ck.tensors() {
         let (gguf_name, permute_heads) = match llama::map_name(&t.name, cfg)? {
@@ -555,10 +546,22 @@ fn plan_tensors(
             name: gguf_name,
         });
     }
-    for required in llama::required_tensors(cfg) {
-        if !seen.contains_key(&required) {
-            return Err(ConvertError::MissingTensor { tensor: required });
-        }
+    if let Some(tensor) = llama::first_missing(cfg, ck.len(), |n| seen.contains_key(n)) {
+        return Err(ConvertError::MissingTensor { tensor });
+    }
+    // Generated first, as the converter does; computed only now that the
+    // shapes have confirmed head_dim.
+    if let Some(freqs) = llama::rope_freqs(cfg) {
+        planned.insert(
+            0,
+            PlannedTensor {
+                name: "rope_freqs.weight".into(),
+                dims: vec![freqs.len() as u64],
+                ggml_type: GgmlType::F32,
+                source_name: None,
+                source: Source::Values(freqs),
+            },
+        );
     }
     Ok(planned)
 }

@@ -270,8 +270,9 @@ pub fn map_name(hf_name: &str, cfg: &LlamaConfig) -> Result<Mapped, ConvertError
 /// The checkpoint (row-major) shape the config implies for a GGUF tensor.
 pub fn expected_shape(gguf_name: &str, cfg: &LlamaConfig) -> Option<Vec<u64>> {
     let e = cfg.hidden_size;
-    let q = cfg.num_attention_heads * cfg.head_dim;
-    let kv = cfg.num_key_value_heads * cfg.head_dim;
+    // Saturating: a hostile config must not overflow; it just matches nothing.
+    let q = cfg.num_attention_heads.saturating_mul(cfg.head_dim);
+    let kv = cfg.num_key_value_heads.saturating_mul(cfg.head_dim);
     let ff = cfg.intermediate_size;
     let (stem, suffix) = gguf_name.rsplit_once('.')?;
     let kind = stem.rsplit('.').next()?;
@@ -292,14 +293,21 @@ pub fn expected_shape(gguf_name: &str, cfg: &LlamaConfig) -> Option<Vec<u64>> {
     })
 }
 
-/// The tensors every Llama checkpoint has (`output` is optional: without it
-/// the embeddings are tied).
-pub fn required_tensors(cfg: &LlamaConfig) -> Vec<String> {
-    let mut names = vec![
-        "token_embd.weight".to_owned(),
-        "output_norm.weight".to_owned(),
-    ];
-    for i in 0..cfg.num_hidden_layers {
+/// The first tensor every Llama checkpoint has (`output` is optional:
+/// without it the embeddings are tied) that `present` lacks. Layers are
+/// visited up to one past the number of tensors, so a hostile layer count
+/// costs nothing.
+pub fn first_missing(
+    cfg: &LlamaConfig,
+    n_tensors: usize,
+    present: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let fixed = ["token_embd.weight", "output_norm.weight"];
+    if let Some(f) = fixed.iter().find(|n| !present(n)) {
+        return Some((*f).to_owned());
+    }
+    let layers = cfg.num_hidden_layers.min(n_tensors as u64 + 1);
+    for i in 0..layers {
         for t in [
             "attn_norm",
             "attn_q",
@@ -311,10 +319,13 @@ pub fn required_tensors(cfg: &LlamaConfig) -> Vec<String> {
             "ffn_up",
             "ffn_down",
         ] {
-            names.push(format!("blk.{i}.{t}.weight"));
+            let name = format!("blk.{i}.{t}.weight");
+            if !present(&name) {
+                return Some(name);
+            }
         }
     }
-    names
+    None
 }
 
 /// `LlamaModel.permute`: within each head, rows `[x0..x(d/2), y0..y(d/2)]`

@@ -140,6 +140,28 @@ fn structural_problems_are_named() {
             |e| matches!(e, ConvertError::BadConfig { .. }),
         ),
         (
+            "a huge layer count (regression: must not allocate per layer)",
+            Box::new(|c, _| c["num_hidden_layers"] = json!(1u64 << 60)),
+            |e| matches!(e, ConvertError::MissingTensor { tensor } if tensor == "blk.1.attn_norm.weight"),
+        ),
+        (
+            "a huge head_dim with llama3 RoPE (regression: rope_freqs must not be sized from it)",
+            Box::new(|c, _| {
+                c["head_dim"] = json!(1u64 << 40);
+                c["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
+            }),
+            |e| matches!(e, ConvertError::ShapeMismatch { .. }),
+        ),
+        (
+            "heads times head_dim overflowing 64 bits",
+            Box::new(|c, _| {
+                c["num_attention_heads"] = json!(1u64 << 40);
+                c["num_key_value_heads"] = json!(1u64 << 40);
+                c["head_dim"] = json!(1u64 << 40);
+            }),
+            |e| matches!(e, ConvertError::ShapeMismatch { .. }),
+        ),
+        (
             "a vocab_size beyond 32 bits",
             Box::new(|c, t| {
                 c["vocab_size"] = json!(1u64 << 33);
