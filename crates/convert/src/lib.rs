@@ -316,12 +316,9 @@ impl Converter {
         self.write_inner(out, &io_err, &mut |_, _| {})
     }
 
-    fn write_inner<W: Write>(
-        &self,
-        out: W,
-        io_err: &dyn Fn(std::io::Error) -> ConvertError,
-        done: &mut dyn FnMut(usize, &PlannedTensor),
-    ) -> Result<u64, ConvertError> {
+    /// The header bytes, each tensor's offset in the data section and the
+    /// file length, computed before any tensor is converted.
+    fn file_layout(&self) -> Result<FileLayout, ConvertError> {
         let largest = self
             .tensors
             .iter()
@@ -354,14 +351,38 @@ impl Converter {
             })?,
         };
         w.write_to(&mut header)?;
-        drop(w);
+        Ok(FileLayout {
+            header: header.bytes,
+            offsets,
+            file_len,
+        })
+    }
 
+    fn write_inner<W: Write>(
+        &self,
+        out: W,
+        io_err: &dyn Fn(std::io::Error) -> ConvertError,
+        done: &mut dyn FnMut(usize, &PlannedTensor),
+    ) -> Result<u64, ConvertError> {
+        let layout = self.file_layout()?;
+        self.write_layout(&layout, out, io_err, done)
+    }
+
+    fn write_layout<W: Write>(
+        &self,
+        layout: &FileLayout,
+        out: W,
+        io_err: &dyn Fn(std::io::Error) -> ConvertError,
+        done: &mut dyn FnMut(usize, &PlannedTensor),
+    ) -> Result<u64, ConvertError> {
+        let header_len = layout.header.len() as u64;
+        let (offsets, file_len) = (&layout.offsets, layout.file_len);
         let mut out = Counted {
             inner: std::io::BufWriter::with_capacity(1 << 20, out),
             pos: 0,
         };
-        out.put(&header.bytes).map_err(io_err)?;
-        for (i, (t, &offset)) in self.tensors.iter().zip(&offsets).enumerate() {
+        out.put(&layout.header).map_err(io_err)?;
+        for (i, (t, &offset)) in self.tensors.iter().zip(offsets).enumerate() {
             out.zeros_until(header_len + offset).map_err(io_err)?;
             if out.pos != header_len + offset {
                 return Err(ConvertError::Internal {
@@ -421,8 +442,16 @@ impl Converter {
 
     /// The whole file in memory.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ConvertError> {
-        let mut out = Vec::new();
-        self.write_to(&mut out)?;
+        let layout = self.file_layout()?;
+        let len = usize::try_from(layout.file_len).map_err(|_| ConvertError::Internal {
+            what: "the file is larger than the address space".into(),
+        })?;
+        let mut out = Vec::with_capacity(len);
+        let io_err = |source| ConvertError::Write {
+            path: PathBuf::from("<memory>"),
+            source,
+        };
+        self.write_layout(&layout, &mut out, &io_err, &mut |_, _| {})?;
         Ok(out)
     }
 
@@ -564,6 +593,14 @@ fn plan_tensors(
         );
     }
     Ok(planned)
+}
+
+struct FileLayout {
+    header: Vec<u8>,
+    /// Per tensor, relative to the data section (which starts right after
+    /// the header, itself padded to the alignment).
+    offsets: Vec<u64>,
+    file_len: u64,
 }
 
 /// Keeps the first `limit` bytes written and discards the rest.
