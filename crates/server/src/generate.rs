@@ -97,7 +97,7 @@ pub fn sampling(c: &Common, n_vocab: usize) -> Result<SamplingParams, ApiError> 
         p.repeat_penalty = v.max(f32::MIN_POSITIVE);
     }
     if let Some(v) = c.repeat_last_n {
-        p.penalty_last_n = v.min(1 << 20) as usize;
+        p.penalty_last_n = v.min(1 << 16) as usize;
     }
     p.seed = c.seed.unwrap_or_else(random_seed);
     if let Some(bias) = &c.logit_bias {

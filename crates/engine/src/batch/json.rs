@@ -81,6 +81,10 @@ const MAX_DEPTH: usize = 64;
 /// Whitespace bytes in a row: enough for pretty-printing, not for a model
 /// stuck emitting blanks.
 const MAX_WS: u8 = 24;
+/// Nested `anyOf`/`$ref` expansions for one byte, and calls in all: a
+/// schema whose alternatives refer to themselves cannot run away.
+const MAX_RECURSION: u32 = 32;
+const MAX_WORK: u32 = 4096;
 /// Characters of one number.
 const MAX_NUMBER_LEN: u8 = 32;
 
@@ -508,8 +512,9 @@ fn is_ws(b: u8) -> bool {
 
 impl Schema {
     /// Feeds one byte to `s`; pushes every way it can go on to `out`.
-    fn feed(&self, mut s: Stack, b: u8, out: &mut Vec<Stack>, depth: u32) {
-        if depth > 16 {
+    fn feed(&self, mut s: Stack, b: u8, out: &mut Vec<Stack>, depth: u32, work: &mut u32) {
+        *work += 1;
+        if depth > MAX_RECURSION || *work > MAX_WORK {
             return;
         }
         let Some(&top) = s.frames.last() else {
@@ -535,7 +540,7 @@ impl Schema {
                     return;
                 }
                 s.frames.pop();
-                self.start_value(s, node, b, out, depth);
+                self.start_value(s, node, b, out, depth, work);
             }
             Frame::Obj {
                 node,
@@ -639,7 +644,7 @@ impl Schema {
                     ArrSt::ValueOrEnd | ArrSt::Value if count < *max && b != b']' => {
                         set(&mut s, ArrSt::InValue, count + 1);
                         s.frames.push(Frame::Value(*items));
-                        self.feed(s, b, out, depth + 1);
+                        self.feed(s, b, out, depth + 1, work);
                     }
                     _ => {}
                 }
@@ -752,7 +757,7 @@ impl Schema {
                         let mut done = Vec::new();
                         self.child_done(s, &mut done);
                         for t in done {
-                            self.feed(t, b, out, depth + 1);
+                            self.feed(t, b, out, depth + 1, work);
                         }
                     }
                     None => {}
@@ -819,7 +824,19 @@ impl Schema {
     }
 
     /// A value of `node` starts with byte `b` (not whitespace).
-    fn start_value(&self, mut s: Stack, node: NodeId, b: u8, out: &mut Vec<Stack>, depth: u32) {
+    fn start_value(
+        &self,
+        mut s: Stack,
+        node: NodeId,
+        b: u8,
+        out: &mut Vec<Stack>,
+        depth: u32,
+        work: &mut u32,
+    ) {
+        *work += 1;
+        if depth > MAX_RECURSION || *work > MAX_WORK {
+            return;
+        }
         let deep = s.frames.len() >= MAX_DEPTH;
         match self.node(node) {
             Node::Any => {
@@ -832,7 +849,7 @@ impl Schema {
                     b'n' => NULL,
                     _ => return,
                 };
-                self.start_value(s, n, b, out, depth + 1);
+                self.start_value(s, n, b, out, depth + 1, work);
             }
             Node::Object { .. } if b == b'{' && !deep => {
                 s.frames.push(Frame::Obj {
@@ -867,7 +884,7 @@ impl Schema {
                     integer: *integer,
                     len: 0,
                 });
-                self.feed(s, b, out, depth + 1);
+                self.feed(s, b, out, depth + 1, work);
             }
             Node::Literal(cands) => {
                 for (i, c) in cands.iter().enumerate() {
@@ -888,7 +905,7 @@ impl Schema {
             }
             Node::AnyOf(alts) => {
                 for &a in alts {
-                    self.start_value(s.clone(), a, b, out, depth + 1);
+                    self.start_value(s.clone(), a, b, out, depth + 1, work);
                 }
             }
             _ => {}
@@ -963,7 +980,8 @@ impl JsonConstraint {
         let mut next = Vec::new();
         for &b in bytes {
             for s in cur.drain(..) {
-                self.schema.feed(s, b, &mut next, 0);
+                let mut work = 0;
+                self.schema.feed(s, b, &mut next, 0, &mut work);
             }
             if next.len() > 1 {
                 dedup(&mut next);
@@ -1122,6 +1140,68 @@ mod tests {
         assert!(matches!(e, Err(JsonSchemaError::Unsupported { .. })));
         let e = JsonConstraint::from_schema(&json!({"$ref": "#/nowhere"}));
         assert!(matches!(e, Err(JsonSchemaError::Invalid { .. })));
+    }
+
+    /// Mutated JSON texts: the constraint accepts exactly those that
+    /// serde_json reads as an object (within the whitespace and number
+    /// limits, which the seeds stay far from).
+    #[test]
+    fn agrees_with_serde_json_on_mutated_objects() {
+        let seeds = [
+            r#"{"a": [1, -2.5e3, true, null], "b": {"c": "d\"e\u0041"}, "f": []}"#,
+            r#"{"x":{"y":{"z":[[],[{}],"é😀"]}},"n":0.0,"m":-0,"k":1E+2}"#,
+            "{\n  \"list\": [\n    \"one\",\n    \"two\"\n  ]\n}",
+        ];
+        let alphabet: Vec<char> = r#"{}[]:,"\ 0123456789-+.eEtrufalsn
+xé"#
+        .chars()
+        .collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        let c = JsonConstraint::object();
+        let (mut n_ok, mut n_bad) = (0, 0);
+        for _ in 0..3000 {
+            let mut t: Vec<char> = seeds[rnd(seeds.len())].chars().collect();
+            for _ in 0..1 + rnd(3) {
+                let at = rnd(t.len() + 1);
+                match rnd(3) {
+                    0 if at < t.len() => {
+                        t.remove(at);
+                    }
+                    1 => t.insert(at, alphabet[rnd(alphabet.len())]),
+                    _ if at < t.len() => t[at] = alphabet[rnd(alphabet.len())],
+                    _ => {}
+                }
+            }
+            let text: String = t.into_iter().collect();
+            let text = text.trim_end();
+            let want = serde_json::from_str::<serde_json::Map<String, Value>>(text).is_ok();
+            assert_eq!(accepts(&c, text), want, "{text:?}");
+            if want {
+                n_ok += 1
+            } else {
+                n_bad += 1
+            }
+        }
+        assert!(n_ok > 300 && n_bad > 300, "{n_ok} valid, {n_bad} invalid");
+    }
+
+    #[test]
+    fn self_referring_alternatives_stay_bounded() {
+        let schema = json!({
+            "$defs": {"a": {"anyOf": [{"$ref": "#/$defs/a"}, {"$ref": "#/$defs/a"}, {"type": "null"}]}},
+            "$ref": "#/$defs/a"
+        });
+        let c = JsonConstraint::from_schema(&schema).unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(accepts(&c, "null"));
+        assert!(!accepts(&c, "x"));
+        assert!(t0.elapsed().as_secs() < 5);
     }
 
     #[test]
