@@ -39,7 +39,10 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         );
     }
     if a.outfile.is_dir() {
-        bail!("-o {} is a directory; give a file name", a.outfile.display());
+        bail!(
+            "-o {} is a directory; give a file name",
+            a.outfile.display()
+        );
     }
 
     let start = Instant::now();
