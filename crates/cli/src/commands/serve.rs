@@ -86,8 +86,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         batch_tokens: a.batch_size,
     };
-    let engine = Engine::start(model, tokenizer.clone(), config)
-        .context("cannot start the engine")?;
+    let engine =
+        Engine::start(model, tokenizer.clone(), config).context("cannot start the engine")?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
         path.file_name()
             .map_or_else(|| "edgellama".into(), |n| n.to_string_lossy().into_owned())
