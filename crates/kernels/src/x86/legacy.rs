@@ -519,16 +519,11 @@ legacy_entries!(
 
 // ---- q8_0 / q8_1 activation quantizers -------------------------------------
 
-/// One block quantized as the scalar `quantize_row_q8_0`/`q8_1` does it:
-/// `d = amax / 127`, `q = (i8)(int)roundf(x / d)` with C's conversion
-/// (out-of-range and NaN give `i32::MIN`, whose low byte is kept).
-/// Returns `d` and the 32 quants, or `None` when the block holds an infinity
-/// or a NaN: the scalar `amax` then depends on where they sit, and the caller
-/// quantizes such a block with the scalar code.
+/// The 32 floats of a block and their largest magnitude, or `None` when the
+/// block holds an infinity or a NaN (whose handling the scalar code defines).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_block(x: &[f32]) -> Option<(f32, __m256i)> {
-    debug_assert_eq!(x.len(), QK);
+unsafe fn load_q8_block(x: &[f32]) -> Option<([__m256; 4], f32)> {
     if x.len() < QK {
         return None;
     }
@@ -558,7 +553,33 @@ unsafe fn q8_block(x: &[f32]) -> Option<(f32, __m256i)> {
     );
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     let m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    let amax = _mm_cvtss_f32(m);
+    Some((v, _mm_cvtss_f32(m)))
+}
+
+/// The low bytes of four vectors of `i32` quants, in element order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pack_quants(q: [__m256i; 4]) -> __m256i {
+    let q01 = _mm256_packus_epi32(q[0], q[1]);
+    let q23 = _mm256_packus_epi32(q[2], q[3]);
+    // The packs work per 128-bit lane; this restores element order.
+    _mm256_permutevar8x32_epi32(
+        _mm256_packus_epi16(q01, q23),
+        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
+    )
+}
+
+/// One block quantized as the scalar `quantize_row_q8_0`/`q8_1` does it:
+/// `d = amax / 127`, `q = (i8)(int)roundf(x / d)` with C's conversion
+/// (out-of-range and NaN give `i32::MIN`, whose low byte is kept).
+/// Returns `d` and the 32 quants, or `None` when the block holds an infinity
+/// or a NaN: the scalar `amax` then depends on where they sit, and the caller
+/// quantizes such a block with the scalar code.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block(x: &[f32]) -> Option<(f32, __m256i)> {
+    debug_assert_eq!(x.len(), QK);
+    let (v, amax) = load_q8_block(x)?;
 
     // The scalar code's expressions, so `d` and `id` are the same floats.
     let d = amax / 127.0;
@@ -581,47 +602,73 @@ unsafe fn q8_block(x: &[f32]) -> Option<(f32, __m256i)> {
         // Keep the low byte, as `as i8` does, so the packs cannot saturate.
         *qi = _mm256_and_si256(i, lowbyte);
     }
-    let q01 = _mm256_packus_epi32(q[0], q[1]);
-    let q23 = _mm256_packus_epi32(q[2], q[3]);
-    // The packs work per 128-bit lane; this restores element order.
-    let bytes = _mm256_permutevar8x32_epi32(
-        _mm256_packus_epi16(q01, q23),
-        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-    );
-    Some((d, bytes))
+    Some((d, pack_quants(q)))
 }
 
+/// `q8_0` rows with ggml's reference rounding (byte-identical to the scalar
+/// `quantize_row_q8_0`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
+    quantize_q8_0_rows::<false>(src, dst)
+}
+
+/// `q8_1` rows with ggml's reference rounding.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
+    quantize_q8_1_rows::<false>(src, dst)
+}
+
+/// `q8_0` rows, each block by [`q8_block_x86`] when `X86` (llama.cpp's SIMD
+/// rounding) or [`q8_block`] (the reference), falling back to the matching
+/// scalar twin for blocks with infinities or NaNs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_0_rows<const X86: bool>(src: &[f32], dst: &mut [u8]) {
     let blocks: &mut [BlockQ8_0] = as_blocks_mut(dst);
     for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
-        match q8_block(x) {
+        let block = if X86 { q8_block_x86(x) } else { q8_block(x) };
+        match block {
             Some((d, q)) => {
                 b.d = Half::from_f32(d);
                 // SAFETY: `qs` is 32 writable bytes.
                 _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
             }
             None => {
-                crate::scalar::legacy::quantize_row_q8_0(x, zerocopy::IntoBytes::as_mut_bytes(b))
+                let out = zerocopy::IntoBytes::as_mut_bytes(b);
+                if X86 {
+                    crate::scalar::legacy::quantize_row_q8_0_x86(x, out)
+                } else {
+                    crate::scalar::legacy::quantize_row_q8_0(x, out)
+                }
             }
         }
     }
 }
 
+/// `q8_1` rows as [`quantize_q8_0_rows`], with `s = d * sum(q)`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
+unsafe fn quantize_q8_1_rows<const X86: bool>(src: &[f32], dst: &mut [u8]) {
     let blocks: &mut [BlockQ8_1] = as_blocks_mut(dst);
     for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
-        match q8_block(x) {
+        let block = if X86 { q8_block_x86(x) } else { q8_block(x) };
+        match block {
             Some((d, q)) => {
                 b.d = Half::from_f32(d);
                 // SAFETY: `qs` is 32 writable bytes.
                 _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
                 let sum = super::simd::hsum_epi32(dot_u8x32_ones(q));
+                // The reference multiplies `sum * d`, the x86 path `d * sum`:
+                // the same product either way.
                 b.s = Half::from_f32(sum as f32 * d);
             }
             None => {
-                crate::scalar::legacy::quantize_row_q8_1(x, zerocopy::IntoBytes::as_mut_bytes(b))
+                let out = zerocopy::IntoBytes::as_mut_bytes(b);
+                if X86 {
+                    crate::scalar::legacy::quantize_row_q8_1_x86(x, out)
+                } else {
+                    crate::scalar::legacy::quantize_row_q8_1(x, out)
+                }
             }
         }
     }
@@ -633,35 +680,7 @@ pub unsafe fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_block_x86(x: &[f32]) -> Option<(f32, __m256i)> {
-    if x.len() < QK {
-        return None;
-    }
-    // SAFETY: `x` holds at least 32 floats, the four loads read 0..32.
-    let v = [
-        _mm256_loadu_ps(x.as_ptr()),
-        _mm256_loadu_ps(x.as_ptr().add(8)),
-        _mm256_loadu_ps(x.as_ptr().add(16)),
-        _mm256_loadu_ps(x.as_ptr().add(24)),
-    ];
-    let sign = _mm256_set1_ps(-0.0);
-    let big = _mm256_set1_ps(f32::MAX);
-    let mut special = _mm256_setzero_ps();
-    let mut amax = _mm256_setzero_ps();
-    for e in v {
-        let a = _mm256_andnot_ps(sign, e);
-        special = _mm256_or_ps(special, _mm256_cmp_ps::<_CMP_NLE_UQ>(a, big));
-        amax = _mm256_max_ps(amax, a);
-    }
-    if _mm256_movemask_ps(special) != 0 {
-        return None;
-    }
-    let m = _mm_max_ps(
-        _mm256_castps256_ps128(amax),
-        _mm256_extractf128_ps::<1>(amax),
-    );
-    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-    let m = _mm_max_ss(m, _mm_movehdup_ps(m));
-    let amax = _mm_cvtss_f32(m);
+    let (v, amax) = load_q8_block(x)?;
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let idv = _mm256_set1_ps(id);
@@ -673,55 +692,21 @@ unsafe fn q8_block_x86(x: &[f32]) -> Option<(f32, __m256i)> {
         );
         *qi = _mm256_and_si256(_mm256_cvtps_epi32(r), lowbyte);
     }
-    let q01 = _mm256_packus_epi32(q[0], q[1]);
-    let q23 = _mm256_packus_epi32(q[2], q[3]);
-    let bytes = _mm256_permutevar8x32_epi32(
-        _mm256_packus_epi16(q01, q23),
-        _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7),
-    );
-    Some((d, bytes))
+    Some((d, pack_quants(q)))
 }
 
 /// Activations to `q8_0` as llama.cpp's AVX2 path; scalar twin
 /// `scalar::legacy::quantize_row_q8_0_x86`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_0_x86(src: &[f32], dst: &mut [u8]) {
-    let blocks: &mut [BlockQ8_0] = as_blocks_mut(dst);
-    for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
-        match q8_block_x86(x) {
-            Some((d, q)) => {
-                b.d = Half::from_f32(d);
-                // SAFETY: `qs` is 32 writable bytes.
-                _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
-            }
-            None => crate::scalar::legacy::quantize_row_q8_0_x86(
-                x,
-                zerocopy::IntoBytes::as_mut_bytes(b),
-            ),
-        }
-    }
+    quantize_q8_0_rows::<true>(src, dst)
 }
 
 /// Activations to `q8_1` as llama.cpp's AVX2 path; scalar twin
 /// `scalar::legacy::quantize_row_q8_1_x86`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn quantize_row_q8_1_x86(src: &[f32], dst: &mut [u8]) {
-    let blocks: &mut [BlockQ8_1] = as_blocks_mut(dst);
-    for (b, x) in blocks.iter_mut().zip(src.chunks_exact(QK)) {
-        match q8_block_x86(x) {
-            Some((d, q)) => {
-                b.d = Half::from_f32(d);
-                // SAFETY: `qs` is 32 writable bytes.
-                _mm256_storeu_si256(b.qs.as_mut_ptr().cast(), q);
-                let sum = super::simd::hsum_epi32(dot_u8x32_ones(q));
-                b.s = Half::from_f32(d * sum as f32);
-            }
-            None => crate::scalar::legacy::quantize_row_q8_1_x86(
-                x,
-                zerocopy::IntoBytes::as_mut_bytes(b),
-            ),
-        }
-    }
+    quantize_q8_1_rows::<true>(src, dst)
 }
 
 /// The signed bytes of `q` summed in fours to `i32`.
