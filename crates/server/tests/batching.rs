@@ -236,3 +236,22 @@ fn dropped_receivers_free_their_slots() {
         .expect("submit");
     assert_eq!(drain(&mut rx).0.len(), 3);
 }
+
+#[test]
+fn banning_every_token_is_an_error_not_a_token() {
+    let l = loaded();
+    let engine = engine(small_config(1));
+    let n_vocab = l.model.info().n_vocab as u32;
+    let sampling = SamplingParams {
+        logit_bias: (0..n_vocab).map(|id| (id, f32::NEG_INFINITY)).collect(),
+        ..SamplingParams::greedy()
+    };
+    let prompt = l.tokenizer.encode("Hello", false, true);
+    let mut rx = engine
+        .submit(Request::new(prompt, sampling))
+        .expect("submit");
+    match rx.blocking_recv() {
+        Some(Event::Error(e)) => assert!(e.contains("excluded"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::stop::StopStrings;
 use edgellama_models::{BatchItem, CausalLm, Logits, ModelError, SeqState};
-use edgellama_sampler::Sampler;
+use edgellama_sampler::{Sampler, SamplerError};
 use edgellama_tokenizer::{StreamDecoder, Tokenizer};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -102,6 +102,8 @@ struct Active {
     /// route (prompts of at least [`ROUTE_SPLIT`] tokens).
     route32: bool,
     sampler: Sampler,
+    /// The request's logit biases, applied before the sampler's chain.
+    bias: Vec<(u32, f32)>,
     decoder: StreamDecoder<Arc<Tokenizer>>,
     stops: StopStrings,
     constraint: Option<Box<dyn Constraint>>,
@@ -278,7 +280,9 @@ impl Scheduler {
             self.shared.release();
             return;
         };
-        let sampler = match Sampler::new(&req.sampling) {
+        let mut sampling = req.sampling;
+        let bias = std::mem::take(&mut sampling.logit_bias);
+        let sampler = match Sampler::new(&sampling) {
             Ok(s) => s,
             Err(e) => {
                 let _ = tx.send(Event::Error(e.to_string()));
@@ -298,6 +302,7 @@ impl Scheduler {
             n_prompt_done: reuse,
             n_reused: reuse,
             sampler,
+            bias,
             decoder: StreamDecoder::new(self.tokenizer.clone(), req.special),
             stops: StopStrings::new(req.stop),
             constraint: req.constraint,
@@ -312,7 +317,7 @@ impl Scheduler {
         };
         // Penalties look at the last tokens of the prompt, as in
         // `generate_after`.
-        let history = req.sampling.penalty_last_n;
+        let history = sampling.penalty_last_n;
         let from = active.prompt.len().saturating_sub(history);
         for &t in &active.prompt[from..] {
             active.sampler.accept(t);
@@ -460,7 +465,7 @@ impl Scheduler {
             let outcome = sample_one(
                 a,
                 &self.tokenizer,
-                &logits,
+                logits,
                 slot.state.n_past >= slot.state.n_ctx(),
                 &self.shared.metrics,
             );
@@ -492,26 +497,50 @@ impl Scheduler {
 fn sample_one(
     a: &mut Active,
     tokenizer: &Tokenizer,
-    logits: &[f32],
+    mut logits: Vec<f32>,
     context_full: bool,
     metrics: &EngineMetrics,
 ) -> Outcome {
     if a.max_tokens.is_some_and(|m| a.n_generated >= m) {
         return Outcome::Finished(FinishReason::MaxTokens);
     }
-    let id = match &a.constraint {
-        None => a.sampler.sample(logits),
-        Some(c) => {
-            let mut masked = logits.to_vec();
-            mask(&**c, tokenizer, &mut masked);
-            a.sampler.sample(&masked)
+    // Log-probabilities are the model's, before biases and masks.
+    let stats = a.logprobs.map(|k| logprob_stats(&logits, k));
+    // Biases are the chain's first step: applied here, in place, they
+    // leave greedy sampling a plain argmax.
+    for &(id, b) in &a.bias {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l += b;
         }
-    };
-    let id = match id {
-        Ok(id) => id,
+    }
+    if let Some(c) = &a.constraint {
+        mask(&**c, tokenizer, &mut logits);
+    }
+    let id = match a.sampler.sample(&logits) {
+        // Greedy picks an argmax even when everything is banned.
+        Ok(id)
+            if logits
+                .get(id as usize)
+                .is_some_and(|l| *l > f32::NEG_INFINITY) =>
+        {
+            id
+        }
+        Ok(_) => return Outcome::Failed(SamplerError::AllExcluded.to_string()),
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    let logprob = a.logprobs.map(|k| token_logprob(logits, id, k));
+    let logprob = stats.map(|(lse, top)| {
+        // The chosen token was not masked, so its logit is the model's
+        // plus its biases.
+        let bias: f32 = a.bias.iter().filter(|b| b.0 == id).map(|b| b.1).sum();
+        let raw = logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |&l| l - bias);
+        TokenLogprob {
+            id,
+            logprob: (raw as f64 - lse) as f32,
+            top,
+        }
+    });
     let now = Instant::now();
     match a.last_token {
         None => {
@@ -606,8 +635,9 @@ fn mask(c: &dyn Constraint, tokenizer: &Tokenizer, logits: &mut [f32]) {
     }
 }
 
-/// The log-softmax of `logits` at `id`, and the `k` most likely tokens.
-fn token_logprob(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
+/// The log of the softmax's denominator, and the `k` most likely tokens
+/// with their log-probabilities.
+fn logprob_stats(logits: &[f32], k: usize) -> (f64, Vec<(u32, f32)>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
     let lse = max as f64 + sum.ln();
@@ -622,13 +652,7 @@ fn token_logprob(logits: &[f32], id: u32, k: usize) -> TokenLogprob {
             }
         }
     }
-    TokenLogprob {
-        id,
-        logprob: logits
-            .get(id as usize)
-            .map_or(f32::NEG_INFINITY, |&l| lp(l)),
-        top: top.into_iter().map(|(i, l)| (i, lp(l))).collect(),
-    }
+    (lse, top.into_iter().map(|(i, l)| (i, lp(l))).collect())
 }
 
 #[cfg(test)]
@@ -652,10 +676,10 @@ mod tests {
     #[test]
     fn logprobs_are_a_log_softmax() {
         let logits = [1.0f32, 3.0, 2.0, 0.5];
-        let t = token_logprob(&logits, 2, 2);
+        let (lse, top) = logprob_stats(&logits, 2);
         let z: f64 = logits.iter().map(|&l| (l as f64).exp()).sum();
-        assert!((t.logprob as f64 - (2.0f64.exp() / z).ln()).abs() < 1e-6);
-        assert_eq!(t.top.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
-        assert!((t.top[0].1 as f64 - (3.0f64.exp() / z).ln()).abs() < 1e-6);
+        assert!((2.0 - lse - (2.0f64.exp() / z).ln()).abs() < 1e-6);
+        assert_eq!(top.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
+        assert!((top[0].1 as f64 - (3.0f64.exp() / z).ln()).abs() < 1e-6);
     }
 }
