@@ -203,6 +203,11 @@ def main() -> None:
             bound.append(entry)
 
     text = "\n".join(lines) + "\n"
+    text += (
+        "\nt/s: median over rounds of each run's mean; ratio: edgellama / llama.cpp; RSS: largest peak "
+        "over the rounds; other CPU: the largest share of all CPUs that other processes used during "
+        "any of the row's runs (0% on an idle machine).\n"
+    )
     if bw_note:
         text += (
             "\nMemory read bandwidth (bench/membw.c: threads sum disjoint slices of a 1 GiB buffer, "
