@@ -34,6 +34,8 @@
 #     speed as a percentage of the bandwidth bound. Table and raw JSON go to
 #     bench/results/<UTC time>/ (table.md, summary.json, raw/).
 #
+# --wait-idle S: before each run, wait up to S seconds for the CPUs to be less
+# than 20% busy (on a shared machine other jobs distort every timing).
 # --quick: smollm2-q4_1 and smollm2-q4_k_m, 2 rounds of 1 repetition (a smoke
 # run of a few minutes once llama.cpp is built).
 set -euo pipefail
