@@ -95,6 +95,12 @@ pub fn render(m: &EngineMetrics, http: &HttpCounters) -> String {
         "Batched forward steps run.",
         l(&m.steps_total),
     );
+    counter(
+        &mut o,
+        "edgellama_batch_tokens_total",
+        "Tokens fed through the model in batched steps (prompt and generated).",
+        l(&m.step_tokens_total),
+    );
     gauge(
         &mut o,
         "edgellama_queue_depth",
@@ -137,6 +143,12 @@ pub fn render(m: &EngineMetrics, http: &HttpCounters) -> String {
         "edgellama_inter_token_latency_seconds",
         "Between consecutive tokens of one reply.",
         &m.inter_token_latency,
+    );
+    histogram(
+        &mut o,
+        "edgellama_batch_step_seconds",
+        "Time of one batched forward pass over every active sequence.",
+        &m.step_time,
     );
     let _ = writeln!(
         o,

@@ -17,6 +17,8 @@ pub struct Histogram {
 const TTFT_BOUNDS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Bounds for one batched forward step.
+const STEP_BOUNDS: &[f64] = &[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28];
 /// Bounds for the gap between consecutive tokens of one reply.
 const ITL_BOUNDS: &[f64] = &[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
 
@@ -76,6 +78,8 @@ pub struct EngineMetrics {
     pub prompt_tokens_cached: AtomicU64,
     pub generated_tokens_total: AtomicU64,
     pub steps_total: AtomicU64,
+    /// Tokens fed through the model (prompt chunks and decoded tokens).
+    pub step_tokens_total: AtomicU64,
     pub queue_depth: AtomicUsize,
     pub active: AtomicUsize,
     /// Positions held across all slots' caches (finished ones included:
@@ -84,6 +88,8 @@ pub struct EngineMetrics {
     pub kv_capacity: usize,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
+    /// Time of each batched forward pass.
+    pub step_time: Histogram,
 }
 
 /// Plain numbers read from [`EngineMetrics`] at one moment.
@@ -108,12 +114,14 @@ impl EngineMetrics {
             prompt_tokens_cached: AtomicU64::new(0),
             generated_tokens_total: AtomicU64::new(0),
             steps_total: AtomicU64::new(0),
+            step_tokens_total: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             kv_used: AtomicUsize::new(0),
             kv_capacity,
             time_to_first_token: Histogram::new(TTFT_BOUNDS),
             inter_token_latency: Histogram::new(ITL_BOUNDS),
+            step_time: Histogram::new(STEP_BOUNDS),
         }
     }
 

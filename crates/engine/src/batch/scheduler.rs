@@ -422,9 +422,15 @@ impl Scheduler {
                 },
             });
         }
+        let n_fed: usize = items.iter().map(|it| it.tokens.len()).sum();
+        let t0 = Instant::now();
         let result = self.model.forward_batch(&mut items);
         drop(items);
-        self.metrics().steps_total.fetch_add(1, Ordering::Relaxed);
+        let m = self.metrics();
+        m.step_time.observe(t0.elapsed());
+        m.steps_total.fetch_add(1, Ordering::Relaxed);
+        m.step_tokens_total
+            .fetch_add(n_fed as u64, Ordering::Relaxed);
         let logits = match result {
             Ok(l) => l,
             Err(e) => {
