@@ -662,3 +662,117 @@ async fn metrics_apply_template_and_completions() {
         assert!(v.parse::<f64>().is_ok(), "{line}");
     }
 }
+
+/// Random request bodies built from the fields the server knows, with
+/// values of every JSON type: each gets a 200 or an OpenAI-shaped 4xx,
+/// and the server keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_bodies_get_400s_not_crashes() {
+    let config = EngineConfig {
+        n_ctx: 96,
+        ..small_config(4)
+    };
+    let (app, _) = app_with(config, ServerConfig::default());
+    let fields = [
+        "messages",
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "stop",
+        "n",
+        "presence_penalty",
+        "frequency_penalty",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "prompt",
+        "repeat_last_n",
+    ];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let value = |depth: u32, rnd: &mut dyn FnMut(u64) -> u64| -> Value {
+        match rnd(if depth > 1 { 6 } else { 9 }) {
+            0 => Value::Null,
+            1 => json!(rnd(2) == 0),
+            2 => json!(rnd(5) as i64 - 2),
+            3 => json!([-1e30, 1e30, 0.5, -0.0, 1e-40][rnd(5) as usize]),
+            4 => json!(
+                [
+                    "",
+                    "auto",
+                    "none",
+                    "required",
+                    "json_object",
+                    "text",
+                    "\u{0}"
+                ][rnd(7) as usize]
+            ),
+            5 => json!(u64::MAX),
+            6 => json!([{"role": "user", "content": "hi"}]),
+            7 => {
+                let kind = ["json_schema", "json_object", "function"][rnd(3) as usize];
+                let ty = ["object", "array", "string", "integer"][rnd(4) as usize];
+                json!({"type": kind, "json_schema": {"schema": {"type": ty}},
+                       "function": {"name": "f"}, "include_usage": true})
+            }
+            _ => {
+                json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}, 3, "x"])
+            }
+        }
+    };
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..300 {
+        let mut body = serde_json::Map::new();
+        body.insert(
+            "messages".into(),
+            json!([{"role": "user", "content": "Hello"}]),
+        );
+        body.insert("max_tokens".into(), json!(4));
+        for _ in 0..1 + rnd(4) {
+            let f = fields[rnd(fields.len() as u64) as usize];
+            body.insert(f.into(), value(0, &mut rnd));
+        }
+        let uri = if i % 3 == 0 {
+            "/v1/completions"
+        } else {
+            "/v1/chat/completions"
+        };
+        let text = Value::Object(body).to_string();
+        let (s, _, b) = send(&app, "POST", uri, Some(&text)).await;
+        *statuses.entry(s.as_u16()).or_insert(0) += 1;
+        assert!(
+            s == StatusCode::OK || s.is_client_error(),
+            "{s} for {text}: {}",
+            String::from_utf8_lossy(&b)
+        );
+        if s != StatusCode::OK {
+            assert_openai_error(
+                &serde_json::from_slice(&b).expect("JSON error"),
+                "invalid_request_error",
+            );
+        }
+    }
+    assert!(statuses.len() >= 2, "{statuses:?}");
+    let (s, _) = post_json(
+        &app,
+        "/v1/chat/completions",
+        chat("hi", json!({"max_tokens": 2})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+}
