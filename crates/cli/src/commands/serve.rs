@@ -118,11 +118,44 @@ pub fn run(a: ServeArgs) -> Result<()> {
             path.display(),
             a.parallel
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("the server stopped")
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async {
+            stop_signal().await;
+            let _ = stop_tx.send(());
+        });
+        // Streams still open after Ctrl-C get a few seconds to finish, then
+        // the server stops without them.
+        let deadline = async {
+            if stop_rx.await.is_ok() {
+                tokio::time::sleep(std::time::Duration::from_secs(SHUTDOWN_GRACE_SECS)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = server => r.context("the server stopped"),
+            _ = deadline => {
+                eprintln!("edgellama serve: stopped with requests still open");
+                Ok(())
+            }
+        }
     })
+}
+
+const SHUTDOWN_GRACE_SECS: u64 = 5;
+
+/// Ctrl-C, or SIGTERM where there is one (as service managers send).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
