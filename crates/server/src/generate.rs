@@ -377,3 +377,136 @@ pub fn tool_calls_json(calls: &[ToolCall], id_base: &str, with_index: bool) -> V
             .collect(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgellama_engine::batch::{TokenEvent, Usage};
+    use std::time::Duration;
+
+    fn token(text: &str) -> Event {
+        Event::Token(TokenEvent {
+            id: 0,
+            text: text.into(),
+            logprob: None,
+        })
+    }
+
+    fn done(finish: FinishReason) -> Event {
+        Event::Done(Done {
+            finish,
+            tail: String::new(),
+            usage: Usage::default(),
+            time_to_first_token: Duration::ZERO,
+            total_time: Duration::ZERO,
+        })
+    }
+
+    /// Streams a reply piece by piece; returns what was sent on the way
+    /// and the final result.
+    fn play(tools: Option<Vec<String>>, pieces: &[&str]) -> (Vec<String>, Final, String) {
+        let mut c = Choice::new(0, tools);
+        let mut sent = Vec::new();
+        for p in pieces {
+            sent.push(c.push(token(p)));
+        }
+        let last = c.push(done(FinishReason::EndOfGeneration));
+        let fin = c.finish();
+        let rest = format!("{last}{}", c.final_text(&fin));
+        (sent, fin, rest)
+    }
+
+    #[test]
+    fn a_tool_call_is_held_back_and_returned_as_a_call() {
+        let tools = Some(vec!["get_weather".to_string()]);
+        let (sent, fin, rest) = play(
+            tools,
+            &[
+                "{\"name\": \"get",
+                "_weather\", \"parameters\": ",
+                "{\"city\": \"Paris\"}}",
+            ],
+        );
+        assert!(sent.iter().all(String::is_empty), "{sent:?}");
+        assert_eq!(rest, "");
+        assert_eq!(fin.finish_reason, "tool_calls");
+        assert_eq!(fin.content, None);
+        assert_eq!(fin.tool_calls.len(), 1);
+        assert_eq!(fin.tool_calls[0].name, "get_weather");
+        assert_eq!(fin.tool_calls[0].arguments, json!({"city": "Paris"}));
+        let calls = tool_calls_json(&fin.tool_calls, "x", true);
+        assert_eq!(calls[0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(calls[0]["index"], 0);
+    }
+
+    #[test]
+    fn prose_streams_while_tools_are_offered() {
+        let tools = Some(vec!["get_weather".to_string()]);
+        let pieces = ["It is", " sunny", " in Paris", " today."];
+        let (sent, fin, rest) = play(tools, &pieces);
+        // Held only while it might still be a call, then released as it
+        // comes; nothing is lost or repeated.
+        assert!(
+            sent.iter().filter(|s| !s.is_empty()).count() >= 2,
+            "{sent:?}"
+        );
+        assert_eq!(format!("{}{rest}", sent.concat()), pieces.concat());
+        assert_eq!(fin.content.as_deref(), Some(pieces.concat().as_str()));
+        assert_eq!(fin.finish_reason, "stop");
+        assert!(fin.tool_calls.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_tool_name_stays_text() {
+        let tools = Some(vec!["get_weather".to_string()]);
+        let reply = "{\"name\": \"launch\", \"parameters\": {}}";
+        let (sent, fin, rest) = play(tools, &[reply]);
+        assert_eq!(format!("{}{rest}", sent.concat()), reply);
+        assert!(fin.tool_calls.is_empty());
+        assert_eq!(fin.finish_reason, "stop");
+    }
+
+    #[test]
+    fn without_tools_text_streams_at_once() {
+        let (sent, fin, rest) = play(None, &["{\"name\": ", "\"x\"}"]);
+        assert_eq!(sent, ["{\"name\": ", "\"x\"}"]);
+        assert_eq!(rest, "");
+        assert_eq!(fin.content.as_deref(), Some("{\"name\": \"x\"}"));
+        let c = Choice::new(0, None);
+        assert_eq!(c.finish().finish_reason, "stop");
+        assert_eq!(finish_reason(FinishReason::ContextFull), "length");
+        assert_eq!(finish_reason(FinishReason::StopString(0)), "stop");
+    }
+
+    #[test]
+    fn request_fields_are_validated() {
+        let c = Common {
+            temperature: Some(f32::NAN),
+            ..Default::default()
+        };
+        assert!(sampling(&c, 100).is_err());
+        let c = Common {
+            logit_bias: Some([("7".to_string(), -100.0)].into_iter().collect()),
+            seed: Some(5),
+            ..Default::default()
+        };
+        let p = sampling(&c, 100).unwrap();
+        assert_eq!(p.logit_bias, vec![(7, f32::NEG_INFINITY)]);
+        assert_eq!(p.seed, 5);
+        let c = Common {
+            logit_bias: Some([("abc".to_string(), 1.0)].into_iter().collect()),
+            ..Default::default()
+        };
+        assert!(sampling(&c, 100).is_err());
+        assert!(choices(&Common {
+            n: Some(17),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(top_logprobs(Some(21)).is_err());
+        assert!(response_format(&Some(json!({"type": "xml"}))).is_err());
+        assert!(response_format(&Some(json!({"type": "text"})))
+            .unwrap()
+            .is_none());
+    }
+}
