@@ -255,3 +255,25 @@ fn banning_every_token_is_an_error_not_a_token() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// Regression: the slot was released only after the final event was sent,
+/// so a client that sent its next request on seeing the end could find the
+/// only slot still taken and be refused.
+#[test]
+fn a_finished_request_frees_its_slot_before_its_last_event() {
+    let l = loaded();
+    let engine = engine(EngineConfig {
+        max_queue: 0,
+        ..small_config(1)
+    });
+    let prompt = l.tokenizer.encode("Hi", false, true);
+    for _ in 0..30 {
+        let mut rx = engine
+            .submit(Request {
+                max_tokens: Some(1),
+                ..Request::new(prompt.clone(), SamplingParams::greedy())
+            })
+            .expect("the only slot is free");
+        drain(&mut rx);
+    }
+}

@@ -80,6 +80,8 @@ impl Shared {
     }
 
     /// A request taken from the queue has finished (or was dropped).
+    /// Called before its last event is sent, so a client that sends its
+    /// next request on seeing the end finds the slot free.
     fn release(&self) {
         let mut q = self.lock();
         q.busy = q.busy.saturating_sub(1);
@@ -276,8 +278,8 @@ impl Scheduler {
             .max();
         let Some((reuse, _, i)) = best else {
             // Admission only takes as many requests as there are free slots.
-            let _ = tx.send(Event::Error("no free slot".into()));
             self.shared.release();
+            let _ = tx.send(Event::Error("no free slot".into()));
             return;
         };
         let mut sampling = req.sampling;
@@ -285,8 +287,8 @@ impl Scheduler {
         let sampler = match Sampler::new(&sampling) {
             Ok(s) => s,
             Err(e) => {
-                let _ = tx.send(Event::Error(e.to_string()));
                 self.shared.release();
+                let _ = tx.send(Event::Error(e.to_string()));
                 return;
             }
         };
@@ -439,8 +441,8 @@ impl Scheduler {
                 for &i in &fed {
                     let slot = &mut self.slots[i];
                     if let Some(a) = slot.active.take() {
-                        let _ = a.tx.send(Event::Error(e.to_string()));
                         self.shared.release();
+                        let _ = a.tx.send(Event::Error(e.to_string()));
                     }
                     slot.state.truncate(0);
                     slot.cached.clear();
@@ -479,14 +481,14 @@ impl Scheduler {
                 Outcome::Continue => {}
                 Outcome::Finished(reason) => {
                     if let Some(a) = slot.active.take() {
-                        finish(a, reason);
                         self.shared.release();
+                        finish(a, reason);
                     }
                 }
                 Outcome::Failed(msg) => {
                     if let Some(a) = slot.active.take() {
-                        let _ = a.tx.send(Event::Error(msg));
                         self.shared.release();
+                        let _ = a.tx.send(Event::Error(msg));
                     }
                     self.shared
                         .metrics
