@@ -351,7 +351,9 @@ pub async fn chat(
         spec.build()?;
         plan.constraint = Some(spec);
     }
-    if tools.is_some() && plan.constraint.is_none() || forced.is_some() {
+    // Replies are read for calls when tools are offered and the output is
+    // not held to a response format, or when a call is forced.
+    if (tools.is_some() && plan.constraint.is_none()) || forced.is_some() {
         plan.tools = names;
     }
     let rxs = gen::submit(&st, &plan)?;
