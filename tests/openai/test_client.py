@@ -64,6 +64,11 @@ def test_plain_chat(server):
     assert r.usage.prompt_tokens > 10
     assert 0 < r.usage.completion_tokens <= 24
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    parts = client(server).chat.completions.create(
+        model="smollm2", temperature=0, max_tokens=24,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "What is the capital"},
+                                               {"type": "text", "text": " of France?"}]}])
+    assert parts.choices[0].message.content == m.content
 
 
 def test_models_and_completions(server):

@@ -149,6 +149,18 @@ fn render(
     tools: Option<Vec<Value>>,
     add_generation_prompt: bool,
 ) -> AppResult<String> {
+    // Text parts become one string, as llama-server passes them: most
+    // templates add `message['content']` to strings. (Other parts were
+    // refused by `check_messages`.)
+    let messages = messages
+        .into_iter()
+        .map(|mut m| {
+            if let Some(MessageContent::Parts(_)) = &m.content {
+                m.content = Some(MessageContent::Text(m.text()));
+            }
+            m
+        })
+        .collect();
     let mut req = RenderRequest::new(messages).with_generation_prompt(add_generation_prompt);
     if let Some(t) = tools {
         req = req.with_tools(t);

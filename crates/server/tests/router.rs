@@ -167,6 +167,14 @@ async fn chat_reply_equals_solo_generation_and_streams_the_same_text() {
         }
     );
 
+    // The same question as a list of text parts gets the same reply.
+    let parts = json!([{"type": "text", "text": "What is the capital"}, {"type": "text", "text": " of France?"}]);
+    let mut req = chat(question, json!({"max_tokens": 20}));
+    req["messages"][0]["content"] = parts;
+    let (s, v) = post_json(&app, "/v1/chat/completions", req).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"][0]["message"]["content"], solo.text);
+
     // Streamed: the deltas add up to the same text, usage comes last.
     let body = chat(
         question,
