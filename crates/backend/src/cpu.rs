@@ -1,60 +1,94 @@
+use crate::pool::Pool;
 use crate::{AttnShape, Backend, BackendError, KvCache, QMatrix};
+use edgellama_gguf::GgmlType;
 use edgellama_kernels as k;
-use rayon::prelude::*;
 
 /// The CPU backend: kernels from the run-time dispatch table, spread over a
 /// dedicated pool of worker threads.
 pub struct CpuBackend {
-    pool: rayon::ThreadPool,
-    n_threads: usize,
+    pool: Pool,
 }
 
 impl CpuBackend {
     pub fn new(n_threads: usize) -> Result<CpuBackend, BackendError> {
-        let n_threads = n_threads.max(1);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(n_threads)
-            .thread_name(|i| format!("edgellama-cpu-{i}"))
-            .build()
-            .map_err(|e| BackendError::ThreadPool(e.to_string()))?;
-        Ok(CpuBackend { pool, n_threads })
-    }
-}
-
-/// Rows handed to one task: enough work to amortise scheduling, small
-/// enough that every thread gets several tasks.
-fn rows_per_task(n_out: usize, n_threads: usize) -> usize {
-    (n_out / (n_threads * 8)).clamp(1, 64)
-}
-
-impl Backend for CpuBackend {
-    fn name(&self) -> &'static str {
-        "cpu"
+        let pool =
+            Pool::new(n_threads.max(1)).map_err(|e| BackendError::ThreadPool(e.to_string()))?;
+        Ok(CpuBackend { pool })
     }
 
-    fn n_threads(&self) -> usize {
-        self.n_threads
-    }
-
-    fn matmul(
+    /// Splits `data` into chunks of `chunk` elements (the last may be
+    /// shorter) and calls `f(index, chunk)` for each on the pool.
+    fn par_chunks_mut<T: Send>(
         &self,
-        w: &QMatrix<'_>,
-        x: &[f32],
-        n_tokens: usize,
-        y: &mut [f32],
-    ) -> Result<(), BackendError> {
+        data: &mut [T],
+        chunk: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let chunk = chunk.max(1);
+        let len = data.len();
+        let base = SendPtr(data.as_mut_ptr());
+        self.pool.run(len.div_ceil(chunk), &|i| {
+            let start = i * chunk;
+            let n = chunk.min(len - start);
+            // SAFETY: task `i` alone touches `start..start + n`, inside
+            // `data`, which outlives `run`.
+            let part = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), n) };
+            f(i, part);
+        });
+    }
+}
+
+/// A raw pointer that tasks on other threads may use for disjoint parts of
+/// one slice.
+struct SendPtr<T>(*mut T);
+impl<T> Clone for SendPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtr<T> {}
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Send> Sync for SendPtr<T> {}
+impl<T> SendPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Rows handed to one task: several tasks per thread so that a thread that
+/// starts late (or is interrupted) does not hold up the others, and at least
+/// a few rows so that claiming a task stays a small part of it.
+fn rows_per_task(n_out: usize, n_threads: usize, n_tokens: usize) -> usize {
+    let min_rows = if n_tokens == 1 { 16 } else { 2 };
+    let r = n_out.div_ceil(n_threads * 4).max(min_rows);
+    // Even, so that 2-row tiles are not split.
+    r.div_ceil(2) * 2
+}
+
+/// One weight matrix of a group sharing the same input, checked.
+struct Checked<'a> {
+    w: &'a QMatrix<'a>,
+    w_row: usize,
+    dot: k::VecDotFn,
+    batch: Option<k::VecDotBatchFn>,
+    tile: Option<k::VecDotTileFn>,
+}
+
+impl CpuBackend {
+    fn check<'a>(
+        &self,
+        w: &'a QMatrix<'a>,
+        act_ty: GgmlType,
+        n_in: usize,
+    ) -> Result<Checked<'a>, BackendError> {
         let shape_err = |detail: String| BackendError::Shape {
             op: "matmul",
             detail,
         };
-        if x.len() != n_tokens * w.n_in || y.len() != n_tokens * w.n_out {
+        if w.n_in != n_in || k::vec_dot_type(w.ty) != act_ty {
             return Err(shape_err(format!(
-                "x {} / y {} floats for {} tokens of {}x{}",
-                x.len(),
-                y.len(),
-                n_tokens,
-                w.n_out,
-                w.n_in
+                "{} {}x{} grouped with inputs of {} as {}",
+                w.ty, w.n_out, w.n_in, n_in, act_ty
             )));
         }
         let w_row =
@@ -69,75 +103,177 @@ impl Backend for CpuBackend {
                 w_row * w.n_out
             )));
         }
-        let act_ty = k::vec_dot_type(w.ty);
-        let a_row = act_ty
-            .row_size(w.n_in as u64)
-            .ok_or_else(|| shape_err(format!("{} row of {} elements", act_ty, w.n_in)))?
-            as usize;
-
-        // Lengths are validated above, so the hot loops call the table's
-        // unchecked entries directly.
         let table = k::kernels();
-        let unsupported = || BackendError::Unsupported(w.ty, "cpu");
-        let quantize = table
+        let dot = table
+            .vec_dot(w.ty)
+            .ok_or(BackendError::Unsupported(w.ty, "cpu"))?;
+        Ok(Checked {
+            w,
+            w_row,
+            dot,
+            batch: table.vec_dot_batch(w.ty),
+            tile: table.vec_dot_tile(w.ty),
+        })
+    }
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    fn matmul(
+        &self,
+        w: &QMatrix<'_>,
+        x: &[f32],
+        n_tokens: usize,
+        y: &mut [f32],
+    ) -> Result<(), BackendError> {
+        self.matmul_group(&[*w], x, n_tokens, &mut [y])
+    }
+
+    fn matmul_group(
+        &self,
+        ws: &[QMatrix<'_>],
+        x: &[f32],
+        n_tokens: usize,
+        ys: &mut [&mut [f32]],
+    ) -> Result<(), BackendError> {
+        let Some(first) = ws.first() else {
+            return Ok(());
+        };
+        let n_in = first.n_in;
+        let act_ty = k::vec_dot_type(first.ty);
+        if ws.iter().any(|w| k::vec_dot_type(w.ty) != act_ty) && ws.len() == ys.len() {
+            // Different activation formats: nothing to share.
+            for (w, y) in ws.iter().zip(ys.iter_mut()) {
+                self.matmul_group(std::slice::from_ref(w), x, n_tokens, &mut [&mut **y])?;
+            }
+            return Ok(());
+        }
+        let shape_err = |detail: String| BackendError::Shape {
+            op: "matmul",
+            detail,
+        };
+        if ws.len() != ys.len() || x.len() != n_tokens * n_in {
+            return Err(shape_err(format!(
+                "{} matrices for {} outputs, x {} floats for {} tokens of {}",
+                ws.len(),
+                ys.len(),
+                x.len(),
+                n_tokens,
+                n_in
+            )));
+        }
+        let mut mats = Vec::with_capacity(ws.len());
+        for (w, y) in ws.iter().zip(ys.iter()) {
+            if y.len() != n_tokens * w.n_out {
+                return Err(shape_err(format!(
+                    "y {} floats for {} tokens of {}x{}",
+                    y.len(),
+                    n_tokens,
+                    w.n_out,
+                    w.n_in
+                )));
+            }
+            mats.push(self.check(w, act_ty, n_in)?);
+        }
+        let a_row = act_ty
+            .row_size(n_in as u64)
+            .ok_or_else(|| shape_err(format!("{} row of {} elements", act_ty, n_in)))?
+            as usize;
+        let quantize = k::kernels()
             .get(act_ty)
             .map(|e| e.quantize_act)
-            .ok_or_else(unsupported)?;
-        let dot = table.vec_dot(w.ty).ok_or_else(unsupported)?;
-        let batch = table.vec_dot_batch(w.ty);
-        let tile = table.vec_dot_tile(w.ty);
+            .ok_or(BackendError::Unsupported(first.ty, "cpu"))?;
 
-        self.pool.install(|| -> Result<(), BackendError> {
-            // Activations are quantized once per token, then shared by every row.
-            let mut act = vec![0u8; a_row * n_tokens];
-            act.par_chunks_mut(a_row)
-                .zip(x.par_chunks(w.n_in))
-                .for_each(|(dst, src)| quantize(src, dst));
+        // Activations are quantized once per token, then shared by every
+        // row of every matrix in the group.
+        let mut act = vec![0u8; a_row * n_tokens];
+        if n_tokens == 1 {
+            quantize(x, &mut act);
+        } else {
+            let per = n_tokens.div_ceil(self.n_threads() * 2);
+            self.par_chunks_mut(&mut act, per * a_row, |i, dst| {
+                for (j, d) in dst.chunks_exact_mut(a_row).enumerate() {
+                    let t = i * per + j;
+                    quantize(&x[t * n_in..(t + 1) * n_in], d);
+                }
+            });
+        }
+        let act = &act[..];
 
-            let chunk = rows_per_task(w.n_out, self.n_threads);
-            if n_tokens == 1 {
-                y.par_chunks_mut(chunk).enumerate().for_each(|(ci, ys)| {
-                    let r0 = ci * chunk;
-                    for (j, yv) in ys.iter_mut().enumerate() {
-                        let wr = &w.data[(r0 + j) * w_row..(r0 + j + 1) * w_row];
-                        *yv = dot(w.n_in, wr, &act);
-                    }
-                });
-                return Ok(());
-            }
-            // Batched: each task owns a band of rows and multiplies it with
-            // every token (in register tiles of rows x tokens where the table
-            // has a tiled kernel, else row by row), writing a transposed band
-            // that is scattered into `y` afterwards.
-            let mut yt = vec![0f32; w.n_out * n_tokens];
-            yt.par_chunks_mut(chunk * n_tokens)
-                .enumerate()
-                .for_each(|(ci, band)| {
-                    let r0 = ci * chunk;
-                    if let Some(tile) = tile {
-                        let rows = band.len() / n_tokens;
-                        tile(w.n_in, &w.data[r0 * w_row..(r0 + rows) * w_row], &act, band);
-                        return;
-                    }
-                    for (j, row_out) in band.chunks_mut(n_tokens).enumerate() {
-                        let wr = &w.data[(r0 + j) * w_row..(r0 + j + 1) * w_row];
-                        match batch {
-                            Some(b) => b(w.n_in, wr, &act, row_out),
-                            None => {
-                                for (t, o) in row_out.iter_mut().enumerate() {
-                                    *o = dot(w.n_in, wr, &act[t * a_row..(t + 1) * a_row]);
-                                }
+        // Tasks: bands of rows of each matrix, numbered across the group.
+        let chunks: Vec<usize> = mats
+            .iter()
+            .map(|m| rows_per_task(m.w.n_out, self.n_threads(), n_tokens))
+            .collect();
+        let mut first_task = Vec::with_capacity(mats.len() + 1);
+        let mut n_tasks = 0;
+        for (m, &c) in mats.iter().zip(&chunks) {
+            first_task.push(n_tasks);
+            n_tasks += m.w.n_out.div_ceil(c);
+        }
+        first_task.push(n_tasks);
+
+        if n_tokens == 1 {
+            let outs: Vec<SendPtr<f32>> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+            self.pool.run(n_tasks, &|task| {
+                let g = first_task.partition_point(|&s| s <= task) - 1;
+                let (m, chunk) = (&mats[g], chunks[g]);
+                let r0 = (task - first_task[g]) * chunk;
+                let r1 = (r0 + chunk).min(m.w.n_out);
+                for r in r0..r1 {
+                    let wr = &m.w.data[r * m.w_row..(r + 1) * m.w_row];
+                    let v = (m.dot)(n_in, wr, act);
+                    // SAFETY: row `r` of matrix `g` belongs to this task alone.
+                    unsafe { *outs[g].get().add(r) = v };
+                }
+            });
+            return Ok(());
+        }
+
+        // Batched: each task multiplies a band of rows with every token (in
+        // register tiles of rows x tokens where the table has a tiled
+        // kernel, else row by row) into a transposed band, then scatters it
+        // into its rows of `y`.
+        let outs: Vec<SendPtr<f32>> = ys.iter_mut().map(|y| SendPtr(y.as_mut_ptr())).collect();
+        self.pool.run(n_tasks, &|task| {
+            let g = first_task.partition_point(|&s| s <= task) - 1;
+            let (m, chunk) = (&mats[g], chunks[g]);
+            let r0 = (task - first_task[g]) * chunk;
+            let rows = chunk.min(m.w.n_out - r0);
+            let mut band = vec![0f32; rows * n_tokens];
+            let wb = &m.w.data[r0 * m.w_row..(r0 + rows) * m.w_row];
+            if let Some(tile) = m.tile {
+                tile(n_in, wb, act, &mut band);
+            } else {
+                for (j, row_out) in band.chunks_mut(n_tokens).enumerate() {
+                    let wr = &wb[j * m.w_row..(j + 1) * m.w_row];
+                    match m.batch {
+                        Some(b) => b(n_in, wr, act, row_out),
+                        None => {
+                            for (t, o) in row_out.iter_mut().enumerate() {
+                                *o = (m.dot)(n_in, wr, &act[t * a_row..(t + 1) * a_row]);
                             }
                         }
                     }
-                });
-            y.par_chunks_mut(w.n_out).enumerate().for_each(|(t, yr)| {
-                for (r, v) in yr.iter_mut().enumerate() {
-                    *v = yt[r * n_tokens + t];
                 }
-            });
-            Ok(())
-        })
+            }
+            let n_out = m.w.n_out;
+            for t in 0..n_tokens {
+                for j in 0..rows {
+                    // SAFETY: rows `r0..r0 + rows` of matrix `g` belong to
+                    // this task alone, for every token.
+                    unsafe { *outs[g].get().add(t * n_out + r0 + j) = band[j * n_tokens + t] };
+                }
+            }
+        });
+        Ok(())
     }
 
     fn attention(
@@ -179,25 +315,24 @@ impl Backend for CpuBackend {
         // values in F16. We follow the same split so that our numbers track
         // the reference's, rounding included.
         let f16_route = s.n_tokens < FA_TILE_Q;
-        self.pool.install(|| {
-            out.par_chunks_mut(hd).enumerate().for_each_init(
-                || AttnScratch::new(n_kv, hd),
-                |sc, (i, o)| {
-                    let (t, h) = (i / s.n_head, i % s.n_head);
-                    let kvh = h / group;
-                    let qh = &q[t * embd_q + h * hd..t * embd_q + (h + 1) * hd];
-                    let seen = s.pos0 + t + 1;
-                    let key =
-                        |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                    let val =
-                        |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                    if f16_route {
-                        attend_f16(qh, seen, key, val, s.scale, sc, o);
-                    } else {
-                        attend_f32(qh, seen, key, val, s.scale, sc, o);
-                    }
-                },
-            )
+        let n_items = s.n_tokens * s.n_head;
+        let per_task = n_items.div_ceil(self.n_threads() * 4).max(1);
+        self.par_chunks_mut(out, per_task * hd, |ci, outs| {
+            let mut sc = AttnScratch::new(n_kv, hd);
+            for (j, o) in outs.chunks_exact_mut(hd).enumerate() {
+                let i = ci * per_task + j;
+                let (t, h) = (i / s.n_head, i % s.n_head);
+                let kvh = h / group;
+                let qh = &q[t * embd_q + h * hd..t * embd_q + (h + 1) * hd];
+                let seen = s.pos0 + t + 1;
+                let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                if f16_route {
+                    attend_f16(qh, seen, key, val, s.scale, &mut sc, o);
+                } else {
+                    attend_f32(qh, seen, key, val, s.scale, &mut sc, o);
+                }
+            }
         });
         Ok(())
     }
@@ -205,7 +340,7 @@ impl Backend for CpuBackend {
 
 /// Query rows per tile of llama.cpp's f32 flash-attention kernel
 /// (`GGML_FA_TILE_Q`); smaller batches take its F16 route.
-const FA_TILE_Q: usize = 64;
+pub const FA_TILE_Q: usize = 64;
 
 struct AttnScratch {
     scores: Vec<f32>,

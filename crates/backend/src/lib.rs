@@ -6,8 +6,9 @@
 
 mod cpu;
 mod kv;
+mod pool;
 
-pub use cpu::CpuBackend;
+pub use cpu::{CpuBackend, FA_TILE_Q};
 pub use kv::KvCache;
 
 use edgellama_gguf::GgmlType;
@@ -60,6 +61,29 @@ pub trait Backend: Send + Sync {
         n_tokens: usize,
         y: &mut [f32],
     ) -> Result<(), BackendError>;
+
+    /// [`Backend::matmul`] of several matrices with the same input (the
+    /// query, key and value projections; gate and up), which a backend can
+    /// run as one step sharing the input's conversion. `ys[i]` receives
+    /// `ws[i]`'s product. All matrices have the same `n_in`.
+    fn matmul_group(
+        &self,
+        ws: &[QMatrix<'_>],
+        x: &[f32],
+        n_tokens: usize,
+        ys: &mut [&mut [f32]],
+    ) -> Result<(), BackendError> {
+        if ws.len() != ys.len() {
+            return Err(BackendError::Shape {
+                op: "matmul",
+                detail: format!("{} matrices for {} outputs", ws.len(), ys.len()),
+            });
+        }
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            self.matmul(w, x, n_tokens, y)?;
+        }
+        Ok(())
+    }
 
     /// Causal multi-head attention of `q` (`[n_tokens][n_head * head_dim]`)
     /// over layer `layer` of the cache, whose keys and values for all

@@ -137,9 +137,12 @@ impl Llama {
         for (il, b) in self.blocks.iter().enumerate() {
             // Attention.
             b.attn_norm.rms_norm(x, c.rms_eps, &mut xn);
-            b.wq.forward(f, be, &xn, n, &mut q)?;
-            b.wk.forward(f, be, &xn, n, &mut k)?;
-            b.wv.forward(f, be, &xn, n, &mut v)?;
+            be.matmul_group(
+                &[b.wq.matrix(f), b.wk.matrix(f), b.wv.matrix(f)],
+                &xn,
+                n,
+                &mut [&mut q, &mut k, &mut v],
+            )?;
             for (t, &pos) in positions.iter().enumerate() {
                 self.rope.cache(pos, &mut rope_cache);
                 for head in q[t * dq..(t + 1) * dq].chunks_exact_mut(hd) {
@@ -176,8 +179,12 @@ impl Llama {
 
             // Feed-forward.
             b.ffn_norm.rms_norm(x, c.rms_eps, &mut xn);
-            b.w_gate.forward(f, be, &xn, n, &mut gate)?;
-            b.w_up.forward(f, be, &xn, n, &mut up)?;
+            be.matmul_group(
+                &[b.w_gate.matrix(f), b.w_up.matrix(f)],
+                &xn,
+                n,
+                &mut [&mut gate, &mut up],
+            )?;
             (edgellama_kernels::kernels().swiglu())(&mut gate, &up);
             b.w_down.forward(f, be, &gate, n, &mut o)?;
             ops::add_inplace(x, &o);
