@@ -59,13 +59,16 @@ pub fn check_config(cfg: &LlamaConfig, path: &Path) -> Result<(), ConvertError> 
             return Err(bad(format!("\"{what}\" is 0")));
         }
     }
-    if cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+    if !cfg
+        .num_attention_heads
+        .is_multiple_of(cfg.num_key_value_heads)
+    {
         return Err(bad(format!(
             "{} attention heads cannot share {} key/value heads",
             cfg.num_attention_heads, cfg.num_key_value_heads
         )));
     }
-    if cfg.head_dim % 2 != 0 {
+    if !cfg.head_dim.is_multiple_of(2) {
         return Err(bad(format!(
             "head_dim {} is odd: RoPE rotates pairs",
             cfg.head_dim

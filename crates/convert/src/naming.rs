@@ -148,7 +148,7 @@ fn is_quant_type(s: &str) -> bool {
         let mut it = rest.chars();
         if it.next().is_some_and(|c| c.is_ascii_digit()) {
             let tail: Vec<char> = it.collect();
-            if tail.len() % 2 == 0
+            if tail.len().is_multiple_of(2)
                 && tail
                     .chunks(2)
                     .all(|p| p[0] == '_' && (p[1].is_alphanumeric() || p[1] == '_'))

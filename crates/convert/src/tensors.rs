@@ -18,7 +18,9 @@ pub fn target_type(gguf_name: &str, n_dims: usize, row_len: u64, outtype: OutTyp
         return GgmlType::F32;
     }
     match outtype.weight_type() {
-        Some(GgmlType::Q8_0) if row_len % GgmlType::Q8_0.block_size() as u64 != 0 => GgmlType::F16,
+        Some(GgmlType::Q8_0) if !row_len.is_multiple_of(GgmlType::Q8_0.block_size() as u64) => {
+            GgmlType::F16
+        }
         Some(t) => t,
         // Resolved before planning; F16 is what "auto" means without a hint.
         None => GgmlType::F16,

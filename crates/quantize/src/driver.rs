@@ -543,7 +543,7 @@ pub fn convert_tensor(
                 block: from.block_size(),
             })
         })?;
-    if data.len() as u64 % row_bytes != 0 {
+    if !(data.len() as u64).is_multiple_of(row_bytes) {
         return Err(kernel_err(KernelError::LengthMismatch {
             ty: from,
             what: "source rows",

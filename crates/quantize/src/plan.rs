@@ -431,7 +431,7 @@ impl State<'_> {
             // The output projection (or the embeddings that double as it) is
             // the most sensitive matrix: Q6_K unless the mix is Q8_0 already,
             // Q8_0 when K-quant blocks do not fit the rows.
-            if falcon || row_len % new_type.block_size() as u64 != 0 {
+            if falcon || !row_len.is_multiple_of(new_type.block_size() as u64) {
                 new_type = T::Q8_0;
             } else if new_type != T::Q8_0 {
                 new_type = T::Q6_K;
@@ -547,7 +547,7 @@ impl State<'_> {
         target: GgmlType,
     ) -> Result<(GgmlType, Option<GgmlType>), QuantizeError> {
         let block = target.block_size() as u64;
-        if row_len % block == 0 {
+        if row_len.is_multiple_of(block) {
             return Ok((target, None));
         }
         self.n_fallback += 1;
@@ -565,7 +565,7 @@ impl State<'_> {
                 })
             }
         };
-        if row_len % fallback.block_size() as u64 != 0 {
+        if !row_len.is_multiple_of(fallback.block_size() as u64) {
             fallback = GgmlType::F16;
         }
         Ok((fallback, Some(target)))

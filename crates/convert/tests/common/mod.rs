@@ -170,7 +170,7 @@ pub fn safetensors_bytes(tensors: &[(String, Dt, Vec<u64>, Vec<u8>)]) -> Vec<u8>
         offset = end;
     }
     let mut text = serde_json::to_string(&Value::Object(header)).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -174,7 +174,7 @@ impl Bytes {
     }
     /// Zero padding up to a multiple of `align`, then `n` data bytes.
     pub fn pad_and_data(&mut self, align: usize, n: usize) -> &mut Self {
-        while self.0.len() % align != 0 {
+        while !self.0.len().is_multiple_of(align) {
             self.0.push(0);
         }
         self.0.extend((0..n).map(|i| i as u8));
