@@ -323,17 +323,37 @@ pub fn kernels() -> &'static Kernels {
     KERNELS.get_or_init(select)
 }
 
+/// Every table this CPU can run, best first, the scalar one last (for
+/// tests and benchmarks that compare them; [`kernels`] is the one used).
+pub fn tables() -> Vec<Kernels> {
+    let scalar = crate::scalar::kernels();
+    let mut out = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        out.extend(crate::x86::kernels(&scalar, None));
+        if out.first().is_some_and(|k| k.name() != "x86-avx2") {
+            out.extend(crate::x86::kernels(&scalar, Some("x86-avx2")));
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    out.extend(crate::aarch64::kernels(&scalar));
+    out.push(scalar);
+    out
+}
+
 /// Best table first; each SIMD module answers `None` when the CPU lacks its
 /// features (or when it has no kernels yet). `EDGELLAMA_KERNELS=scalar` keeps
 /// the portable table, which follows llama.cpp's plain C kernels to the bit:
 /// tests use it to compare whole forward passes exactly.
+/// `EDGELLAMA_KERNELS=x86-avx2` stops at the AVX2 table on a CPU with more.
 fn select() -> Kernels {
     let scalar = crate::scalar::kernels();
-    if std::env::var("EDGELLAMA_KERNELS").is_ok_and(|v| v == "scalar") {
+    let prefer = std::env::var("EDGELLAMA_KERNELS").ok();
+    if prefer.as_deref() == Some("scalar") {
         return scalar;
     }
     #[cfg(target_arch = "x86_64")]
-    if let Some(k) = crate::x86::kernels(&scalar) {
+    if let Some(k) = crate::x86::kernels(&scalar, prefer.as_deref()) {
         return k;
     }
     #[cfg(target_arch = "aarch64")]

@@ -24,9 +24,9 @@ mod aarch64;
 mod x86;
 
 pub use dispatch::{
-    kernels, AxpyF16Fn, DequantizeFn, DotF16Fn, DotF32F16Fn, ExpSumFn, F16ToF32Fn, F32ToF16Fn,
-    Kernels, MadF16Fn, QuantizeFn, ScaleF16Fn, SwigluFn, TypeKernels, VecDotBatchFn, VecDotFn,
-    VecDotTileFn,
+    kernels, tables, AxpyF16Fn, DequantizeFn, DotF16Fn, DotF32F16Fn, ExpSumFn, F16ToF32Fn,
+    F32ToF16Fn, Kernels, MadF16Fn, QuantizeFn, ScaleF16Fn, SwigluFn, TypeKernels, VecDotBatchFn,
+    VecDotFn, VecDotTileFn,
 };
 pub use edgellama_gguf::{GgmlType, QK_K};
 pub use error::KernelError;
@@ -56,7 +56,7 @@ pub fn supports(t: GgmlType) -> bool {
 /// Bytes of a row of `n` elements of `t`.
 fn row_bytes(t: GgmlType, n: usize) -> Result<usize, KernelError> {
     let block = t.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(KernelError::NotBlockMultiple { ty: t, n, block });
     }
     (n / block)
@@ -232,7 +232,11 @@ mod tests {
             assert_eq!(e.ty, t);
             assert_eq!(e.vec_dot_type, vec_dot_type(t));
         }
-        assert!(["scalar", "x86-avx2"].contains(&k.name()), "{}", k.name());
+        assert!(
+            ["scalar", "x86-avx2", "x86-avx512vnni"].contains(&k.name()),
+            "{}",
+            k.name()
+        );
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! - dot products must agree within a rounding bound (see [`dot_bound`]).
 //!
 //! On a CPU without the SIMD features the tests print that they are skipped
-//! and return; on x86-64 with AVX2, FMA and F16C they must find the
-//! `x86-avx2` table selected.
+//! and return; on x86-64 with AVX2, FMA and F16C they must find an x86
+//! table selected (`x86-avx2`, or `x86-avx512vnni`, which differs only in
+//! its tiled products: those are tested for every table the CPU can run).
 
-use edgellama_kernels::{dequantize_tensor, kernels, scalar, vec_dot_type, GgmlType, Kernels};
+use edgellama_kernels::{
+    dequantize_tensor, kernels, scalar, tables, vec_dot_type, GgmlType, Kernels,
+};
 
 /// The table under test, or `None` (with a message) when the CPU cannot run
 /// one.
@@ -21,10 +24,10 @@ fn simd() -> Option<&'static Kernels> {
             && std::is_x86_feature_detected!("f16c")
         {
             let k = kernels();
-            assert_eq!(
-                k.name(),
-                "x86-avx2",
-                "AVX2 CPU but the SIMD table is not selected"
+            assert!(
+                ["x86-avx2", "x86-avx512vnni"].contains(&k.name()),
+                "AVX2 CPU but the SIMD table is not selected ({})",
+                k.name()
             );
             return Some(k);
         }
@@ -645,8 +648,19 @@ fn batched_kernels_stay_inside_mismatched_slices() {
 #[test]
 fn tiled_dot_products_give_single_pair_bits() {
     // Every (rows, cols) shape up to past two tiles each way, so full tiles,
-    // ragged row edges, ragged column edges and both at once all run.
-    let Some(k) = simd() else { return };
+    // ragged row edges, ragged column edges and both at once all run; for
+    // every SIMD table this CPU has.
+    if simd().is_none() {
+        return;
+    }
+    let all = tables();
+    for k in all.iter().filter(|k| k.name() != "scalar") {
+        eprintln!("table {}", k.name());
+        tiled_products_of(k);
+    }
+}
+
+fn tiled_products_of(k: &Kernels) {
     let s = &scalar::kernels();
     let mut rng = Rng(0x5eed_0007);
     let mut covered = 0;
@@ -686,7 +700,15 @@ fn tiled_dot_products_give_single_pair_bits() {
 fn tiled_kernels_stay_inside_mismatched_slices() {
     // Out of contract the raw entries must not panic or read out of bounds:
     // they process the whole rows present and the rows `out` has room for.
-    let Some(k) = simd() else { return };
+    if simd().is_none() {
+        return;
+    }
+    for k in tables().iter().filter(|k| k.name() != "scalar") {
+        tiles_stay_inside(k);
+    }
+}
+
+fn tiles_stay_inside(k: &Kernels) {
     for t in WEIGHT_TYPES {
         let Some(tile) = k.vec_dot_tile(t) else {
             continue;

@@ -33,26 +33,26 @@ use crate::blocks::{
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q4(x: &BlockQ4_0) -> [__m256i; 2] {
+pub(super) unsafe fn unpack_q4(x: &BlockQ4_0) -> [__m256i; 2] {
     [nibbles(&x.qs), _mm256_setzero_si256()]
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q4_1(x: &BlockQ4_1) -> [__m256i; 2] {
+pub(super) unsafe fn unpack_q4_1(x: &BlockQ4_1) -> [__m256i; 2] {
     [nibbles(&x.qs), _mm256_setzero_si256()]
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q5_0(x: &BlockQ5_0) -> [__m256i; 2] {
+pub(super) unsafe fn unpack_q5_0(x: &BlockQ5_0) -> [__m256i; 2] {
     let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(x.qh));
     [q, _mm256_setzero_si256()]
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q5_1(x: &BlockQ5_1) -> [__m256i; 2] {
+pub(super) unsafe fn unpack_q5_1(x: &BlockQ5_1) -> [__m256i; 2] {
     let q = _mm256_or_si256(nibbles(&x.qs), fifth_bits(x.qh));
     [q, _mm256_setzero_si256()]
 }
@@ -115,7 +115,7 @@ unsafe fn dot_signed(w: &[__m256i; 2], y: &BlockQ8_0) -> __m256i {
 
 /// Four f16 values packed in a `u64`, lowest first.
 #[inline]
-fn pair2(a: Half, b: Half, c: Half, d: Half) -> u64 {
+pub(super) fn pair2(a: Half, b: Half, c: Half, d: Half) -> u64 {
     pack4([a.to_bits(), b.to_bits(), c.to_bits(), d.to_bits()])
 }
 
@@ -123,14 +123,14 @@ fn pair2(a: Half, b: Half, c: Half, d: Half) -> u64 {
 /// layout of [`hsum4_epi32`]'s sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn even_lanes(p: __m256) -> __m256 {
+pub(super) unsafe fn even_lanes(p: __m256) -> __m256 {
     _mm256_permutevar8x32_ps(p, _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6))
 }
 
 /// The odd lanes of `v` summed (where the offset formats keep `m * s`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_odd_ps(v: __m256) -> f32 {
+pub(super) unsafe fn hsum_odd_ps(v: __m256) -> f32 {
     hsum_ps(_mm256_castsi256_ps(_mm256_srli_epi64::<32>(
         _mm256_castps_si256(v),
     )))
@@ -140,7 +140,7 @@ unsafe fn hsum_odd_ps(v: __m256) -> f32 {
 /// 128-bit lanes: `[s0, s1, s2, s3 | s0, s1, s2, s3]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16x4_twice(h: u64) -> __m256 {
+pub(super) unsafe fn f16x4_twice(h: u64) -> __m256 {
     let v = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64));
     _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(v), v)
 }

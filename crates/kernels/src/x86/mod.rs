@@ -26,6 +26,7 @@ mod float;
 mod kquants;
 mod legacy;
 mod simd;
+mod vnni;
 
 use edgellama_gguf::GgmlType;
 
@@ -199,15 +200,70 @@ fn tiles(_: Avx2) -> Vec<(GgmlType, VecDotTileFn)> {
     ]
 }
 
-/// The AVX2 table, or `None` when this CPU lacks the features.
-pub(crate) fn kernels(scalar: &Kernels) -> Option<Kernels> {
-    let cpu = Avx2::detect()?;
-    let table = scalar.with("x86-avx2", &overrides(cpu, scalar));
-    Some(
-        table
-            .with_f16_rows(f16_rows(cpu))
-            .with_float_ops(float_ops(cpu))
-            .with_batch(&batches(cpu))
-            .with_tile(&tiles(cpu)),
-    )
+/// Proof that this CPU has AVX2, FMA and F16C and AVX-512 F, VL, BW and
+/// VNNI.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Vnni(());
+
+impl Avx512Vnni {
+    pub(crate) fn detect() -> Option<Avx512Vnni> {
+        Avx2::detect()?;
+        let ok = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni");
+        ok.then_some(Avx512Vnni(()))
+    }
+}
+
+/// A safe closure around an AVX-512 VNNI kernel. Only expanded inside
+/// functions that take an [`Avx512Vnni`] token.
+macro_rules! vnni_tile {
+    ($t:expr, $f:path) => {
+        (
+            $t,
+            (|n: usize, w: &[u8], a: &[u8], out: &mut [f32]| {
+                // SAFETY: built only where an `Avx512Vnni` token proves the
+                // CPU has the features `$f` is compiled for.
+                unsafe { $f(n, w, a, out) }
+            }) as VecDotTileFn,
+        )
+    };
+}
+
+/// Tiled dot products with `vpdpbusd`; each gives the bits of the AVX2
+/// table's `vec_dot` of its type.
+fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
+    use GgmlType as T;
+    vec![
+        vnni_tile!(T::Q4_0, vnni::vec_dot_tile_q4_0_q8_0),
+        vnni_tile!(T::Q4_1, vnni::vec_dot_tile_q4_1_q8_1),
+        vnni_tile!(T::Q5_0, vnni::vec_dot_tile_q5_0_q8_0),
+        vnni_tile!(T::Q5_1, vnni::vec_dot_tile_q5_1_q8_1),
+        vnni_tile!(T::Q8_0, vnni::vec_dot_tile_q8_0_q8_0),
+    ]
+}
+
+/// The AVX2 table.
+fn avx2_table(cpu: Avx2, scalar: &Kernels) -> Kernels {
+    scalar
+        .with("x86-avx2", &overrides(cpu, scalar))
+        .with_f16_rows(f16_rows(cpu))
+        .with_float_ops(float_ops(cpu))
+        .with_batch(&batches(cpu))
+        .with_tile(&tiles(cpu))
+}
+
+/// The best x86 table for this CPU (`prefer` names one to stop at, such as
+/// `"x86-avx2"`), or `None` when it lacks even AVX2. The AVX-512 VNNI table
+/// is the AVX2 one with faster tiled products and gives the same bits.
+pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels> {
+    let avx2 = avx2_table(Avx2::detect()?, scalar);
+    if prefer == Some("x86-avx2") {
+        return Some(avx2);
+    }
+    Some(match Avx512Vnni::detect() {
+        Some(cpu) => avx2.with("x86-avx512vnni", &[]).with_tile(&vnni_tiles(cpu)),
+        None => avx2,
+    })
 }

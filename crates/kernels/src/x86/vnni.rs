@@ -1,0 +1,405 @@
+//! AVX-512 VNNI tiled products of the 32-element formats (q4_0, q4_1, q5_0,
+//! q5_1, q8_0 weights with q8_0/q8_1 activations), for prompt processing
+//! and batched decoding.
+//!
+//! They give the bits of the AVX2 `vec_dot` of the same type pair by pair
+//! (`legacy.rs`): that kernel's float work is, per group of four blocks, one
+//! fused multiply-add of eight exact `i32` partial sums (block `b`'s first
+//! and second halves in lanes `b` and `4 + b`) by the products of the
+//! scales. Only the way those integer sums are found differs here, and
+//! integer sums are exact whichever way they are found.
+//!
+//! The integer work is where the time goes, so both operands are first
+//! repacked per group of four blocks so that one `vpdpbusd` chain leaves the
+//! eight partial sums in the right lanes with no horizontal adds: vector
+//! `k` of a packed group holds, in lane `i`, bytes `4k..4k + 4` of half
+//! `i / 4` of block `i % 4` (a 4x4 transpose of 32-bit words inside each
+//! 128-bit lane). `vpdpbusd` multiplies unsigned by signed bytes:
+//! - `x = d * q` formats (`sym`): weights as signed `q - offset`,
+//!   activations shifted to unsigned `y + 128`; the chain starts from
+//!   `-128 * sum(q)` per lane, computed once per weight group.
+//! - `x = d * q + m` formats (`offset`): weights unsigned `q`, activations
+//!   signed as they are.
+//!
+//! Each call packs its activation rows once and its weight rows once, then
+//! works through tiles of up to 4 x 4 (row, column) pairs whose
+//! accumulators stay in registers (AVX-512VL gives 32 of them).
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
+
+use super::legacy::{
+    even_lanes, f16x4_twice, hsum_odd_ps, pair2, unpack_q4, unpack_q4_1, unpack_q5_0, unpack_q5_1,
+};
+use super::simd::{f16x8, hsum_ps, load_i8x32, pack4};
+use crate::blocks::{
+    as_blocks, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, Half, QK,
+};
+
+/// Four blocks, transposed as the module note says, and their scales as
+/// the AVX2 kernel lays them out.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Packed {
+    q: [__m256i; 4],
+    /// `sym` weights: `-128 * sum(q)` per lane; otherwise unused.
+    neg: __m256i,
+    s: __m256,
+}
+
+/// The 4x4 transpose of 32-bit words inside each 128-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn transpose(b: [__m256i; 4]) -> [__m256i; 4] {
+    let t0 = _mm256_unpacklo_epi32(b[0], b[1]);
+    let t1 = _mm256_unpackhi_epi32(b[0], b[1]);
+    let t2 = _mm256_unpacklo_epi32(b[2], b[3]);
+    let t3 = _mm256_unpackhi_epi32(b[2], b[3]);
+    [
+        _mm256_unpacklo_epi64(t0, t2),
+        _mm256_unpackhi_epi64(t0, t2),
+        _mm256_unpacklo_epi64(t1, t3),
+        _mm256_unpackhi_epi64(t1, t3),
+    ]
+}
+
+/// A weight format: its bytes as the signed or unsigned `vpdpbusd` operand,
+/// and its scales.
+trait WeightBlock: Sized + FromBytes + KnownLayout + Immutable + Unaligned {
+    /// `sym` formats (`x = d * q`, activations q8_0).
+    const SYM: bool;
+    /// The 32 quants in element order: signed `q - offset` for `sym`
+    /// formats, unsigned `q` otherwise.
+    unsafe fn quants(&self) -> __m256i;
+    fn d(&self) -> Half;
+    /// The offset format's `m`.
+    fn m(&self) -> Half {
+        Half::ZERO
+    }
+}
+
+impl WeightBlock for BlockQ8_0 {
+    const SYM: bool = true;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(&self) -> __m256i {
+        load_i8x32(&self.qs)
+    }
+    fn d(&self) -> Half {
+        self.d
+    }
+}
+
+impl WeightBlock for BlockQ4_0 {
+    const SYM: bool = true;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(&self) -> __m256i {
+        _mm256_sub_epi8(unpack_q4(self)[0], _mm256_set1_epi8(8))
+    }
+    fn d(&self) -> Half {
+        self.d
+    }
+}
+
+impl WeightBlock for BlockQ5_0 {
+    const SYM: bool = true;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(&self) -> __m256i {
+        _mm256_sub_epi8(unpack_q5_0(self)[0], _mm256_set1_epi8(16))
+    }
+    fn d(&self) -> Half {
+        self.d
+    }
+}
+
+impl WeightBlock for BlockQ4_1 {
+    const SYM: bool = false;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(&self) -> __m256i {
+        unpack_q4_1(self)[0]
+    }
+    fn d(&self) -> Half {
+        self.d
+    }
+    fn m(&self) -> Half {
+        self.m
+    }
+}
+
+impl WeightBlock for BlockQ5_1 {
+    const SYM: bool = false;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quants(&self) -> __m256i {
+        unpack_q5_1(self)[0]
+    }
+    fn d(&self) -> Half {
+        self.d
+    }
+    fn m(&self) -> Half {
+        self.m
+    }
+}
+
+/// An activation format: q8_0 (with `sym` weights) or q8_1.
+trait ActBlock: Sized + FromBytes + KnownLayout + Immutable + Unaligned {
+    fn qs(&self) -> &[i8; QK];
+    /// Scales of up to four blocks in the AVX2 kernel's layout.
+    unsafe fn scales(blocks: &[Self]) -> __m256;
+}
+
+impl ActBlock for BlockQ8_0 {
+    fn qs(&self) -> &[i8; QK] {
+        &self.qs
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales(blocks: &[Self]) -> __m256 {
+        let mut h = [0u16; 4];
+        for (hb, b) in h.iter_mut().zip(blocks) {
+            *hb = b.d.to_bits();
+        }
+        f16x4_twice(pack4(h))
+    }
+}
+
+impl ActBlock for BlockQ8_1 {
+    fn qs(&self) -> &[i8; QK] {
+        &self.qs
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scales(blocks: &[Self]) -> __m256 {
+        let mut h = [Half::ZERO; 8];
+        for (i, b) in blocks.iter().take(4).enumerate() {
+            h[2 * i] = b.d;
+            h[2 * i + 1] = b.s;
+        }
+        f16x8(pair2(h[0], h[1], h[2], h[3]), pair2(h[4], h[5], h[6], h[7]))
+    }
+}
+
+/// Packs up to four activation blocks (missing ones count as zeros).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn pack_act<A: ActBlock>(blocks: &[A], sym: bool) -> Packed {
+    let mut b = [_mm256_setzero_si256(); 4];
+    for (v, x) in b.iter_mut().zip(blocks) {
+        *v = load_i8x32(x.qs());
+    }
+    let mut q = transpose(b);
+    if sym {
+        let bias = _mm256_set1_epi8(-128);
+        for v in &mut q {
+            *v = _mm256_xor_si256(*v, bias);
+        }
+    }
+    Packed {
+        q,
+        neg: _mm256_setzero_si256(),
+        s: A::scales(blocks),
+    }
+}
+
+/// Packs up to four weight blocks (missing ones count as zeros).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn pack_weights<W: WeightBlock>(blocks: &[W]) -> Packed {
+    let mut b = [_mm256_setzero_si256(); 4];
+    let mut h = [Half::ZERO; 8];
+    for (i, (v, x)) in b.iter_mut().zip(blocks).enumerate() {
+        *v = x.quants();
+        h[2 * i] = x.d();
+        h[2 * i + 1] = x.m();
+    }
+    let q = transpose(b);
+    let (s, neg) = if W::SYM {
+        let d = [h[0], h[2], h[4], h[6]].map(|x| x.to_bits());
+        let ones = _mm256_set1_epi8(-128);
+        let mut corr = _mm256_setzero_si256();
+        for v in q {
+            corr = _mm256_dpbusd_epi32(corr, ones, v);
+        }
+        (
+            f16x4_twice(pack4(d)),
+            _mm256_sub_epi32(_mm256_setzero_si256(), corr),
+        )
+    } else {
+        (
+            f16x8(pair2(h[0], h[1], h[2], h[3]), pair2(h[4], h[5], h[6], h[7])),
+            _mm256_setzero_si256(),
+        )
+    };
+    Packed { q, neg, s }
+}
+
+/// `R x C` pairs over `groups` packed groups: weight rows at
+/// `w[r * groups..]`, activation rows at `a[c * groups..]`; writes
+/// `out[r * stride + c]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn micro<const SYM: bool, const R: usize, const C: usize>(
+    w: &[Packed],
+    a: &[Packed],
+    groups: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc_m = [[_mm256_setzero_ps(); C]; R];
+    for g in 0..groups {
+        for r in 0..R {
+            let pw = &w[r * groups + g];
+            for c in 0..C {
+                let pa = &a[c * groups + g];
+                if SYM {
+                    let mut s = pw.neg;
+                    for k in 0..4 {
+                        s = _mm256_dpbusd_epi32(s, pa.q[k], pw.q[k]);
+                    }
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_cvtepi32_ps(s),
+                        _mm256_mul_ps(pw.s, pa.s),
+                        acc[r][c],
+                    );
+                } else {
+                    let mut s = _mm256_setzero_si256();
+                    for k in 0..4 {
+                        s = _mm256_dpbusd_epi32(s, pw.q[k], pa.q[k]);
+                    }
+                    let ds = _mm256_mul_ps(pw.s, pa.s);
+                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), even_lanes(ds), acc[r][c]);
+                    acc_m[r][c] = _mm256_add_ps(acc_m[r][c], ds);
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r * stride + c] = if SYM {
+                hsum_ps(acc[r][c])
+            } else {
+                hsum_ps(acc[r][c]) + hsum_odd_ps(acc_m[r][c])
+            };
+        }
+    }
+}
+
+/// Tile rows and columns.
+const TR: usize = 4;
+const TC: usize = 4;
+
+/// [`micro`] for `rr <= TR` rows and `cc <= TC` columns.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn micro_any<const SYM: bool>(
+    rr: usize,
+    cc: usize,
+    w: &[Packed],
+    a: &[Packed],
+    groups: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    macro_rules! arms {
+        ($($r:literal, $c:literal);*) => {
+            match (rr, cc) {
+                $(($r, $c) => micro::<SYM, $r, $c>(w, a, groups, out, stride),)*
+                _ => {}
+            }
+        };
+    }
+    arms!(4, 4; 4, 3; 4, 2; 4, 1; 3, 4; 3, 3; 3, 2; 3, 1;
+          2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
+}
+
+thread_local! {
+    /// Packed activations and weights of the current call, kept between
+    /// calls so that a prompt's products do not allocate.
+    static SCRATCH: RefCell<(Vec<Packed>, Vec<Packed>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Columns whose packed activations are worked through together (so they
+/// stay in L1 while every weight row passes).
+const COL_CHUNK: usize = 32;
+
+/// The `vec_dot_tile` contract over `W` weights and `A` activations.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let per_row = n / QK;
+    if per_row == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let x: &[W] = as_blocks(w);
+    let y: &[A] = as_blocks(a);
+    let cols = y.len() / per_row;
+    if cols == 0 {
+        return;
+    }
+    let rows = (x.len() / per_row).min(out.len() / cols);
+    let groups = per_row.div_ceil(4);
+    SCRATCH.with(|cell| {
+        let Ok(mut guard) = cell.try_borrow_mut() else {
+            return;
+        };
+        let (pa, pw) = &mut *guard;
+        pa.clear();
+        pw.clear();
+        for c in 0..cols {
+            let yr = &y[c * per_row..(c + 1) * per_row];
+            for ch in yr.chunks(4) {
+                pa.push(pack_act(ch, W::SYM));
+            }
+        }
+        for r in 0..rows {
+            let xr = &x[r * per_row..(r + 1) * per_row];
+            for ch in xr.chunks(4) {
+                pw.push(pack_weights(ch));
+            }
+        }
+        let mut c0 = 0;
+        while c0 < cols {
+            let c1 = (c0 + COL_CHUNK).min(cols);
+            let mut r = 0;
+            while r < rows {
+                let rr = (rows - r).min(TR);
+                let mut c = c0;
+                while c < c1 {
+                    let cc = (c1 - c).min(TC);
+                    let (wt, at) = (&pw[r * groups..], &pa[c * groups..]);
+                    let o = &mut out[r * cols + c..];
+                    if W::SYM {
+                        micro_any::<true>(rr, cc, wt, at, groups, o, cols);
+                    } else {
+                        micro_any::<false>(rr, cc, wt, at, groups, o, cols);
+                    }
+                    c += cc;
+                }
+                r += rr;
+            }
+            c0 = c1;
+        }
+    });
+}
+
+macro_rules! tile_entry {
+    ($name:ident, $W:ty, $A:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+        pub unsafe fn $name(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+            tile::<$W, $A>(n, w, a, out)
+        }
+    };
+}
+
+tile_entry!(vec_dot_tile_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+tile_entry!(vec_dot_tile_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+tile_entry!(vec_dot_tile_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+tile_entry!(vec_dot_tile_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+tile_entry!(vec_dot_tile_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
