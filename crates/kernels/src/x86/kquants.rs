@@ -82,7 +82,7 @@ unsafe fn f16_times(a: Half, y: f32) -> __m256 {
 /// Sum of the 4 lanes of `v`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_ps128(v: __m128) -> f32 {
+pub(super) unsafe fn hsum_ps128(v: __m128) -> f32 {
     let v = _mm_add_ps(v, _mm_movehl_ps(v, v));
     _mm_cvtss_f32(_mm_add_ss(v, _mm_movehdup_ps(v)))
 }
@@ -210,7 +210,7 @@ pub unsafe fn vec_dot_q3_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 /// block, unpacked from the 12 bytes that `get_scale_min_k4` reads.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k4_scales_mins(s: &[u8; 12]) -> __m256i {
+pub(super) unsafe fn k4_scales_mins(s: &[u8; 12]) -> __m256i {
     const SIX: u32 = 0x3f3f_3f3f;
     const LOW: u32 = 0x0f0f_0f0f;
     const TOP: u32 = 0x0303_0303;

@@ -27,6 +27,7 @@ mod kquants;
 mod legacy;
 mod simd;
 mod vnni;
+mod vnni_k;
 
 use edgellama_gguf::GgmlType;
 
@@ -241,6 +242,8 @@ fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
         vnni_tile!(T::Q5_0, vnni::vec_dot_tile_q5_0_q8_0),
         vnni_tile!(T::Q5_1, vnni::vec_dot_tile_q5_1_q8_1),
         vnni_tile!(T::Q8_0, vnni::vec_dot_tile_q8_0_q8_0),
+        vnni_tile!(T::Q4_K, vnni_k::vec_dot_tile_q4_k_q8_k),
+        vnni_tile!(T::Q6_K, vnni_k::vec_dot_tile_q6_k_q8_k),
     ]
 }
 

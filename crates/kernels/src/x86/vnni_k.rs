@@ -1,0 +1,306 @@
+//! AVX-512 VNNI tiled products of q4_K and q6_K weights with q8_K
+//! activations.
+//!
+//! They give the bits of the AVX2 `vec_dot` of the same type
+//! (`kquants.rs`) pair by pair: per super-block that kernel folds eight
+//! exact `i32` lane sums (lane `i` gathers, over the super-block's
+//! sub-blocks, `scale * (4 products at bytes 4i..4i + 4 of each 32)`) into
+//! its accumulator with one fused multiply-add, plus the min or offset
+//! correction. Here the same integer lanes come from 512-bit operations
+//! (two 32-element vectors at a time, their halves added at the end, which
+//! is exact) with `vpdpwssd` fusing the scale multiply and the add, and the
+//! float steps are the AVX2 kernel's, in its order.
+//!
+//! Weight rows are unpacked once per call into a scratch layout (quants as
+//! 64-byte vectors in activation order, scales widened to one `i16` per
+//! lane pair), a few rows at a time so they stay in L1 while every
+//! activation row passes.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use edgellama_gguf::QK_K;
+
+use super::kquants::{hsum_ps128, k4_scales_mins};
+use super::simd::hsum_ps;
+use crate::blocks::{as_blocks, BlockQ4K, BlockQ6K, BlockQ8K, Half};
+
+/// One weight super-block, unpacked.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Packed {
+    /// Unsigned quants, elements `64v..64v + 64` in vector `v`.
+    q: [__m512i; 4],
+    /// The scale of each `i16` lane pair of `q`.
+    sc: [__m512i; 4],
+    /// q6_K: the 16 scales as `i16` (for the `-32` offset); q4_K: the 8
+    /// mins in the low half.
+    corr: __m256i,
+    /// `[d, dmin, 0, 0]` (q4_K) or `[d, 0, 0, 0]` (q6_K), widened.
+    dd: __m128,
+}
+
+/// Scales per `i16` lane: lane `l` of vector `v` covers elements
+/// `64v + 2l` and `64v + 2l + 1`, which belong to scale
+/// `(64v + 2l) / group`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn lane_scales(scales: &[i16; 16], group: usize) -> [__m512i; 4] {
+    let mut out = [_mm512_setzero_si512(); 4];
+    for (v, o) in out.iter_mut().enumerate() {
+        let mut lanes = [0i16; 32];
+        for (l, x) in lanes.iter_mut().enumerate() {
+            *x = scales[(64 * v + 2 * l) / group];
+        }
+        // SAFETY: `lanes` is 64 readable bytes.
+        *o = _mm512_loadu_si512(lanes.as_ptr().cast());
+    }
+    out
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn pack_q4_k(x: &BlockQ4K) -> Packed {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut q = [_mm512_setzero_si512(); 4];
+    for (j, v) in q.iter_mut().enumerate() {
+        // SAFETY: bytes 32j..32j + 32 of the 128 `qs`.
+        let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * j).cast());
+        *v = join(
+            _mm256_and_si256(bits, m4),
+            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
+        );
+    }
+    let sm = k4_scales_mins(&x.scales);
+    let mut both = [0i16; 16];
+    // SAFETY: `both` is 32 writable bytes.
+    _mm256_storeu_si256(both.as_mut_ptr().cast(), sm);
+    let mut scales = [0i16; 16];
+    scales[..8].copy_from_slice(&both[..8]);
+    let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
+    Packed {
+        q,
+        sc: lane_scales(&scales, 32),
+        corr: _mm256_castsi128_si256(_mm256_extracti128_si256::<1>(sm)),
+        dd: _mm_cvtph_ps(_mm_cvtsi32_si128(bits)),
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn pack_q6_k(x: &BlockQ6K) -> Packed {
+    let m15 = _mm256_set1_epi8(15);
+    let mut v32 = [_mm256_setzero_si256(); 8];
+    for (half, (ql, qh)) in x.ql.chunks_exact(64).zip(x.qh.chunks_exact(32)).enumerate() {
+        // SAFETY: `ql` is 64 readable bytes, `qh` 32.
+        let (l0, l1, h) = (
+            _mm256_loadu_si256(ql.as_ptr().cast()),
+            _mm256_loadu_si256(ql.as_ptr().add(32).cast()),
+            _mm256_loadu_si256(qh.as_ptr().cast()),
+        );
+        v32[4 * half] = _mm256_or_si256(
+            _mm256_and_si256(l0, m15),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(h, _mm256_set1_epi8(0x03))),
+        );
+        v32[4 * half + 1] = _mm256_or_si256(
+            _mm256_and_si256(l1, m15),
+            _mm256_slli_epi16::<2>(_mm256_and_si256(h, _mm256_set1_epi8(0x0c))),
+        );
+        v32[4 * half + 2] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(l0), m15),
+            _mm256_and_si256(h, _mm256_set1_epi8(0x30)),
+        );
+        v32[4 * half + 3] = _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(l1), m15),
+            _mm256_srli_epi16::<2>(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8))),
+        );
+    }
+    let q = std::array::from_fn(|v| join(v32[2 * v], v32[2 * v + 1]));
+    let scales: [i16; 16] = std::array::from_fn(|i| x.scales[i] as i16);
+    Packed {
+        q,
+        sc: lane_scales(&scales, 16),
+        // SAFETY: `scales` is 16 readable bytes.
+        corr: _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast())),
+        dd: _mm_cvtph_ps(_mm_cvtsi32_si128(
+            x.d.to_bits() as i32 | (Half::ZERO.to_bits() as i32) << 16,
+        )),
+    }
+}
+
+/// The exact lane sums of one super-block pair.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn lane_sums(w: &Packed, y: &BlockQ8K) -> __m256i {
+    let mut s = _mm512_setzero_si512();
+    for v in 0..4 {
+        // SAFETY: bytes 64v..64v + 64 of the 256 `qs`.
+        let yv = _mm512_loadu_si512(y.qs.as_ptr().add(64 * v).cast());
+        s = _mm512_dpwssd_epi32(s, w.sc[v], _mm512_maddubs_epi16(w.q[v], yv));
+    }
+    _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+}
+
+/// `R x C` pairs over `nb` super-blocks: packed weight rows at
+/// `w[r * nb..]`, activation rows `y[c]`; writes `out[r * stride + c]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
+    w: &[Packed],
+    y: [&[BlockQ8K]; C],
+    nb: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc_m = [[_mm_setzero_ps(); C]; R];
+    for i in 0..nb {
+        for r in 0..R {
+            let pw = &w[r * nb + i];
+            for c in 0..C {
+                let yb = &y[c][i];
+                let s = lane_sums(pw, yb);
+                // SAFETY: `bsums` is 32 readable bytes.
+                let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+                let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d.get()));
+                if Q6 {
+                    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw.corr));
+                    let s = _mm256_sub_epi32(s, offset);
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_broadcastss_ps(dd),
+                        _mm256_cvtepi32_ps(s),
+                        acc[r][c],
+                    );
+                } else {
+                    let b32 = _mm_hadd_epi16(
+                        _mm256_castsi256_si128(bsums),
+                        _mm256_extracti128_si256::<1>(bsums),
+                    );
+                    let mins = _mm_madd_epi16(_mm256_castsi256_si128(pw.corr), b32);
+                    let dmin = _mm_permute_ps::<0b0101_0101>(dd);
+                    acc_m[r][c] = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), acc_m[r][c]);
+                    acc[r][c] = _mm256_fmadd_ps(
+                        _mm256_broadcastss_ps(dd),
+                        _mm256_cvtepi32_ps(s),
+                        acc[r][c],
+                    );
+                }
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[r * stride + c] = if Q6 {
+                hsum_ps(acc[r][c])
+            } else {
+                hsum_ps(acc[r][c]) + hsum_ps128(acc_m[r][c])
+            };
+        }
+    }
+}
+
+const TR: usize = 2;
+const TC: usize = 4;
+/// Weight rows unpacked at a time (their scratch stays in L1).
+const PACK_ROWS: usize = 8;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn micro_any<const Q6: bool>(
+    rr: usize,
+    y: &[&[BlockQ8K]],
+    w: &[Packed],
+    nb: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    macro_rules! arms {
+        ($($r:literal, $c:literal);*) => {
+            match (rr, y.len()) {
+                $(($r, $c) => micro::<Q6, $r, $c>(w, std::array::from_fn(|j| y[j]), nb, out, stride),)*
+                _ => {}
+            }
+        };
+    }
+    arms!(2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Packed>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `vec_dot_tile` contract for weights `X`, unpacked by `pack`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn tile<X, const Q6: bool>(
+    n: usize,
+    w: &[u8],
+    a: &[u8],
+    out: &mut [f32],
+    pack: unsafe fn(&X) -> Packed,
+) where
+    X: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned,
+{
+    let nb = n / QK_K;
+    if nb == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let x: &[X] = as_blocks(w);
+    let y: &[BlockQ8K] = as_blocks(a);
+    let cols = y.len() / nb;
+    if cols == 0 {
+        return;
+    }
+    let rows = (x.len() / nb).min(out.len() / cols);
+    SCRATCH.with(|cell| {
+        let Ok(mut pw) = cell.try_borrow_mut() else {
+            return;
+        };
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + PACK_ROWS).min(rows);
+            pw.clear();
+            for xb in &x[r0 * nb..r1 * nb] {
+                pw.push(pack(xb));
+            }
+            let mut c = 0;
+            while c < cols {
+                let cc = (cols - c).min(TC);
+                let yc: [&[BlockQ8K]; TC] =
+                    std::array::from_fn(|j| &y[(c + j.min(cc - 1)) * nb..][..nb]);
+                let mut r = r0;
+                while r < r1 {
+                    let rr = (r1 - r).min(TR);
+                    micro_any::<Q6>(
+                        rr,
+                        &yc[..cc],
+                        &pw[(r - r0) * nb..],
+                        nb,
+                        &mut out[r * cols + c..],
+                        cols,
+                    );
+                    r += rr;
+                }
+                c += cc;
+            }
+            r0 = r1;
+        }
+    });
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+pub unsafe fn vec_dot_tile_q4_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    tile::<BlockQ4K, false>(n, w, a, out, pack_q4_k)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+pub unsafe fn vec_dot_tile_q6_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    tile::<BlockQ6K, true>(n, w, a, out, pack_q6_k)
+}
