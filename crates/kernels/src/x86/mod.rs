@@ -26,6 +26,7 @@ mod float;
 mod kquants;
 mod legacy;
 mod simd;
+mod tile_f16;
 mod vnni;
 mod vnni_k;
 
@@ -244,6 +245,7 @@ fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
         vnni_tile!(T::Q8_0, vnni::vec_dot_tile_q8_0_q8_0),
         vnni_tile!(T::Q4_K, vnni_k::vec_dot_tile_q4_k_q8_k),
         vnni_tile!(T::Q6_K, vnni_k::vec_dot_tile_q6_k_q8_k),
+        vnni_tile!(T::F16, tile_f16::vec_dot_tile_f16),
     ]
 }
 

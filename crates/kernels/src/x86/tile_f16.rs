@@ -1,0 +1,169 @@
+//! AVX-512 tiled product of f16 weights with f16 activations.
+//!
+//! It gives the bits of the AVX2 `vec_dot_f16` (`float.rs`) pair by pair:
+//! that kernel keeps eight 8-lane `f32` accumulators, each lane a chain of
+//! fused multiply-adds over the elements `64i + 8k + lane`, then adds them
+//! in a fixed tree. A 512-bit accumulator here is two of those 8-lane ones
+//! side by side, and lane-wise fused multiply-adds are the same operations
+//! whatever the vector width, so each chain sees the same steps; the
+//! 8-element remainder, the tree and the scalar tail follow the AVX2 code.
+//!
+//! Both operands are widened to `f32` once per call (exactly), weight rows
+//! a few at a time so they stay in L1 while every activation row passes;
+//! tiles of 2 x 3 pairs keep their 24 accumulators in registers.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+use super::simd::hsum_ps;
+use crate::blocks::{as_blocks, Half};
+
+/// Widens `src` into `dst` (appending).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn widen(src: &[Half], dst: &mut Vec<f32>) {
+    dst.reserve(src.len());
+    let mut chunks = src.chunks_exact(8);
+    for c in &mut chunks {
+        // SAFETY: `c` is 16 readable bytes.
+        let v = _mm256_cvtph_ps(_mm_loadu_si128(c.as_ptr().cast()));
+        let mut out = [0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), v);
+        dst.extend_from_slice(&out);
+    }
+    dst.extend(chunks.remainder().iter().map(|h| h.to_f32()));
+}
+
+/// `R x C` pairs of `n`-element rows: weight rows `w[r]`, activation rows
+/// `y[c]`; writes `out[r * stride + c]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn micro<const R: usize, const C: usize>(
+    n: usize,
+    w: [&[f32]; R],
+    y: [&[f32]; C],
+    out: &mut [f32],
+    stride: usize,
+) {
+    let mut acc = [[[_mm512_setzero_ps(); 4]; C]; R];
+    let mut i = 0;
+    while i + 64 <= n {
+        for r in 0..R {
+            // SAFETY: i + 64 <= n, and every row holds n floats.
+            let wv: [__m512; 4] =
+                std::array::from_fn(|k| _mm512_loadu_ps(w[r].as_ptr().add(i + 16 * k)));
+            for c in 0..C {
+                for k in 0..4 {
+                    let yv = _mm512_loadu_ps(y[c].as_ptr().add(i + 16 * k));
+                    acc[r][c][k] = _mm512_fmadd_ps(wv[k], yv, acc[r][c][k]);
+                }
+            }
+        }
+        i += 64;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            // The AVX2 kernel's eight accumulators.
+            let mut a: [__m256; 8] = std::array::from_fn(|k| {
+                let z = acc[r][c][k / 2];
+                if k % 2 == 0 {
+                    _mm512_castps512_ps256(z)
+                } else {
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
+                }
+            });
+            let mut j = i;
+            while j + 8 <= n {
+                // SAFETY: j + 8 <= n.
+                let (xv, yv) = (
+                    _mm256_loadu_ps(w[r].as_ptr().add(j)),
+                    _mm256_loadu_ps(y[c].as_ptr().add(j)),
+                );
+                a[0] = _mm256_fmadd_ps(xv, yv, a[0]);
+                j += 8;
+            }
+            let s = _mm256_add_ps(
+                _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
+                _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])),
+            );
+            let mut sum = hsum_ps(s);
+            for t in j..n {
+                sum += w[r][t] * y[c][t];
+            }
+            out[r * stride + c] = sum;
+        }
+    }
+}
+
+const TR: usize = 2;
+const TC: usize = 3;
+const PACK_ROWS: usize = 8;
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+unsafe fn micro_any(n: usize, w: &[&[f32]], y: &[&[f32]], out: &mut [f32], stride: usize) {
+    macro_rules! arms {
+        ($($r:literal, $c:literal);*) => {
+            match (w.len(), y.len()) {
+                $(($r, $c) => micro::<$r, $c>(
+                    n,
+                    std::array::from_fn(|k| w[k]),
+                    std::array::from_fn(|k| y[k]),
+                    out,
+                    stride,
+                ),)*
+                _ => {}
+            }
+        };
+    }
+    arms!(2, 3; 2, 2; 2, 1; 1, 3; 1, 2; 1, 1);
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The `vec_dot_tile` contract for f16 weights and activations.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let x: &[Half] = as_blocks(w);
+    let y: &[Half] = as_blocks(a);
+    let cols = y.len() / n;
+    if cols == 0 {
+        return;
+    }
+    let rows = (x.len() / n).min(out.len() / cols);
+    SCRATCH.with(|cell| {
+        let Ok(mut guard) = cell.try_borrow_mut() else {
+            return;
+        };
+        let (ya, wa) = &mut *guard;
+        ya.clear();
+        widen(&y[..cols * n], ya);
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + PACK_ROWS).min(rows);
+            wa.clear();
+            widen(&x[r0 * n..r1 * n], wa);
+            let mut c = 0;
+            while c < cols {
+                let cc = (cols - c).min(TC);
+                let yc: [&[f32]; TC] = std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * n..][..n]);
+                let mut r = r0;
+                while r < r1 {
+                    let rr = (r1 - r).min(TR);
+                    let wr: [&[f32]; TR] =
+                        std::array::from_fn(|k| &wa[(r - r0 + k.min(rr - 1)) * n..][..n]);
+                    micro_any(n, &wr[..rr], &yc[..cc], &mut out[r * cols + c..], cols);
+                    r += rr;
+                }
+                c += cc;
+            }
+            r0 = r1;
+        }
+    });
+}
