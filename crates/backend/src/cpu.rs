@@ -227,6 +227,13 @@ impl Backend for CpuBackend {
                 let (m, chunk) = (&mats[g], chunks[g]);
                 let r0 = (task - first_task[g]) * chunk;
                 let r1 = (r0 + chunk).min(m.w.n_out);
+                if let Some(tile) = m.tile {
+                    // SAFETY: rows `r0..r1` of matrix `g` belong to this task alone.
+                    let ys =
+                        unsafe { std::slice::from_raw_parts_mut(outs[g].get().add(r0), r1 - r0) };
+                    tile(n_in, &m.w.data[r0 * m.w_row..r1 * m.w_row], act, ys);
+                    return;
+                }
                 for r in r0..r1 {
                     let wr = &m.w.data[r * m.w_row..(r + 1) * m.w_row];
                     let v = (m.dot)(n_in, wr, act);

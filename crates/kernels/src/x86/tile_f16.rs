@@ -98,6 +98,9 @@ unsafe fn micro<const R: usize, const C: usize>(
 const TR: usize = 2;
 const TC: usize = 3;
 const PACK_ROWS: usize = 8;
+/// Below this many activation rows the AVX2 `vec_dot_f16` (the same bits)
+/// does each pair.
+const FEW_COLS: usize = 3;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
@@ -137,6 +140,17 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
         return;
     }
     let rows = (x.len() / n).min(out.len() / cols);
+    if cols < FEW_COLS {
+        // Widening a weight row costs more than a few products with it.
+        for r in 0..rows {
+            let wr = &w[2 * r * n..2 * (r + 1) * n];
+            for c in 0..cols {
+                out[r * cols + c] =
+                    super::float::vec_dot_f16(n, wr, &a[2 * c * n..2 * (c + 1) * n]);
+            }
+        }
+        return;
+    }
     SCRATCH.with(|cell| {
         let Ok(mut guard) = cell.try_borrow_mut() else {
             return;

@@ -23,7 +23,9 @@
 //!
 //! Each call packs its activation rows once and its weight rows once, then
 //! works through tiles of up to 4 x 4 (row, column) pairs whose
-//! accumulators stay in registers (AVX-512VL gives 32 of them).
+//! accumulators stay in registers (AVX-512VL gives 32 of them). With a
+//! single activation row (decoding) the weights are packed in registers
+//! as they stream instead.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -318,6 +320,40 @@ unsafe fn micro_any<const SYM: bool>(
           2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
 }
 
+/// One weight row against one packed activation row: [`micro`]'s 1 x 1
+/// case with the weight groups packed in registers on the way (decoding
+/// multiplies each weight row with a single activation row, so packing
+/// rows into scratch would not pay).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn row_dot<W: WeightBlock>(x: &[W], a: &[Packed]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_m = _mm256_setzero_ps();
+    for (ch, pa) in x.chunks(4).zip(a) {
+        let pw = pack_weights(ch);
+        if W::SYM {
+            let mut s = pw.neg;
+            for k in 0..4 {
+                s = _mm256_dpbusd_epi32(s, pa.q[k], pw.q[k]);
+            }
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(pw.s, pa.s), acc);
+        } else {
+            let mut s = _mm256_setzero_si256();
+            for k in 0..4 {
+                s = _mm256_dpbusd_epi32(s, pw.q[k], pa.q[k]);
+            }
+            let ds = _mm256_mul_ps(pw.s, pa.s);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), even_lanes(ds), acc);
+            acc_m = _mm256_add_ps(acc_m, ds);
+        }
+    }
+    if W::SYM {
+        hsum_ps(acc)
+    } else {
+        hsum_ps(acc) + hsum_odd_ps(acc_m)
+    }
+}
+
 thread_local! {
     /// Packed activations and weights of the current call, kept between
     /// calls so that a prompt's products do not allocate.
@@ -357,6 +393,12 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             for ch in yr.chunks(4) {
                 pa.push(pack_act(ch, W::SYM));
             }
+        }
+        if cols == 1 {
+            for (r, o) in out[..rows].iter_mut().enumerate() {
+                *o = row_dot(&x[r * per_row..(r + 1) * per_row], pa);
+            }
+            return;
         }
         for r in 0..rows {
             let xr = &x[r * per_row..(r + 1) * per_row];

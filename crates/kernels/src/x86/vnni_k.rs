@@ -209,6 +209,9 @@ const TR: usize = 2;
 const TC: usize = 4;
 /// Weight rows unpacked at a time (their scratch stays in L1).
 const PACK_ROWS: usize = 8;
+/// Below this many activation rows the AVX2 `vec_dot` (the same bits)
+/// does each pair.
+const FEW_COLS: usize = 4;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
@@ -244,6 +247,7 @@ unsafe fn tile<X, const Q6: bool>(
     a: &[u8],
     out: &mut [f32],
     pack: unsafe fn(&X) -> Packed,
+    single: unsafe fn(usize, &[u8], &[u8]) -> f32,
 ) where
     X: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned,
 {
@@ -254,11 +258,22 @@ unsafe fn tile<X, const Q6: bool>(
     }
     let x: &[X] = as_blocks(w);
     let y: &[BlockQ8K] = as_blocks(a);
+    let (row_bytes, act_bytes) = (nb * size_of::<X>(), nb * size_of::<BlockQ8K>());
     let cols = y.len() / nb;
     if cols == 0 {
         return;
     }
     let rows = (x.len() / nb).min(out.len() / cols);
+    if cols < FEW_COLS {
+        // Unpacking a weight row costs more than a few products with it.
+        for r in 0..rows {
+            let wr = &w[r * row_bytes..(r + 1) * row_bytes];
+            for c in 0..cols {
+                out[r * cols + c] = single(n, wr, &a[c * act_bytes..(c + 1) * act_bytes]);
+            }
+        }
+        return;
+    }
     SCRATCH.with(|cell| {
         let Ok(mut pw) = cell.try_borrow_mut() else {
             return;
@@ -297,10 +312,10 @@ unsafe fn tile<X, const Q6: bool>(
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 pub unsafe fn vec_dot_tile_q4_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    tile::<BlockQ4K, false>(n, w, a, out, pack_q4_k)
+    tile::<BlockQ4K, false>(n, w, a, out, pack_q4_k, super::kquants::vec_dot_q4_k_q8_k)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 pub unsafe fn vec_dot_tile_q6_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    tile::<BlockQ6K, true>(n, w, a, out, pack_q6_k)
+    tile::<BlockQ6K, true>(n, w, a, out, pack_q6_k, super::kquants::vec_dot_q6_k_q8_k)
 }
