@@ -40,53 +40,44 @@ struct Packed {
     dd: __m128,
 }
 
-/// Scales per `i16` lane: lane `l` of vector `v` covers elements
-/// `64v + 2l` and `64v + 2l + 1`, which belong to scale
-/// `(64v + 2l) / group`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn lane_scales(scales: &[i16; 16], group: usize) -> [__m512i; 4] {
-    let mut out = [_mm512_setzero_si512(); 4];
-    for (v, o) in out.iter_mut().enumerate() {
-        let mut lanes = [0i16; 32];
-        for (l, x) in lanes.iter_mut().enumerate() {
-            *x = scales[(64 * v + 2 * l) / group];
-        }
-        // SAFETY: `lanes` is 64 readable bytes.
-        *o = _mm512_loadu_si512(lanes.as_ptr().cast());
-    }
-    out
-}
-
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
+/// `v[idx[l]]` for the 32 `i16` lanes `l`, `idx[l] = first + l / per`:
+/// one scale per `per` lanes, from the 16 `i16` of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn spread16(v: __m256i, first: i16, per: i16) -> __m512i {
+    let idx: [i16; 32] = std::array::from_fn(|l| first + l as i16 / per);
+    // SAFETY: `idx` is 64 readable bytes.
+    let idx = _mm512_loadu_si512(idx.as_ptr().cast());
+    _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(v))
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn pack_q4_k(x: &BlockQ4K) -> Packed {
-    let m4 = _mm256_set1_epi8(0x0f);
+    let m4 = _mm512_set1_epi8(0x0f);
     let mut q = [_mm512_setzero_si512(); 4];
-    for (j, v) in q.iter_mut().enumerate() {
-        // SAFETY: bytes 32j..32j + 32 of the 128 `qs`.
-        let bits = _mm256_loadu_si256(x.qs.as_ptr().add(32 * j).cast());
-        *v = join(
-            _mm256_and_si256(bits, m4),
-            _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
-        );
+    for m in 0..2 {
+        // SAFETY: bytes 64m..64m + 64 of the 128 `qs`: the low nibbles are
+        // sub-blocks 4m and 4m + 2, the high ones 4m + 1 and 4m + 3.
+        let bits = _mm512_loadu_si512(x.qs.as_ptr().add(64 * m).cast());
+        let lo = _mm512_and_si512(bits, m4);
+        let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(bits), m4);
+        q[2 * m] = _mm512_shuffle_i64x2::<0b01_00_01_00>(lo, hi);
+        q[2 * m + 1] = _mm512_shuffle_i64x2::<0b11_10_11_10>(lo, hi);
     }
     let sm = k4_scales_mins(&x.scales);
-    let mut both = [0i16; 16];
-    // SAFETY: `both` is 32 writable bytes.
-    _mm256_storeu_si256(both.as_mut_ptr().cast(), sm);
-    let mut scales = [0i16; 16];
-    scales[..8].copy_from_slice(&both[..8]);
     let bits = x.d.to_bits() as i32 | (x.dmin.to_bits() as i32) << 16;
     Packed {
         q,
-        sc: lane_scales(&scales, 32),
+        // Sub-block scales are `i16` lanes 0..8 of `sm`; vector `v` holds
+        // sub-blocks 2v and 2v + 1.
+        sc: std::array::from_fn(|v| spread16(sm, 2 * v as i16, 16)),
         corr: _mm256_castsi128_si256(_mm256_extracti128_si256::<1>(sm)),
         dd: _mm_cvtph_ps(_mm_cvtsi32_si128(bits)),
     }
@@ -122,12 +113,13 @@ unsafe fn pack_q6_k(x: &BlockQ6K) -> Packed {
         );
     }
     let q = std::array::from_fn(|v| join(v32[2 * v], v32[2 * v + 1]));
-    let scales: [i16; 16] = std::array::from_fn(|i| x.scales[i] as i16);
+    // SAFETY: `scales` is 16 readable bytes.
+    let all = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
     Packed {
         q,
-        sc: lane_scales(&scales, 16),
-        // SAFETY: `scales` is 16 readable bytes.
-        corr: _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast())),
+        // One scale per 16 elements: vector `v` holds scales 4v..4v + 4.
+        sc: std::array::from_fn(|v| spread16(all, 4 * v as i16, 8)),
+        corr: all,
         dd: _mm_cvtph_ps(_mm_cvtsi32_si128(
             x.d.to_bits() as i32 | (Half::ZERO.to_bits() as i32) << 16,
         )),
@@ -147,6 +139,62 @@ unsafe fn lane_sums(w: &Packed, y: &BlockQ8K) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
 }
 
+/// One super-block pair folded into its accumulators, in the AVX2
+/// kernel's steps.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn pair<const Q6: bool>(pw: &Packed, yb: &BlockQ8K, acc: &mut __m256, acc_m: &mut __m128) {
+    let s = lane_sums(pw, yb);
+    // SAFETY: `bsums` is 32 readable bytes.
+    let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+    let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d.get()));
+    if Q6 {
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw.corr));
+        let s = _mm256_sub_epi32(s, offset);
+        *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(s), *acc);
+    } else {
+        let b32 = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256::<1>(bsums),
+        );
+        let mins = _mm_madd_epi16(_mm256_castsi256_si128(pw.corr), b32);
+        let dmin = _mm_permute_ps::<0b0101_0101>(dd);
+        *acc_m = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), *acc_m);
+        *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(s), *acc);
+    }
+}
+
+/// The final sum of a pair's accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn finish<const Q6: bool>(acc: __m256, acc_m: __m128) -> f32 {
+    if Q6 {
+        hsum_ps(acc)
+    } else {
+        hsum_ps(acc) + hsum_ps128(acc_m)
+    }
+}
+
+/// One weight row against `C` activation rows, each super-block unpacked
+/// in registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn row_tile<X, const Q6: bool, const C: usize>(
+    x: &[X],
+    y: [&[BlockQ8K]; C],
+    pack: unsafe fn(&X) -> Packed,
+) -> [f32; C] {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_m = [_mm_setzero_ps(); C];
+    for (i, xb) in x.iter().enumerate() {
+        let pw = pack(xb);
+        for c in 0..C {
+            pair::<Q6>(&pw, &y[c][i], &mut acc[c], &mut acc_m[c]);
+        }
+    }
+    std::array::from_fn(|c| finish::<Q6>(acc[c], acc_m[c]))
+}
+
 /// `R x C` pairs over `nb` super-blocks: packed weight rows at
 /// `w[r * nb..]`, activation rows `y[c]`; writes `out[r * stride + c]`.
 #[inline]
@@ -164,43 +212,13 @@ unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
         for r in 0..R {
             let pw = &w[r * nb + i];
             for c in 0..C {
-                let yb = &y[c][i];
-                let s = lane_sums(pw, yb);
-                // SAFETY: `bsums` is 32 readable bytes.
-                let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
-                let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d.get()));
-                if Q6 {
-                    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw.corr));
-                    let s = _mm256_sub_epi32(s, offset);
-                    acc[r][c] = _mm256_fmadd_ps(
-                        _mm256_broadcastss_ps(dd),
-                        _mm256_cvtepi32_ps(s),
-                        acc[r][c],
-                    );
-                } else {
-                    let b32 = _mm_hadd_epi16(
-                        _mm256_castsi256_si128(bsums),
-                        _mm256_extracti128_si256::<1>(bsums),
-                    );
-                    let mins = _mm_madd_epi16(_mm256_castsi256_si128(pw.corr), b32);
-                    let dmin = _mm_permute_ps::<0b0101_0101>(dd);
-                    acc_m[r][c] = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), acc_m[r][c]);
-                    acc[r][c] = _mm256_fmadd_ps(
-                        _mm256_broadcastss_ps(dd),
-                        _mm256_cvtepi32_ps(s),
-                        acc[r][c],
-                    );
-                }
+                pair::<Q6>(pw, &y[c][i], &mut acc[r][c], &mut acc_m[r][c]);
             }
         }
     }
     for r in 0..R {
         for c in 0..C {
-            out[r * stride + c] = if Q6 {
-                hsum_ps(acc[r][c])
-            } else {
-                hsum_ps(acc[r][c]) + hsum_ps128(acc_m[r][c])
-            };
+            out[r * stride + c] = finish::<Q6>(acc[r][c], acc_m[r][c]);
         }
     }
 }
@@ -209,8 +227,7 @@ const TR: usize = 2;
 const TC: usize = 4;
 /// Weight rows unpacked at a time (their scratch stays in L1).
 const PACK_ROWS: usize = 8;
-/// Below this many activation rows the AVX2 `vec_dot` (the same bits)
-/// does each pair.
+/// Below this many activation rows, weights are unpacked in registers.
 const FEW_COLS: usize = 4;
 
 #[inline]
@@ -247,7 +264,6 @@ unsafe fn tile<X, const Q6: bool>(
     a: &[u8],
     out: &mut [f32],
     pack: unsafe fn(&X) -> Packed,
-    single: unsafe fn(usize, &[u8], &[u8]) -> f32,
 ) where
     X: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned,
 {
@@ -258,18 +274,22 @@ unsafe fn tile<X, const Q6: bool>(
     }
     let x: &[X] = as_blocks(w);
     let y: &[BlockQ8K] = as_blocks(a);
-    let (row_bytes, act_bytes) = (nb * size_of::<X>(), nb * size_of::<BlockQ8K>());
     let cols = y.len() / nb;
     if cols == 0 {
         return;
     }
     let rows = (x.len() / nb).min(out.len() / cols);
     if cols < FEW_COLS {
-        // Unpacking a weight row costs more than a few products with it.
+        // Few products per weight row (decoding): unpack each super-block
+        // in registers on the way instead of into scratch.
+        let yc: [&[BlockQ8K]; FEW_COLS] = std::array::from_fn(|c| &y[c.min(cols - 1) * nb..][..nb]);
         for r in 0..rows {
-            let wr = &w[r * row_bytes..(r + 1) * row_bytes];
-            for c in 0..cols {
-                out[r * cols + c] = single(n, wr, &a[c * act_bytes..(c + 1) * act_bytes]);
+            let xr = &x[r * nb..(r + 1) * nb];
+            let o = &mut out[r * cols..(r + 1) * cols];
+            match cols {
+                1 => o.copy_from_slice(&row_tile::<X, Q6, 1>(xr, [yc[0]], pack)),
+                2 => o.copy_from_slice(&row_tile::<X, Q6, 2>(xr, [yc[0], yc[1]], pack)),
+                _ => o.copy_from_slice(&row_tile::<X, Q6, 3>(xr, [yc[0], yc[1], yc[2]], pack)),
             }
         }
         return;
@@ -312,10 +332,10 @@ unsafe fn tile<X, const Q6: bool>(
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 pub unsafe fn vec_dot_tile_q4_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    tile::<BlockQ4K, false>(n, w, a, out, pack_q4_k, super::kquants::vec_dot_q4_k_q8_k)
+    tile::<BlockQ4K, false>(n, w, a, out, pack_q4_k)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 pub unsafe fn vec_dot_tile_q6_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    tile::<BlockQ6K, true>(n, w, a, out, pack_q6_k, super::kquants::vec_dot_q6_k_q8_k)
+    tile::<BlockQ6K, true>(n, w, a, out, pack_q6_k)
 }
