@@ -322,10 +322,41 @@ impl Backend for CpuBackend {
         // values in F16. We follow the same split so that our numbers track
         // the reference's, rounding included.
         let f16_route = s.n_tokens < FA_TILE_Q;
+        if !f16_route {
+            // Tasks: runs of tokens x one KV head, so each tile of keys and
+            // values is widened once for all the queries that read it.
+            let per_task = s.n_tokens.div_ceil(self.n_threads() * 8).clamp(1, 16);
+            let n_runs = s.n_tokens.div_ceil(per_task);
+            let outp = SendPtr(out.as_mut_ptr());
+            self.pool.run(n_runs * s.n_head_kv, &|task| {
+                let (kvh, run) = (task % s.n_head_kv, task / s.n_head_kv);
+                let t0 = run * per_task;
+                let t1 = (t0 + per_task).min(s.n_tokens);
+                let mut outs: Vec<&mut [f32]> = Vec::with_capacity((t1 - t0) * group);
+                let mut qs: Vec<&[f32]> = Vec::with_capacity((t1 - t0) * group);
+                let mut seen = Vec::with_capacity((t1 - t0) * group);
+                for t in t0..t1 {
+                    for h in kvh * group..(kvh + 1) * group {
+                        let at = t * embd_q + h * hd;
+                        qs.push(&q[at..at + hd]);
+                        // SAFETY: head `h` of token `t` belongs to this task
+                        // alone (its KV head and token run).
+                        outs.push(unsafe {
+                            std::slice::from_raw_parts_mut(outp.get().add(at), hd)
+                        });
+                        seen.push(s.pos0 + t + 1);
+                    }
+                }
+                let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                attend_f32_group(&qs, &seen, key, val, s.scale, &mut outs);
+            });
+            return Ok(());
+        }
         let n_items = s.n_tokens * s.n_head;
         let per_task = n_items.div_ceil(self.n_threads() * 4).max(1);
         self.par_chunks_mut(out, per_task * hd, |ci, outs| {
-            let mut sc = AttnScratch::new(n_kv, hd);
+            let mut sc = AttnScratch::new(hd);
             for (j, o) in outs.chunks_exact_mut(hd).enumerate() {
                 let i = ci * per_task + j;
                 let (t, h) = (i / s.n_head, i % s.n_head);
@@ -334,11 +365,7 @@ impl Backend for CpuBackend {
                 let seen = s.pos0 + t + 1;
                 let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
                 let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                if f16_route {
-                    attend_f16(qh, seen, key, val, s.scale, &mut sc, o);
-                } else {
-                    attend_f32(qh, seen, key, val, s.scale, &mut sc, o);
-                }
+                attend_f16(qh, seen, key, val, s.scale, &mut sc, o);
             }
         });
         Ok(())
@@ -350,15 +377,13 @@ impl Backend for CpuBackend {
 pub const FA_TILE_Q: usize = 64;
 
 struct AttnScratch {
-    scores: Vec<f32>,
     q16: Vec<u16>,
     acc16: Vec<u16>,
 }
 
 impl AttnScratch {
-    fn new(n_kv: usize, hd: usize) -> AttnScratch {
+    fn new(hd: usize) -> AttnScratch {
         AttnScratch {
-            scores: vec![0.0; n_kv.max(FA_TILE_KV)],
             q16: vec![0; hd],
             acc16: vec![0; hd],
         }
@@ -405,45 +430,70 @@ fn attend_f16<'a>(
 /// Keys per tile of llama.cpp's f32 flash-attention kernel (`GGML_FA_TILE_KV`).
 const FA_TILE_KV: usize = 64;
 
-/// One head's attention in `f32`, as llama.cpp's tiled flash-attention
-/// kernel: keys in tiles of 64, an online softmax across tiles, values
-/// accumulated in `f32`.
-fn attend_f32<'a>(
-    q: &[f32],
-    seen: usize,
+/// Attention in `f32` of several queries that read the same KV head, as
+/// llama.cpp's tiled flash-attention kernel does each: keys in tiles of 64,
+/// an online softmax across tiles, values accumulated in `f32`. Query `i`
+/// sees keys `0..seen[i]` and accumulates into `outs[i]`. Each tile of keys
+/// and values is widened to `f32` once for all the queries; every query
+/// sees exactly the operations it would alone.
+fn attend_f32_group<'a>(
+    qs: &[&[f32]],
+    seen: &[usize],
     key: impl Fn(usize) -> &'a [u16],
     val: impl Fn(usize) -> &'a [u16],
     scale: f32,
-    sc: &mut AttnScratch,
-    out: &mut [f32],
+    outs: &mut [&mut [f32]],
 ) {
     let t = k::kernels();
-    let (dot, axpy, exp_sum) = (t.dot_f32_f16(), t.axpy_f16(), t.exp_sum());
-    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-    out.iter_mut().for_each(|v| *v = 0.0);
-    let kq = &mut sc.scores[..FA_TILE_KV];
-    for start in (0..seen).step_by(FA_TILE_KV) {
-        let n = (seen - start).min(FA_TILE_KV);
-        for (j, s) in kq.iter_mut().enumerate() {
-            *s = if j < n {
-                dot(q, key(start + j)) * scale
-            } else {
-                f32::NEG_INFINITY
-            };
+    let (widen, dot, axpy, exp_sum) = (t.f16_to_f32_row(), t.dot_f32(), t.axpy_f32(), t.exp_sum());
+    let Some(hd) = qs.first().map(|q| q.len()) else {
+        return;
+    };
+    let n = qs.len();
+    let mut m = vec![f32::NEG_INFINITY; n];
+    let mut sum = vec![0f32; n];
+    let mut kq = [0f32; FA_TILE_KV];
+    let mut kt = vec![0f32; FA_TILE_KV * hd];
+    let mut vt = vec![0f32; FA_TILE_KV * hd];
+    for o in outs.iter_mut() {
+        o.iter_mut().for_each(|v| *v = 0.0);
+    }
+    let max_seen = seen.iter().copied().max().unwrap_or(0);
+    for start in (0..max_seen).step_by(FA_TILE_KV) {
+        let nt = (max_seen - start).min(FA_TILE_KV);
+        for j in 0..nt {
+            widen(key(start + j), &mut kt[j * hd..(j + 1) * hd]);
+            widen(val(start + j), &mut vt[j * hd..(j + 1) * hd]);
         }
-        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            out.iter_mut().for_each(|v| *v *= ms);
-            sum *= ms;
-        }
-        m = m_new;
-        sum = (sum as f64 + exp_sum(kq, m_new)) as f32;
-        for (j, &w) in kq[..n].iter().enumerate() {
-            axpy(out, w, val(start + j));
+        for i in 0..n {
+            if start >= seen[i] {
+                continue;
+            }
+            let nn = (seen[i] - start).min(FA_TILE_KV);
+            for (j, s) in kq.iter_mut().enumerate() {
+                *s = if j < nn {
+                    dot(qs[i], &kt[j * hd..(j + 1) * hd]) * scale
+                } else {
+                    f32::NEG_INFINITY
+                };
+            }
+            let out = &mut *outs[i];
+            let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m_new = m[i].max(tile_max);
+            if m_new > m[i] {
+                let ms = (m[i] - m_new).exp();
+                out.iter_mut().for_each(|v| *v *= ms);
+                sum[i] *= ms;
+            }
+            m[i] = m_new;
+            sum[i] = (sum[i] as f64 + exp_sum(&mut kq, m_new)) as f32;
+            for (j, &w) in kq[..nn].iter().enumerate() {
+                axpy(out, w, &vt[j * hd..(j + 1) * hd]);
+            }
         }
     }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    out.iter_mut().for_each(|v| *v *= inv);
+    for (o, &s) in outs.iter_mut().zip(&sum) {
+        let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
+        o.iter_mut().for_each(|v| *v *= inv);
+    }
 }

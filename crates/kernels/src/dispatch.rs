@@ -55,6 +55,13 @@ pub type DotF32F16Fn = fn(a: &[f32], b: &[u16]) -> f32;
 /// `y[i] += alpha * x[i]` with `x` a row of f16 bits (a weighted cached value).
 pub type AxpyF16Fn = fn(y: &mut [f32], alpha: f32, x: &[u16]);
 
+/// [`DotF32F16Fn`] on a key row already widened to `f32` (exactly), with
+/// the same bits: attention widens a tile of keys once for many queries.
+pub type DotF32Fn = fn(a: &[f32], b: &[f32]) -> f32;
+
+/// [`AxpyF16Fn`] on a value row already widened to `f32`, with the same bits.
+pub type AxpyF32Fn = fn(y: &mut [f32], alpha: f32, x: &[f32]);
+
 /// The kernels of one tensor type.
 #[derive(Clone, Copy, Debug)]
 pub struct TypeKernels {
@@ -111,6 +118,8 @@ pub(crate) struct F16RowKernels {
     pub f32_to_f16: F32ToF16Fn,
     pub dot_f32_f16: DotF32F16Fn,
     pub axpy_f16: AxpyF16Fn,
+    pub dot_f32: DotF32Fn,
+    pub axpy_f32: AxpyF32Fn,
     /// llama.cpp's F16 attention route (short batches, decoding): these
     /// follow `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`
     /// of the matching llama.cpp build (portable C for the scalar table).
@@ -125,6 +134,8 @@ impl F16RowKernels {
         f32_to_f16: crate::scalar::attn::f32_to_f16_row,
         dot_f32_f16: crate::scalar::attn::dot_f32_f16,
         axpy_f16: crate::scalar::attn::axpy_f16,
+        dot_f32: crate::scalar::attn::dot_f32,
+        axpy_f32: crate::scalar::attn::axpy_f32,
         dot_f16: crate::ops::dot_f16_ggml,
         mad_f16: crate::ops::mad_f16,
         scale_f16: crate::ops::scale_f16,
@@ -276,6 +287,18 @@ impl Kernels {
     #[inline]
     pub fn dot_f32_f16(&self) -> DotF32F16Fn {
         self.f16_rows.dot_f32_f16
+    }
+
+    /// [`Kernels::dot_f32_f16`] on a widened key row (same bits).
+    #[inline]
+    pub fn dot_f32(&self) -> DotF32Fn {
+        self.f16_rows.dot_f32
+    }
+
+    /// [`Kernels::axpy_f16`] on a widened value row (same bits).
+    #[inline]
+    pub fn axpy_f32(&self) -> AxpyF32Fn {
+        self.f16_rows.axpy_f32
     }
 
     /// Output += weight * f16 value, bit-identical across tables

@@ -41,6 +41,22 @@ pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[u16]) {
     }
 }
 
+/// [`dot_f32_f16`] on a key row already widened: the same sum in the same order.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for (&x, &y) in a.iter().zip(b) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// [`axpy_f16`] on a value row already widened.
+pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += alpha * v;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,6 +152,43 @@ pub unsafe fn dot_f32_f16(a: &[f32], b: &[u16]) -> f32 {
     )
 }
 
+/// [`dot_f32_f16`] with the key already widened (the widening is exact, so
+/// the bits are the same).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let tail = |j: usize| a[j] * b[j];
+    dot_rows!(
+        n,
+        a.as_ptr().cast(),
+        4,
+        load_f32,
+        b.as_ptr().cast(),
+        4,
+        load_f32,
+        tail
+    )
+}
+
+/// [`axpy_f16`] with the value already widened (the same bits).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let (y, x) = (&mut y[..n], &x[..n]);
+    let av = _mm256_set1_ps(alpha);
+    let mut yc = y.chunks_exact_mut(8);
+    let mut xc = x.chunks_exact(8);
+    for (yo, xi) in (&mut yc).zip(&mut xc) {
+        // SAFETY: both chunks hold 8 floats.
+        let xv = _mm256_loadu_ps(xi.as_ptr());
+        let yv = _mm256_loadu_ps(yo.as_ptr());
+        _mm256_storeu_ps(yo.as_mut_ptr(), _mm256_add_ps(yv, _mm256_mul_ps(av, xv)));
+    }
+    for (o, &v) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *o += alpha * v;
+    }
+}
+
 /// `y += alpha * x` with the multiply and the add rounded separately, as the
 /// scalar twin does, so the two agree to the bit.
 #[target_feature(enable = "avx2,fma,f16c")]
