@@ -754,3 +754,41 @@ fn widened_attention_products_give_the_f16_ones_bits() {
         }
     }
 }
+
+#[test]
+fn tiled_products_of_wide_rows_cross_their_cache_blocks() {
+    // Long rows and many pairs, so that the tiled kernels' row and column
+    // chunks (sized in bytes) end inside the product, at ragged places.
+    if simd().is_none() {
+        return;
+    }
+    let s = &scalar::kernels();
+    let mut rng = Rng(0x5eed_0013);
+    for k in tables().iter().filter(|k| k.name() != "scalar") {
+        for t in WEIGHT_TYPES {
+            let Some(tile) = k.vec_dot_tile(t) else {
+                continue;
+            };
+            let single = k.vec_dot(t).unwrap();
+            let at = vec_dot_type(t);
+            let n = if t.block_size() == 1 { 3000 } else { 8192 };
+            let (rows, cols) = (37, 23);
+            let (rs, ars) = (row_size(t, n), row_size(at, n));
+            let w = quantize(s, t, &rng.normals(n * rows, 1.0));
+            let a = quantize(s, at, &rng.normals(n * cols, 1.0));
+            let mut out = vec![f32::NAN; rows * cols];
+            tile(n, &w, &a, &mut out);
+            for (r, wr) in w.chunks_exact(rs).enumerate() {
+                for (c, ar) in a.chunks_exact(ars).enumerate() {
+                    let (got, want) = (out[r * cols + c], single(n, wr, ar));
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{} {t} n={n}, pair ({r}, {c}): {got} vs {want}",
+                        k.name()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -8,9 +8,10 @@
 //! whatever the vector width, so each chain sees the same steps; the
 //! 8-element remainder, the tree and the scalar tail follow the AVX2 code.
 //!
-//! Both operands are widened to `f32` once per call (exactly), weight rows
-//! a few at a time so they stay in L1 while every activation row passes;
-//! tiles of 2 x 3 pairs keep their 24 accumulators in registers.
+//! Both operands are widened to `f32` once per call (exactly): the weight
+//! rows all at once, the activation rows a chunk at a time so that they stay
+//! in L1 while every weight row passes; tiles of 2 x 3 pairs keep their 24
+//! accumulators in registers.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -48,14 +49,17 @@ unsafe fn micro<const R: usize, const C: usize>(
     let mut acc = [[[_mm512_setzero_ps(); 4]; C]; R];
     let mut i = 0;
     while i + 64 <= n {
-        for r in 0..R {
+        for k in 0..4 {
+            // Each operand loaded once per step: R + C loads for R x C
+            // multiply-adds.
             // SAFETY: i + 64 <= n, and every row holds n floats.
-            let wv: [__m512; 4] =
-                std::array::from_fn(|k| _mm512_loadu_ps(w[r].as_ptr().add(i + 16 * k)));
-            for c in 0..C {
-                for k in 0..4 {
-                    let yv = _mm512_loadu_ps(y[c].as_ptr().add(i + 16 * k));
-                    acc[r][c][k] = _mm512_fmadd_ps(wv[k], yv, acc[r][c][k]);
+            let wv: [__m512; R] =
+                std::array::from_fn(|r| _mm512_loadu_ps(w[r].as_ptr().add(i + 16 * k)));
+            let yv: [__m512; C] =
+                std::array::from_fn(|c| _mm512_loadu_ps(y[c].as_ptr().add(i + 16 * k)));
+            for r in 0..R {
+                for c in 0..C {
+                    acc[r][c][k] = _mm512_fmadd_ps(wv[r], yv[c], acc[r][c][k]);
                 }
             }
         }
@@ -97,7 +101,9 @@ unsafe fn micro<const R: usize, const C: usize>(
 
 const TR: usize = 2;
 const TC: usize = 3;
-const PACK_ROWS: usize = 8;
+/// Activation rows widened at a time (up to 48 KiB of floats for rows of
+/// 768 elements).
+const COL_CHUNK: usize = 16;
 /// Below this many activation rows the AVX2 `vec_dot_f16` (the same bits)
 /// does each pair.
 const FEW_COLS: usize = 3;
@@ -156,28 +162,30 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
             return;
         };
         let (ya, wa) = &mut *guard;
-        ya.clear();
-        widen(&y[..cols * n], ya);
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + PACK_ROWS).min(rows);
-            wa.clear();
-            widen(&x[r0 * n..r1 * n], wa);
-            let mut c = 0;
-            while c < cols {
-                let cc = (cols - c).min(TC);
-                let yc: [&[f32]; TC] = std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * n..][..n]);
-                let mut r = r0;
-                while r < r1 {
-                    let rr = (r1 - r).min(TR);
-                    let wr: [&[f32]; TR] =
-                        std::array::from_fn(|k| &wa[(r - r0 + k.min(rr - 1)) * n..][..n]);
+        wa.clear();
+        widen(&x[..rows * n], wa);
+        let mut c0 = 0;
+        while c0 < cols {
+            // Activation rows a chunk at a time, so that they stay in L1
+            // while every weight row passes.
+            let c1 = (c0 + COL_CHUNK).min(cols);
+            ya.clear();
+            widen(&y[c0 * n..c1 * n], ya);
+            let mut r = 0;
+            while r < rows {
+                let rr = (rows - r).min(TR);
+                let wr: [&[f32]; TR] = std::array::from_fn(|k| &wa[(r + k.min(rr - 1)) * n..][..n]);
+                let mut c = c0;
+                while c < c1 {
+                    let cc = (c1 - c).min(TC);
+                    let yc: [&[f32]; TC] =
+                        std::array::from_fn(|j| &ya[(c - c0 + j.min(cc - 1)) * n..][..n]);
                     micro_any(n, &wr[..rr], &yc[..cc], &mut out[r * cols + c..], cols);
-                    r += rr;
+                    c += cc;
                 }
-                c += cc;
+                r += rr;
             }
-            r0 = r1;
+            c0 = c1;
         }
     });
 }

@@ -360,9 +360,12 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<Packed>, Vec<Packed>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Columns whose packed activations are worked through together (so they
-/// stay in L1 while every weight row passes).
-const COL_CHUNK: usize = 32;
+/// Bytes of packed weight rows worked through together (they stay in L2
+/// while a chunk of activation rows passes).
+const ROW_CHUNK_BYTES: usize = 192 * 1024;
+/// Bytes of packed activation rows worked through together (they stay in
+/// L1 while every weight row of the chunk passes).
+const COL_CHUNK_BYTES: usize = 32 * 1024;
 
 /// The `vec_dot_tile` contract over `W` weights and `A` activations.
 #[inline]
@@ -400,33 +403,44 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             }
             return;
         }
-        for r in 0..rows {
-            let xr = &x[r * per_row..(r + 1) * per_row];
-            for ch in xr.chunks(4) {
-                pw.push(pack_weights(ch));
-            }
-        }
-        let mut c0 = 0;
-        while c0 < cols {
-            let c1 = (c0 + COL_CHUNK).min(cols);
-            let mut r = 0;
-            while r < rows {
-                let rr = (rows - r).min(TR);
-                let mut c = c0;
-                while c < c1 {
-                    let cc = (c1 - c).min(TC);
-                    let (wt, at) = (&pw[r * groups..], &pa[c * groups..]);
-                    let o = &mut out[r * cols + c..];
-                    if W::SYM {
-                        micro_any::<true>(rr, cc, wt, at, groups, o, cols);
-                    } else {
-                        micro_any::<false>(rr, cc, wt, at, groups, o, cols);
-                    }
-                    c += cc;
+        // Blocking: packed weight rows a chunk at a time (kept in L2), and
+        // against them packed activation rows a chunk at a time (kept in L1).
+        let group_bytes = size_of::<Packed>() * groups;
+        let row_chunk = (ROW_CHUNK_BYTES / group_bytes).max(TR) / TR * TR;
+        let col_chunk = (COL_CHUNK_BYTES / group_bytes).max(TC) / TC * TC;
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + row_chunk).min(rows);
+            pw.clear();
+            for r in r0..r1 {
+                let xr = &x[r * per_row..(r + 1) * per_row];
+                for ch in xr.chunks(4) {
+                    pw.push(pack_weights(ch));
                 }
-                r += rr;
             }
-            c0 = c1;
+            let mut c0 = 0;
+            while c0 < cols {
+                let c1 = (c0 + col_chunk).min(cols);
+                let mut r = r0;
+                while r < r1 {
+                    let rr = (r1 - r).min(TR);
+                    let mut c = c0;
+                    while c < c1 {
+                        let cc = (c1 - c).min(TC);
+                        let (wt, at) = (&pw[(r - r0) * groups..], &pa[c * groups..]);
+                        let o = &mut out[r * cols + c..];
+                        if W::SYM {
+                            micro_any::<true>(rr, cc, wt, at, groups, o, cols);
+                        } else {
+                            micro_any::<false>(rr, cc, wt, at, groups, o, cols);
+                        }
+                        c += cc;
+                    }
+                    r += rr;
+                }
+                c0 = c1;
+            }
+            r0 = r1;
         }
     });
 }

@@ -225,8 +225,12 @@ unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
 
 const TR: usize = 2;
 const TC: usize = 4;
-/// Weight rows unpacked at a time (their scratch stays in L1).
-const PACK_ROWS: usize = 8;
+/// Bytes of unpacked weight rows worked through together (they stay in L2
+/// while a chunk of activation rows passes).
+const ROW_CHUNK_BYTES: usize = 192 * 1024;
+/// Bytes of activation rows worked through together (they stay in L1 while
+/// every weight row of the chunk passes).
+const COL_CHUNK_BYTES: usize = 32 * 1024;
 /// Below this many activation rows, weights are unpacked in registers.
 const FEW_COLS: usize = 4;
 
@@ -298,32 +302,41 @@ unsafe fn tile<X, const Q6: bool>(
         let Ok(mut pw) = cell.try_borrow_mut() else {
             return;
         };
+        // Blocking: unpacked weight rows a chunk at a time (kept in L2), and
+        // against them activation rows a chunk at a time (kept in L1).
+        let row_chunk = (ROW_CHUNK_BYTES / (nb * size_of::<Packed>())).max(TR) / TR * TR;
+        let col_chunk = (COL_CHUNK_BYTES / (nb * size_of::<BlockQ8K>())).max(TC) / TC * TC;
         let mut r0 = 0;
         while r0 < rows {
-            let r1 = (r0 + PACK_ROWS).min(rows);
+            let r1 = (r0 + row_chunk).min(rows);
             pw.clear();
             for xb in &x[r0 * nb..r1 * nb] {
                 pw.push(pack(xb));
             }
-            let mut c = 0;
-            while c < cols {
-                let cc = (cols - c).min(TC);
-                let yc: [&[BlockQ8K]; TC] =
-                    std::array::from_fn(|j| &y[(c + j.min(cc - 1)) * nb..][..nb]);
+            let mut c0 = 0;
+            while c0 < cols {
+                let c1 = (c0 + col_chunk).min(cols);
                 let mut r = r0;
                 while r < r1 {
                     let rr = (r1 - r).min(TR);
-                    micro_any::<Q6>(
-                        rr,
-                        &yc[..cc],
-                        &pw[(r - r0) * nb..],
-                        nb,
-                        &mut out[r * cols + c..],
-                        cols,
-                    );
+                    let mut c = c0;
+                    while c < c1 {
+                        let cc = (c1 - c).min(TC);
+                        let yc: [&[BlockQ8K]; TC] =
+                            std::array::from_fn(|j| &y[(c + j.min(cc - 1)) * nb..][..nb]);
+                        micro_any::<Q6>(
+                            rr,
+                            &yc[..cc],
+                            &pw[(r - r0) * nb..],
+                            nb,
+                            &mut out[r * cols + c..],
+                            cols,
+                        );
+                        c += cc;
+                    }
                     r += rr;
                 }
-                c += cc;
+                c0 = c1;
             }
             r0 = r1;
         }
