@@ -39,6 +39,8 @@ unsafe fn widen(src: &[Half], dst: &mut Vec<f32>) {
 /// `y[c]`; writes `out[r * stride + c]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+// Indexing by tile position keeps the accumulators in registers.
+#[allow(clippy::needless_range_loop)]
 unsafe fn micro<const R: usize, const C: usize>(
     n: usize,
     w: [&[f32]; R],
