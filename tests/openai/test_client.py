@@ -205,6 +205,43 @@ def test_json_schema(server, temperature):
     jsonschema.validate(json.loads(r.choices[0].message.content), SCHEMA)
 
 
+PATTERN_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "sku": {"type": "string", "pattern": r"^[A-Z]{3}-\d{4}$"},
+        "email": {"type": "string", "pattern": r"^[a-z]+@[a-z]+\.(com|org)$", "maxLength": 24},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 12},
+        "discount": {"type": "number", "minimum": 0, "exclusiveMaximum": 0.5},
+        "bucket": {"type": "integer", "multipleOf": 5, "exclusiveMinimum": 0, "maximum": 95},
+    },
+    "required": ["sku", "email", "quantity", "discount", "bucket"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_json_schema_pattern_and_bounds(server, temperature):
+    c = client(server)
+    for seed in range(3):
+        r = ask(c, "Describe an order as JSON.", temperature=temperature, seed=seed, max_tokens=200,
+                response_format={"type": "json_schema",
+                                 "json_schema": {"name": "order", "schema": PATTERN_SCHEMA}})
+        assert r.choices[0].finish_reason == "stop"
+        jsonschema.validate(json.loads(r.choices[0].message.content), PATTERN_SCHEMA)
+
+
+def test_json_schema_unsupported_keywords_are_named(server):
+    c = client(server)
+    for schema, keyword in [({"type": "string", "pattern": "(?=x)y"}, "pattern"),
+                            ({"type": "number", "multipleOf": 0.01}, "multipleOf"),
+                            ({"type": "array", "uniqueItems": True}, "uniqueItems")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            ask(c, "hi", response_format={"type": "json_schema",
+                                          "json_schema": {"name": "x", "schema": schema}})
+        assert e.value.status_code == 400
+        assert keyword in e.value.body["message"], e.value.body
+
+
 def test_disconnects_free_slots(server):
     before = server.metrics().get("edgellama_requests_cancelled_total", 0)
     ban_end = {"0": -100, "1": -100, "2": -100}  # SmolLM2's end tokens

@@ -331,13 +331,67 @@ async fn json_schema_output_parses_and_validates() {
         assert!(c.starts_with('{'), "{c}");
     }
     // A schema keyword that cannot be enforced is refused, not ignored.
-    let req = chat(
-        "x",
-        json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "string", "pattern": "^a+$"}}}}),
-    );
-    let (s, v) = post_json(&app, "/v1/chat/completions", req).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(v["error"]["message"].as_str().unwrap().contains("pattern"));
+    for (schema, keyword) in [
+        (json!({"type": "string", "pattern": "(?=a)b"}), "pattern"),
+        (json!({"type": "number", "multipleOf": 0.1}), "multipleOf"),
+        (json!({"type": "array", "uniqueItems": true}), "uniqueItems"),
+    ] {
+        let req = chat(
+            "x",
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}),
+        );
+        let (s, v) = post_json(&app, "/v1/chat/completions", req).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_openai_error(&v, "invalid_request_error");
+        assert_eq!(v["error"]["param"], "response_format");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(keyword),
+            "{v}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_schema_patterns_and_bounds_hold() {
+    let app = app();
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "code": {"type": "string", "pattern": "^[A-Z]{2}-\\d{3}$"},
+            "count": {"type": "integer", "minimum": 3, "maximum": 17},
+            "ratio": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.25},
+            "step": {"type": "integer", "multipleOf": 4, "exclusiveMaximum": 30}
+        },
+        "required": ["code", "count", "ratio", "step"],
+        "additionalProperties": false
+    });
+    for (temperature, seed) in [(0.0, 1), (1.0, 2), (1.0, 3)] {
+        let req = chat(
+            "Describe a product as JSON.",
+            json!({"max_tokens": 200, "temperature": temperature, "seed": seed,
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": schema}}}),
+        );
+        let (s, v) = post_json(&app, "/v1/chat/completions", req).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+        let out: Value =
+            serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap())
+                .expect("the reply parses as JSON");
+        let code: Vec<char> = out["code"].as_str().unwrap().chars().collect();
+        assert!(
+            code.len() == 6
+                && code[..2].iter().all(char::is_ascii_uppercase)
+                && code[2] == '-'
+                && code[3..].iter().all(char::is_ascii_digit),
+            "{out}"
+        );
+        let count = out["count"].as_i64().expect("an integer");
+        assert!((3..=17).contains(&count), "{out}");
+        let ratio = out["ratio"].as_f64().unwrap();
+        assert!(ratio > 0.0 && ratio <= 0.25, "{out}");
+        let step = out["step"].as_i64().expect("an integer");
+        assert!(step % 4 == 0 && step < 30, "{out}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,16 +9,29 @@
 //!
 //! Supported: `type` (one or a list), `properties`, `required`,
 //! `additionalProperties`, `items`, `minItems`, `maxItems`, `minLength`,
-//! `maxLength`, `enum`, `const`, `anyOf`, `oneOf` (as `anyOf`; branches are
-//! expected not to overlap), a single-schema `allOf`, and local `$ref`s
+//! `maxLength`, `pattern` (the subset of regular expressions in
+//! [`super::pattern`]), `minimum`, `maximum`, `exclusiveMinimum`,
+//! `exclusiveMaximum` (numbers and draft 4's boolean forms), `multipleOf`
+//! (whole numbers), `enum`, `const`, `anyOf`, `oneOf` (as `anyOf`; branches
+//! are expected not to overlap), a single-schema `allOf`, and local `$ref`s
 //! (`#/$defs/...`, `#/definitions/...`, recursion included). `format` is
 //! an annotation in JSON Schema and is not enforced. Keywords that would
-//! constrain the output in ways not enforced here (`pattern`, `minimum`,
-//! `multipleOf`, ...) are rejected rather than silently ignored. Objects
-//! with listed `properties` get only those keys (each at most once, in any
-//! order): a subset of what the schema allows, which keeps the model from
-//! wandering into keys the caller did not ask for.
+//! constrain the output in ways not enforced here (`patternProperties`,
+//! `uniqueItems`, decimal `multipleOf`, ...) are rejected rather than
+//! silently ignored. Objects with listed `properties` get only those keys
+//! (each at most once, in any order): a subset of what the schema allows,
+//! which keeps the model from wandering into keys the caller did not ask
+//! for.
+//!
+//! Bounded numbers are written without an exponent, with at most
+//! [`BOUNDED_INT_DIGITS`] digits before the point and
+//! [`BOUNDED_FRAC_DIGITS`] after it (none for integers and `multipleOf`);
+//! the digits are followed as they come, so a prefix is allowed only when
+//! some way to finish it lands within the bounds. The bounds are turned into
+//! such decimals by checking candidates with a correctly rounded parse, so
+//! a validator that compares as `f64` (or exactly, for integers) agrees.
 
+use super::pattern::{Pattern, PatternError, OTHER};
 use super::Constraint;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,6 +40,13 @@ use std::collections::HashMap;
 pub enum JsonSchemaError {
     #[error("unsupported JSON schema keyword '{keyword}' at {at}")]
     Unsupported { keyword: String, at: String },
+    /// A supported keyword used in a way that is not.
+    #[error("unsupported use of JSON schema keyword '{keyword}' at {at}: {reason}")]
+    UnsupportedUse {
+        keyword: String,
+        at: String,
+        reason: String,
+    },
     #[error("invalid JSON schema at {at}: {reason}")]
     Invalid { at: String, reason: String },
     #[error("JSON schema too complex: {0}")]
@@ -53,9 +73,12 @@ enum Node {
     String {
         min: u32,
         max: u32,
+        /// Index into [`Schema::patterns`].
+        pattern: Option<u32>,
     },
     Number {
         integer: bool,
+        bounds: Option<NumBounds>,
     },
     /// One of these exact JSON texts (enum, const, booleans, null).
     Literal(Vec<Vec<u8>>),
@@ -87,10 +110,117 @@ const MAX_RECURSION: u32 = 32;
 const MAX_WORK: u32 = 4096;
 /// Characters of one number.
 const MAX_NUMBER_LEN: u8 = 32;
+/// Digits before the point of a bounded number: below 2^53, so a validator
+/// reading an integer as `f64` reads it exactly.
+const BOUNDED_INT_DIGITS: u32 = 15;
+/// Digits after the point of a bounded `number`.
+const BOUNDED_FRAC_DIGITS: u8 = 8;
+/// `Frame::Str::pattern` of a string without a pattern.
+const NO_PATTERN: u32 = u32::MAX;
+
+fn pow10(k: u32) -> i128 {
+    10i128.pow(k)
+}
+
+/// The bounds of a number in units of `10^-frac`: `lo..=hi`, multiples of
+/// `mult`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct NumBounds {
+    lo: i128,
+    hi: i128,
+    mult: i128,
+    frac: u8,
+}
+
+impl NumBounds {
+    /// The largest magnitude written.
+    fn limit(frac: u8) -> i128 {
+        pow10(BOUNDED_INT_DIGITS + frac as u32) - 1
+    }
+
+    /// Whether the magnitudes `a..=b`, negated when `neg`, hold an allowed
+    /// value.
+    fn holds(&self, neg: bool, a: i128, b: i128) -> bool {
+        let (a, b) = if neg { (-b, -a) } else { (a, b) };
+        let (a, b) = (a.max(self.lo), b.min(self.hi));
+        a <= b && b.div_euclid(self.mult) * self.mult >= a
+    }
+
+    /// Whether a number read this far (`acc`: its digits so far, `nint`
+    /// of them before the point, `nfrac` after) can still end in bounds.
+    fn feasible(&self, st: NumSt, neg: bool, acc: i128, nint: u8, nfrac: u8) -> bool {
+        let f = self.frac as u32;
+        let all = Self::limit(self.frac);
+        match st {
+            NumSt::Start => self.holds(false, 0, all) || self.holds(true, 0, all),
+            NumSt::Minus => self.holds(true, 0, all),
+            NumSt::Zero => self.holds(neg, 0, pow10(f) - 1),
+            NumSt::Int => (0..=BOUNDED_INT_DIGITS.saturating_sub(nint as u32))
+                .any(|k| self.holds(neg, acc * pow10(k + f), (acc + 1) * pow10(k + f) - 1)),
+            NumSt::Dot | NumSt::Frac => {
+                let r = f.saturating_sub(nfrac as u32);
+                self.holds(neg, acc * pow10(r), (acc + 1) * pow10(r) - 1)
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the number may end here.
+    fn ends(&self, st: NumSt, neg: bool, acc: i128, nfrac: u8) -> bool {
+        let v = acc * pow10((self.frac as u32).saturating_sub(nfrac as u32));
+        matches!(st, NumSt::Zero | NumSt::Int | NumSt::Frac) && self.holds(neg, v, v)
+    }
+}
+
+/// The scaled value `s / 10^frac` as decimal text.
+fn decimal(s: i128, frac: u8) -> String {
+    if frac == 0 {
+        return s.to_string();
+    }
+    let scale = pow10(frac as u32);
+    let sign = if s < 0 { "-" } else { "" };
+    let a = s.unsigned_abs();
+    format!(
+        "{sign}{}.{:0>w$}",
+        a / scale as u128,
+        a % scale as u128,
+        w = frac as usize
+    )
+}
+
+/// The least scaled value whose decimal text reads (correctly rounded, as
+/// validators parse it) as at least `bound`, or above it when `exclusive`.
+fn scaled_min(bound: f64, exclusive: bool, frac: u8) -> i128 {
+    let lim = NumBounds::limit(frac);
+    if bound > 1e16 {
+        return lim + 1;
+    }
+    if bound < -1e16 {
+        return -lim;
+    }
+    let ok = |s: i128| {
+        let v: f64 = decimal(s, frac).parse().unwrap_or(f64::NAN);
+        if exclusive {
+            v > bound
+        } else {
+            v >= bound
+        }
+    };
+    // Within a few units of the answer; step up to it.
+    let mut s = (bound * 10f64.powi(frac as i32)).floor() as i128 - 2;
+    for _ in 0..64 {
+        if ok(s) {
+            break;
+        }
+        s += 1;
+    }
+    s
+}
 
 #[derive(Debug)]
 struct Schema {
     nodes: Vec<Node>,
+    patterns: Vec<Pattern>,
 }
 
 impl Schema {
@@ -112,11 +242,16 @@ impl Schema {
                 Node::String {
                     min: 0,
                     max: u32::MAX,
+                    pattern: None,
                 },
-                Node::Number { integer: false },
+                Node::Number {
+                    integer: false,
+                    bounds: None,
+                },
                 Node::Literal(vec![lit("true"), lit("false")]),
                 Node::Literal(vec![lit("null")]),
             ],
+            patterns: Vec::new(),
         }
     }
 
@@ -138,14 +273,22 @@ struct Compiler<'a> {
     refs: HashMap<String, NodeId>,
 }
 
-const ENFORCED_ELSEWHERE: &[&str] = &[
+/// Keywords that apply to values of one type only.
+const TYPE_KEYWORDS: &[&str] = &[
     "pattern",
-    "patternProperties",
+    "minLength",
+    "maxLength",
     "minimum",
     "maximum",
     "exclusiveMinimum",
     "exclusiveMaximum",
     "multipleOf",
+    "minItems",
+    "maxItems",
+];
+
+const ENFORCED_ELSEWHERE: &[&str] = &[
+    "patternProperties",
     "prefixItems",
     "contains",
     "uniqueItems",
@@ -251,6 +394,10 @@ impl Compiler<'_> {
         let types: Vec<&str> = match obj.get("type") {
             None if obj.contains_key("properties") => vec!["object"],
             None if obj.contains_key("items") => vec!["array"],
+            // Keywords of one type leave the others free.
+            None if TYPE_KEYWORDS.iter().any(|k| obj.contains_key(*k)) => {
+                vec!["object", "array", "string", "number", "boolean", "null"]
+            }
             None => return Ok(ANY),
             Some(Value::String(s)) => vec![s.as_str()],
             Some(Value::Array(a)) => a
@@ -288,10 +435,24 @@ impl Compiler<'_> {
                 if min > max {
                     return Err(Self::invalid(at, "minLength exceeds maxLength"));
                 }
-                self.add(Node::String { min, max })
+                let pattern = match obj.get("pattern") {
+                    None => None,
+                    Some(p) => {
+                        let p = p
+                            .as_str()
+                            .ok_or_else(|| Self::invalid(at, "pattern must be a string"))?;
+                        Some(self.pattern(p, min, max, at)?)
+                    }
+                };
+                self.add(Node::String { min, max, pattern })
             }
-            "number" => Ok(ANY_NUMBER),
-            "integer" => self.add(Node::Number { integer: true }),
+            "number" | "integer" => {
+                let integer = t == "integer";
+                match Self::number_bounds(obj, integer, at)? {
+                    None if !integer => Ok(ANY_NUMBER),
+                    bounds => self.add(Node::Number { integer, bounds }),
+                }
+            }
             "boolean" => Ok(BOOLEAN),
             "null" => Ok(NULL),
             "array" => {
@@ -309,6 +470,110 @@ impl Compiler<'_> {
             "object" => self.object(obj, at, depth),
             other => Err(Self::invalid(at, format!("unknown type '{other}'"))),
         }
+    }
+
+    fn pattern(&mut self, src: &str, min: u32, max: u32, at: &str) -> Result<u32, JsonSchemaError> {
+        let p = Pattern::new(src, min, max).map_err(|e| match e {
+            PatternError::Unsupported(what) => JsonSchemaError::UnsupportedUse {
+                keyword: "pattern".into(),
+                at: at.to_string(),
+                reason: format!(
+                    "{what} in {src:?}; supported: ASCII literals, [...] classes, \\d \\w \\s, ., \
+                     (...) groups with |, quantifiers ? * + {{m,n}}, ^ and $ at the ends"
+                ),
+            },
+            PatternError::Invalid(why) => Self::invalid(at, format!("pattern {src:?}: {why}")),
+            PatternError::TooComplex(why) => {
+                JsonSchemaError::TooComplex(format!("pattern at {at}: {why}"))
+            }
+        })?;
+        if self.schema.patterns.len() >= 1024 {
+            return Err(JsonSchemaError::TooComplex("too many patterns".into()));
+        }
+        self.schema.patterns.push(p);
+        Ok(self.schema.patterns.len() as u32 - 1)
+    }
+
+    /// `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum` and
+    /// `multipleOf` of a number; `None` when there are none.
+    fn number_bounds(
+        obj: &serde_json::Map<String, Value>,
+        integer: bool,
+        at: &str,
+    ) -> Result<Option<NumBounds>, JsonSchemaError> {
+        let num = |k: &str| -> Result<Option<f64>, JsonSchemaError> {
+            match obj.get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| x.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| Self::invalid(at, format!("{k} must be a number"))),
+            }
+        };
+        // Draft 4 writes `exclusiveMinimum: true` beside `minimum`.
+        let flag = |k: &str| matches!(obj.get(k), Some(Value::Bool(true)));
+        let excl = |k: &str| match obj.get(k) {
+            Some(Value::Bool(_)) => Ok(None),
+            _ => num(k),
+        };
+        let (min, max) = (num("minimum")?, num("maximum")?);
+        let (xmin, xmax) = (excl("exclusiveMinimum")?, excl("exclusiveMaximum")?);
+        let mult = match num("multipleOf")? {
+            None => None,
+            Some(m) if m <= 0.0 => return Err(Self::invalid(at, "multipleOf must be positive")),
+            Some(m) if m.fract() != 0.0 || m > 1e15 => {
+                return Err(JsonSchemaError::UnsupportedUse {
+                    keyword: "multipleOf".into(),
+                    at: at.to_string(),
+                    reason: format!(
+                        "only whole numbers up to 1e15 are supported, got {m} (validators \
+                         check decimal multiples in floating point, inexactly)"
+                    ),
+                })
+            }
+            Some(m) => Some(m as i128),
+        };
+        if min.is_none() && max.is_none() && xmin.is_none() && xmax.is_none() && mult.is_none() {
+            return Ok(None);
+        }
+        let frac = if integer || mult.is_some() {
+            0
+        } else {
+            BOUNDED_FRAC_DIGITS
+        };
+        let lim = NumBounds::limit(frac);
+        let mut lo = -lim;
+        let mut hi = lim;
+        if let Some(m) = min {
+            lo = lo.max(scaled_min(m, flag("exclusiveMinimum"), frac));
+        }
+        if let Some(m) = xmin {
+            lo = lo.max(scaled_min(m, true, frac));
+        }
+        // Upper bounds mirror lower ones: -x <= -bound.
+        if let Some(m) = max {
+            hi = hi.min(-scaled_min(-m, flag("exclusiveMaximum"), frac));
+        }
+        if let Some(m) = xmax {
+            hi = hi.min(-scaled_min(-m, true, frac));
+        }
+        let b = NumBounds {
+            lo,
+            hi,
+            mult: mult.unwrap_or(1),
+            frac,
+        };
+        if !b.holds(false, lo, hi) {
+            return Err(Self::invalid(
+                at,
+                format!(
+                    "no number with at most {BOUNDED_INT_DIGITS} digits before the point \
+                     satisfies minimum/maximum/multipleOf"
+                ),
+            ));
+        }
+        Ok(Some(b))
     }
 
     fn object(
@@ -472,11 +737,24 @@ enum Frame {
         esc: u8,
         /// UTF-8 continuation bytes still expected.
         utf8: u8,
+        /// Index into [`Schema::patterns`], or [`NO_PATTERN`].
+        pattern: u32,
+        /// State of the pattern's DFA.
+        q: u32,
+        /// The bytes of the UTF-8 character being read, or the code of the
+        /// `\u` escape.
+        cp: u32,
     },
     Num {
         st: NumSt,
         integer: bool,
         len: u8,
+        node: NodeId,
+        neg: bool,
+        /// Digits so far, when the node has bounds.
+        acc: i128,
+        nint: u8,
+        nfrac: u8,
     },
     /// Inside candidate `cand` of a literal node, `pos` bytes matched.
     Lit {
@@ -603,6 +881,9 @@ impl Schema {
                                 len: 0,
                                 esc: 0,
                                 utf8: 0,
+                                pattern: NO_PATTERN,
+                                q: 0,
+                                cp: 0,
                             });
                             out.push(s);
                         }
@@ -649,120 +930,8 @@ impl Schema {
                     _ => {}
                 }
             }
-            Frame::Str {
-                min,
-                max,
-                len,
-                esc,
-                utf8,
-            } => {
-                let next = |s: &mut Stack, len: u32, esc: u8, utf8: u8| {
-                    if let Some(f) = s.frames.last_mut() {
-                        *f = Frame::Str {
-                            min,
-                            max,
-                            len,
-                            esc,
-                            utf8,
-                        };
-                    }
-                };
-                if utf8 > 0 {
-                    if (0x80..0xC0).contains(&b) {
-                        next(&mut s, len, esc, utf8 - 1);
-                        out.push(s);
-                    }
-                    return;
-                }
-                match esc {
-                    1 => {
-                        if b"\"\\/bfnrt".contains(&b) {
-                            next(&mut s, len, 0, 0);
-                            out.push(s);
-                        } else if b == b'u' {
-                            next(&mut s, len, 5, 0);
-                            out.push(s);
-                        }
-                        return;
-                    }
-                    2..=5 => {
-                        if b.is_ascii_hexdigit() {
-                            next(&mut s, len, if esc == 2 { 0 } else { esc - 1 }, 0);
-                            out.push(s);
-                        }
-                        return;
-                    }
-                    _ => {}
-                }
-                match b {
-                    b'"' if len >= min => {
-                        s.frames.pop();
-                        self.child_done(s, out);
-                    }
-                    b'"' => {}
-                    _ if len >= max => {}
-                    b'\\' => {
-                        next(&mut s, len + 1, 1, 0);
-                        out.push(s);
-                    }
-                    0x00..=0x1F | 0x7F => {}
-                    0x20..=0x7E => {
-                        next(&mut s, len + 1, 0, 0);
-                        out.push(s);
-                    }
-                    0xC2..=0xDF => {
-                        next(&mut s, len + 1, 0, 1);
-                        out.push(s);
-                    }
-                    0xE0..=0xEF => {
-                        next(&mut s, len + 1, 0, 2);
-                        out.push(s);
-                    }
-                    0xF0..=0xF4 => {
-                        next(&mut s, len + 1, 0, 3);
-                        out.push(s);
-                    }
-                    _ => {}
-                }
-            }
-            Frame::Num { st, integer, len } => {
-                use NumSt::*;
-                let go = match (st, b) {
-                    (Start, b'-') => Some(Minus),
-                    (Start | Minus, b'0') => Some(Zero),
-                    (Start | Minus, b'1'..=b'9') => Some(Int),
-                    (Int, b'0'..=b'9') => Some(Int),
-                    (Zero | Int, b'.') if !integer => Some(Dot),
-                    (Zero | Int | Frac, b'e' | b'E') if !integer => Some(Exp),
-                    (Dot | Frac, b'0'..=b'9') => Some(Frac),
-                    (Exp, b'+' | b'-') => Some(ExpSign),
-                    (Exp | ExpSign | ExpDigits, b'0'..=b'9') => Some(ExpDigits),
-                    _ => None,
-                };
-                match go {
-                    Some(st) if len < MAX_NUMBER_LEN => {
-                        if let Some(f) = s.frames.last_mut() {
-                            *f = Frame::Num {
-                                st,
-                                integer,
-                                len: len + 1,
-                            };
-                        }
-                        out.push(s);
-                    }
-                    Some(_) => {}
-                    None if st.accepting() => {
-                        // The number ended; the byte belongs to what follows.
-                        s.frames.pop();
-                        let mut done = Vec::new();
-                        self.child_done(s, &mut done);
-                        for t in done {
-                            self.feed(t, b, out, depth + 1, work);
-                        }
-                    }
-                    None => {}
-                }
-            }
+            Frame::Str { .. } => self.feed_str(s, top, b, out),
+            Frame::Num { .. } => self.feed_num(s, top, b, out, depth, work),
             Frame::Lit { node, cand, pos } => {
                 let Node::Literal(cands) = self.node(node) else {
                     return;
@@ -801,6 +970,250 @@ impl Schema {
                     }
                 }
             }
+        }
+    }
+
+    /// One byte of a string's text.
+    fn feed_str(&self, mut s: Stack, top: Frame, b: u8, out: &mut Vec<Stack>) {
+        let Frame::Str {
+            min,
+            max,
+            len,
+            esc,
+            utf8,
+            pattern,
+            q,
+            cp,
+        } = top
+        else {
+            return;
+        };
+        let pat = self.patterns.get(pattern as usize);
+        let set = |s: &mut Stack, len: u32, esc: u8, utf8: u8, q: u32, cp: u32| {
+            if let Some(f) = s.frames.last_mut() {
+                *f = Frame::Str {
+                    min,
+                    max,
+                    len,
+                    esc,
+                    utf8,
+                    pattern,
+                    q,
+                    cp,
+                };
+            }
+        };
+        // Whether a `\u` escape may still write a code in `lo..=hi`:
+        // never a surrogate (a lone one is not valid JSON text to every
+        // reader), and for a pattern only what keeps it alive.
+        let escapable = |lo: u32, hi: u32| match pat {
+            Some(p) => p.any_in(q, len, lo, hi),
+            None => lo < 0xD800 || hi > 0xDFFF,
+        };
+        if utf8 > 0 {
+            if !(0x80..0xC0).contains(&b) {
+                return;
+            }
+            // The second byte rules out overlong forms, surrogates and
+            // codes past U+10FFFF.
+            let ok = match cp {
+                0xE0 => b >= 0xA0,
+                0xED => b < 0xA0,
+                0xF0 => b >= 0x90,
+                0xF4 => b < 0x90,
+                _ => true,
+            };
+            let cp = (cp << 8) | b as u32;
+            // U+2028 and U+2029 are not in a pattern's `OTHER`.
+            let separator = pat.is_some() && utf8 == 1 && matches!(cp, 0xE2_80A8 | 0xE2_80A9);
+            if ok && !separator {
+                set(&mut s, len, 0, utf8 - 1, q, cp);
+                out.push(s);
+            }
+            return;
+        }
+        match esc {
+            1 => {
+                let c = match b {
+                    b'"' | b'\\' | b'/' => b,
+                    b'b' => 0x08,
+                    b'f' => 0x0C,
+                    b'n' => 0x0A,
+                    b'r' => 0x0D,
+                    b't' => 0x09,
+                    b'u' if escapable(0, 0xFFFF) => {
+                        set(&mut s, len, 5, 0, q, 0);
+                        out.push(s);
+                        return;
+                    }
+                    _ => return,
+                };
+                let q = match pat {
+                    None => Some(q),
+                    Some(p) => p.step(q, len, c as usize),
+                };
+                if let Some(q) = q {
+                    set(&mut s, len, 0, 0, q, 0);
+                    out.push(s);
+                }
+                return;
+            }
+            2..=5 => {
+                let Some(h) = (b as char).to_digit(16) else {
+                    return;
+                };
+                let cp = cp * 16 + h;
+                // Hex digits after this one.
+                let left = 4 * (esc as u32 - 2);
+                let q = match pat {
+                    _ if left > 0 => escapable(cp << left, ((cp + 1) << left) - 1).then_some(q),
+                    None => escapable(cp, cp).then_some(q),
+                    Some(_) if !escapable(cp, cp) => None,
+                    Some(p) => p.step(q, len, if cp < 0x80 { cp as usize } else { OTHER }),
+                };
+                if let Some(q) = q {
+                    set(&mut s, len, if esc == 2 { 0 } else { esc - 1 }, 0, q, cp);
+                    out.push(s);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let step = |sym: usize| match pat {
+            None => Some(q),
+            Some(p) => p.step(q, len + 1, sym),
+        };
+        let (q, utf8) = match b {
+            b'"' if len >= min && pat.is_none_or(|p| p.can_close(q, len)) => {
+                s.frames.pop();
+                self.child_done(s, out);
+                return;
+            }
+            b'"' => return,
+            _ if len >= max => return,
+            b'\\' => {
+                let ok = pat.is_none_or(|p| p.any_in(q, len + 1, 0, 0xFFFF));
+                if ok {
+                    set(&mut s, len + 1, 1, 0, q, 0);
+                    out.push(s);
+                }
+                return;
+            }
+            0x20..=0x7E => (step(b as usize), 0),
+            0xC2..=0xDF => (step(OTHER), 1),
+            0xE0..=0xEF => (step(OTHER), 2),
+            0xF0..=0xF4 => (step(OTHER), 3),
+            _ => return,
+        };
+        if let Some(q) = q {
+            set(&mut s, len + 1, 0, utf8, q, b as u32);
+            out.push(s);
+        }
+    }
+
+    fn num_bounds(&self, node: NodeId) -> Option<NumBounds> {
+        match self.node(node) {
+            Node::Number { bounds, .. } => *bounds,
+            _ => None,
+        }
+    }
+
+    /// One byte of a number, or the byte after it.
+    fn feed_num(
+        &self,
+        mut s: Stack,
+        top: Frame,
+        b: u8,
+        out: &mut Vec<Stack>,
+        depth: u32,
+        work: &mut u32,
+    ) {
+        use NumSt::*;
+        let Frame::Num {
+            st,
+            integer,
+            len,
+            node,
+            neg,
+            acc,
+            nint,
+            nfrac,
+        } = top
+        else {
+            return;
+        };
+        let bounds = self.num_bounds(node);
+        let go = match bounds {
+            None => match (st, b) {
+                (Start, b'-') => Some(Minus),
+                (Start | Minus, b'0') => Some(Zero),
+                (Start | Minus, b'1'..=b'9') => Some(Int),
+                (Int, b'0'..=b'9') => Some(Int),
+                (Zero | Int, b'.') if !integer => Some(Dot),
+                (Zero | Int | Frac, b'e' | b'E') if !integer => Some(Exp),
+                (Dot | Frac, b'0'..=b'9') => Some(Frac),
+                (Exp, b'+' | b'-') => Some(ExpSign),
+                (Exp | ExpSign | ExpDigits, b'0'..=b'9') => Some(ExpDigits),
+                _ => None,
+            },
+            // Bounded: no exponent, a limited number of digits.
+            Some(bd) => match (st, b) {
+                (Start, b'-') => Some(Minus),
+                (Start | Minus, b'0') => Some(Zero),
+                (Start | Minus, b'1'..=b'9') => Some(Int),
+                (Int, b'0'..=b'9') if (nint as u32) < BOUNDED_INT_DIGITS => Some(Int),
+                (Zero | Int, b'.') if bd.frac > 0 => Some(Dot),
+                (Dot | Frac, b'0'..=b'9') if nfrac < bd.frac => Some(Frac),
+                _ => None,
+            },
+        };
+        match go {
+            Some(next) if len < MAX_NUMBER_LEN => {
+                let (mut neg, mut acc, mut nint, mut nfrac) = (neg, acc, nint, nfrac);
+                if let Some(bd) = bounds {
+                    let d = b.wrapping_sub(b'0') as i128;
+                    match next {
+                        Minus => neg = true,
+                        Zero => nint = 1,
+                        Int => {
+                            acc = acc * 10 + d;
+                            nint += 1;
+                        }
+                        Frac => {
+                            acc = acc * 10 + d;
+                            nfrac += 1;
+                        }
+                        _ => {}
+                    }
+                    if !bd.feasible(next, neg, acc, nint, nfrac) {
+                        return;
+                    }
+                }
+                if let Some(f) = s.frames.last_mut() {
+                    *f = Frame::Num {
+                        st: next,
+                        integer,
+                        len: len + 1,
+                        node,
+                        neg,
+                        acc,
+                        nint,
+                        nfrac,
+                    };
+                }
+                out.push(s);
+            }
+            Some(_) => {}
+            None if st.accepting() && bounds.is_none_or(|bd| bd.ends(st, neg, acc, nfrac)) => {
+                // The number ended; the byte belongs to what follows.
+                s.frames.pop();
+                let mut done = Vec::new();
+                self.child_done(s, &mut done);
+                for t in done {
+                    self.feed(t, b, out, depth + 1, work);
+                }
+            }
+            None => {}
         }
     }
 
@@ -868,21 +1281,29 @@ impl Schema {
                 });
                 out.push(s);
             }
-            Node::String { min, max } if b == b'"' => {
+            Node::String { min, max, pattern } if b == b'"' => {
                 s.frames.push(Frame::Str {
                     min: *min,
                     max: *max,
                     len: 0,
                     esc: 0,
                     utf8: 0,
+                    pattern: pattern.unwrap_or(NO_PATTERN),
+                    q: 0,
+                    cp: 0,
                 });
                 out.push(s);
             }
-            Node::Number { integer } => {
+            Node::Number { integer, .. } => {
                 s.frames.push(Frame::Num {
                     st: NumSt::Start,
                     integer: *integer,
                     len: 0,
+                    node,
+                    neg: false,
+                    acc: 0,
+                    nint: 0,
+                    nfrac: 0,
                 });
                 self.feed(s, b, out, depth + 1, work);
             }
@@ -930,7 +1351,19 @@ impl Schema {
     fn can_end(&self, s: &Stack) -> bool {
         match s.frames.as_slice() {
             [] => true,
-            [Frame::Num { st, .. }] => st.accepting(),
+            [Frame::Num {
+                st,
+                node,
+                neg,
+                acc,
+                nfrac,
+                ..
+            }] => {
+                st.accepting()
+                    && self
+                        .num_bounds(*node)
+                        .is_none_or(|b| b.ends(*st, *neg, *acc, *nfrac))
+            }
             _ => false,
         }
     }
@@ -1024,6 +1457,7 @@ impl Constraint for JsonConstraint {
                 len,
                 esc: 0,
                 utf8: 0,
+                pattern: NO_PATTERN,
                 ..
             }) = frames.last()
             {
@@ -1136,10 +1570,575 @@ mod tests {
 
     #[test]
     fn unsupported_keywords_are_refused() {
-        let e = JsonConstraint::from_schema(&json!({"type": "string", "pattern": "^a"}));
-        assert!(matches!(e, Err(JsonSchemaError::Unsupported { .. })));
+        let keyword = |schema: Value| match JsonConstraint::from_schema(&schema) {
+            Err(JsonSchemaError::Unsupported { keyword, .. })
+            | Err(JsonSchemaError::UnsupportedUse { keyword, .. }) => keyword,
+            other => panic!("{schema}: {:?}", other.map(|_| ())),
+        };
+        assert_eq!(
+            keyword(json!({"type": "array", "uniqueItems": true})),
+            "uniqueItems"
+        );
+        assert_eq!(
+            keyword(json!({"type": "string", "pattern": "(?=a)b"})),
+            "pattern"
+        );
+        assert_eq!(
+            keyword(json!({"type": "string", "pattern": r"\bx"})),
+            "pattern"
+        );
+        assert_eq!(
+            keyword(json!({"type": "number", "multipleOf": 0.01})),
+            "multipleOf"
+        );
+        assert_eq!(keyword(json!({"multipleOf": 2.5})), "multipleOf");
+        let e = JsonConstraint::from_schema(&json!({"type": "string", "pattern": "(a"}));
+        assert!(matches!(e, Err(JsonSchemaError::Invalid { .. })));
         let e = JsonConstraint::from_schema(&json!({"$ref": "#/nowhere"}));
         assert!(matches!(e, Err(JsonSchemaError::Invalid { .. })));
+        for empty in [
+            json!({"type": "integer", "minimum": 3, "maximum": 2}),
+            json!({"type": "integer", "exclusiveMinimum": 2, "exclusiveMaximum": 3}),
+            json!({"type": "integer", "minimum": 1, "maximum": 4, "multipleOf": 5}),
+            json!({"type": "number", "minimum": 1e300}),
+            json!({"type": "string", "pattern": "^a{4}$", "maxLength": 3}),
+        ] {
+            let e = JsonConstraint::from_schema(&empty);
+            assert!(matches!(e, Err(JsonSchemaError::Invalid { .. })), "{empty}");
+        }
+        assert!(JsonConstraint::from_schema(&json!({"type": "number", "multipleOf": 2})).is_ok());
+    }
+
+    #[test]
+    fn patterns_hold_byte_by_byte() {
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "string", "pattern": r"^[A-Z]{2}-\d{2,4}$"
+        }))
+        .unwrap();
+        for ok in [r#""AB-12""#, r#""ZZ-0000""#, r#""\u0041B-12""#] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        for bad in [
+            r#""AB-1""#,
+            r#""ab-12""#,
+            r#""AB-12345""#,
+            r#""AB-12 ""#,
+            "\"AB\"",
+        ] {
+            assert!(!accepts(&c, bad), "{bad}");
+        }
+        let mut c2 = JsonConstraint::from_schema(&json!({
+            "type": "string", "pattern": r"^[A-Z]{2}-\d{2,4}$"
+        }))
+        .unwrap();
+        c2.accept(b"\"AB-1");
+        assert!(c2.allows(b"2") && !c2.allows(b"\"") && !c2.allows(b"x"));
+        // Escapes that cannot lead anywhere are refused at their first
+        // byte: no digit can be written as \u0030 here... but it can.
+        assert!(c2.allows(b"\\u003"));
+        assert!(!c2.allows(b"\\u004"));
+        assert!(!c2.allows(b"\\n"));
+
+        // `.` takes non-ASCII text and escapes, but not line breaks.
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "string", "pattern": "^.{1,3}$"
+        }))
+        .unwrap();
+        for ok in ["\"é\"", "\"a😀b\"", r#""\t\"x""#, r#""\u00e9""#] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        for bad in [
+            "\"\"",
+            "\"abcd\"",
+            r#""a\nb""#,
+            "\"\u{2028}\"",
+            r#""\ud83d\ude00""#,
+        ] {
+            assert!(!accepts(&c, bad), "{bad}");
+        }
+        // Unanchored, with a length bound.
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "string", "pattern": "(foo|ba+r)", "maxLength": 6
+        }))
+        .unwrap();
+        for ok in [r#""foo""#, r#""xbaaar""#, r#""barxyz""#] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        for bad in [r#""fo""#, r#""xyzfoo1""#, r#""xyzbaaar""#] {
+            assert!(!accepts(&c, bad), "{bad}");
+        }
+        // The pattern applies to strings only.
+        let c = JsonConstraint::from_schema(&json!({"pattern": "^a"})).unwrap();
+        for ok in [r#""abc""#, "12", "null", "[\"x\"]"] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        assert!(!accepts(&c, r#""ba""#));
+    }
+
+    #[test]
+    fn lone_surrogates_and_bad_utf8_are_refused() {
+        let c = JsonConstraint::object();
+        assert!(accepts(
+            &c,
+            r#"{"a": "\ud83d\ude00 \u00e9"}"#.replace("\\ud83d\\ude00", "x").as_str()
+        ));
+        assert!(!accepts(&c, r#"{"a": "\ud83d"}"#));
+        let mut c = JsonConstraint::object();
+        c.accept(b"{\"a\": \"");
+        assert!(!c.allows(b"\\uD8"));
+        assert!(c.allows(b"\\uD7"));
+        assert!(!c.allows(&[0xE0, 0x80]));
+        assert!(!c.allows(&[0xED, 0xA0]));
+        assert!(c.allows(&[0xE2, 0x80, 0xA8]));
+    }
+
+    #[test]
+    fn integer_bounds_hold_digit_by_digit() {
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "integer", "minimum": -5, "maximum": 120
+        }))
+        .unwrap();
+        for ok in ["0", "-5", "120", "7", "99", "-1"] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        for bad in ["121", "-6", "1000", "01", "1.0", "1e2", "-"] {
+            assert!(!accepts(&c, bad), "{bad}");
+        }
+        let mut c = c;
+        c.accept(b"13");
+        assert!(!c.allows(b"0") && c.can_end());
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "integer", "exclusiveMinimum": 0, "exclusiveMaximum": 10.5
+        }))
+        .unwrap();
+        assert!(accepts(&c, "1") && accepts(&c, "10"));
+        assert!(!accepts(&c, "0") && !accepts(&c, "11") && !accepts(&c, "-1"));
+        // Draft 4's boolean form.
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "integer", "minimum": 2, "exclusiveMinimum": true
+        }))
+        .unwrap();
+        assert!(accepts(&c, "3") && !accepts(&c, "2"));
+        // Multiples: a digit is allowed only if some multiple still fits.
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "integer", "minimum": 3, "maximum": 27, "multipleOf": 5
+        }))
+        .unwrap();
+        for ok in ["5", "25", "10", "20"] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        for bad in ["3", "0", "30", "12", "-5"] {
+            assert!(!accepts(&c, bad), "{bad}");
+        }
+        let mut c = c;
+        assert!(!c.allows(b"3") && c.allows(b"2"));
+        c.accept(b"2");
+        assert!(!c.can_end() && c.allows(b"5") && c.allows(b"0") && !c.allows(b"1"));
+        // Top level, inside objects and arrays alike.
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "array", "items": {"type": "integer", "maximum": 9}
+        }))
+        .unwrap();
+        assert!(accepts(&c, "[1, 9,-3]") && !accepts(&c, "[10]"));
+    }
+
+    #[test]
+    fn number_bounds_hold_digit_by_digit() {
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "number", "minimum": 0.5, "maximum": 1
+        }))
+        .unwrap();
+        for ok in ["0.5", "1", "0.75", "1.00000000", "0.99999999"] {
+            assert!(accepts(&c, ok), "{ok}");
+        }
+        for bad in [
+            "0.49999999",
+            "1.00000001",
+            "1e0",
+            "2",
+            "0.4",
+            "0.123456789",
+            "-0.5",
+        ] {
+            assert!(!accepts(&c, bad), "{bad}");
+        }
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "number", "exclusiveMinimum": 0.1, "exclusiveMaximum": 0.3
+        }))
+        .unwrap();
+        assert!(accepts(&c, "0.10000001") && accepts(&c, "0.29999999"));
+        assert!(!accepts(&c, "0.1") && !accepts(&c, "0.3") && !accepts(&c, "0.30000000"));
+        let c = JsonConstraint::from_schema(&json!({
+            "type": "number", "minimum": -40.5, "maximum": -0.25
+        }))
+        .unwrap();
+        assert!(accepts(&c, "-40.5") && accepts(&c, "-0.25") && accepts(&c, "-7"));
+        assert!(!accepts(&c, "-40.51") && !accepts(&c, "-0.2") && !accepts(&c, "0"));
+        // A whole multipleOf keeps a number whole.
+        let c = JsonConstraint::from_schema(&json!({"type": "number", "multipleOf": 3})).unwrap();
+        assert!(accepts(&c, "-9") && !accepts(&c, "4") && !accepts(&c, "3.0"));
+    }
+
+    #[test]
+    fn bounds_agree_with_f64_comparisons_at_their_edges() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let bound = (rnd() % 2_000_000) as f64 / 1000.0 - 1000.0
+                + [0.0, 1e-9, -1e-9, 0.1, 1.0 / 3.0][(rnd() % 5) as usize];
+            for excl in [false, true] {
+                let s = scaled_min(bound, excl, BOUNDED_FRAC_DIGITS);
+                let read = |s: i128| -> f64 { decimal(s, BOUNDED_FRAC_DIGITS).parse().unwrap() };
+                let ok = |v: f64| if excl { v > bound } else { v >= bound };
+                assert!(ok(read(s)) && !ok(read(s - 1)), "{bound} {excl} {s}");
+            }
+        }
+    }
+
+    /// A JSON schema validator written apart from the constraint, for the
+    /// keywords the tests use, with a backtracking regular-expression
+    /// matcher (ECMA-262 reading of the supported subset).
+    mod validator {
+        use serde_json::Value;
+
+        pub fn valid(root: &Value, schema: &Value, v: &Value) -> bool {
+            let Some(o) = schema.as_object() else {
+                return schema.as_bool().unwrap_or(false);
+            };
+            if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+                let target = root.pointer(r.trim_start_matches('#')).unwrap();
+                return valid(root, target, v);
+            }
+            let all = |k: &str, f: &dyn Fn(&Value) -> bool| o.get(k).is_none_or(f);
+            let num = |k: &str| o.get(k).and_then(Value::as_f64);
+            let type_ok = |t: &str| match t {
+                "object" => v.is_object(),
+                "array" => v.is_array(),
+                "string" => v.is_string(),
+                "number" => v.is_number(),
+                "integer" => {
+                    v.is_i64() || v.is_u64() || v.as_f64().is_some_and(|x| x.fract() == 0.0)
+                }
+                "boolean" => v.is_boolean(),
+                "null" => v.is_null(),
+                _ => false,
+            };
+            all("type", &|t| match t {
+                Value::String(t) => type_ok(t),
+                Value::Array(ts) => ts.iter().any(|t| type_ok(t.as_str().unwrap())),
+                _ => false,
+            }) && all("enum", &|e| e.as_array().unwrap().contains(v))
+                && all("const", &|c| c == v)
+                && all("anyOf", &|a| {
+                    a.as_array().unwrap().iter().any(|s| valid(root, s, v))
+                })
+                && all("oneOf", &|a| {
+                    a.as_array()
+                        .unwrap()
+                        .iter()
+                        .filter(|s| valid(root, s, v))
+                        .count()
+                        == 1
+                })
+                && match v {
+                    Value::Object(m) => {
+                        let props = o.get("properties").and_then(Value::as_object);
+                        all("required", &|r| {
+                            r.as_array()
+                                .unwrap()
+                                .iter()
+                                .all(|k| m.contains_key(k.as_str().unwrap()))
+                        }) && m.iter().all(|(k, x)| match props.and_then(|p| p.get(k)) {
+                            Some(s) => valid(root, s, x),
+                            None => all("additionalProperties", &|a| valid(root, a, x)),
+                        })
+                    }
+                    Value::Array(a) => {
+                        all("items", &|s| a.iter().all(|x| valid(root, s, x)))
+                            && num("minItems").is_none_or(|n| a.len() as f64 >= n)
+                            && num("maxItems").is_none_or(|n| a.len() as f64 <= n)
+                    }
+                    Value::String(s) => {
+                        let n = s.chars().count() as f64;
+                        num("minLength").is_none_or(|m| n >= m)
+                            && num("maxLength").is_none_or(|m| n <= m)
+                            && all("pattern", &|p| search(p.as_str().unwrap(), s))
+                    }
+                    Value::Number(x) => {
+                        let x = x.as_f64().unwrap();
+                        num("minimum").is_none_or(|m| x >= m)
+                            && num("maximum").is_none_or(|m| x <= m)
+                            && num("exclusiveMinimum").is_none_or(|m| x > m)
+                            && num("exclusiveMaximum").is_none_or(|m| x < m)
+                            && num("multipleOf").is_none_or(|m| (x / m).fract() == 0.0)
+                    }
+                    _ => true,
+                }
+        }
+
+        enum Re {
+            Char(Box<dyn Fn(char) -> bool>),
+            Seq(Vec<Re>),
+            Alt(Vec<Re>),
+            Rep(Box<Re>, usize, usize),
+            Start,
+            End,
+        }
+
+        fn class_escape(c: char) -> Box<dyn Fn(char) -> bool> {
+            let word = |x: char| x.is_ascii_alphanumeric() || x == '_';
+            let space = |x: char| x.is_whitespace() || x == '\u{feff}';
+            match c {
+                'd' => Box::new(|x: char| x.is_ascii_digit()),
+                'D' => Box::new(|x: char| !x.is_ascii_digit()),
+                'w' => Box::new(word),
+                'W' => Box::new(move |x| !word(x)),
+                's' => Box::new(space),
+                'S' => Box::new(move |x| !space(x)),
+                'n' => Box::new(|x| x == '\n'),
+                't' => Box::new(|x| x == '\t'),
+                'r' => Box::new(|x| x == '\r'),
+                c => Box::new(move |x| x == c),
+            }
+        }
+
+        fn alt(p: &[char], i: &mut usize) -> Re {
+            let mut alts = vec![seq(p, i)];
+            while p.get(*i) == Some(&'|') {
+                *i += 1;
+                alts.push(seq(p, i));
+            }
+            Re::Alt(alts)
+        }
+
+        fn seq(p: &[char], i: &mut usize) -> Re {
+            let mut items = Vec::new();
+            while let Some(&c) = p.get(*i) {
+                if c == '|' || c == ')' {
+                    break;
+                }
+                *i += 1;
+                let atom = match c {
+                    '^' => Re::Start,
+                    '$' => Re::End,
+                    '.' => Re::Char(Box::new(|x| !"\n\r\u{2028}\u{2029}".contains(x))),
+                    '(' => {
+                        if p.get(*i) == Some(&'?') {
+                            *i += 2;
+                        }
+                        let r = alt(p, i);
+                        *i += 1;
+                        r
+                    }
+                    '\\' => {
+                        *i += 1;
+                        Re::Char(class_escape(p[*i - 1]))
+                    }
+                    '[' => {
+                        let neg = p.get(*i) == Some(&'^');
+                        if neg {
+                            *i += 1;
+                        }
+                        let mut fs: Vec<Box<dyn Fn(char) -> bool>> = Vec::new();
+                        while p[*i] != ']' {
+                            let c = p[*i];
+                            *i += 1;
+                            if c == '\\' {
+                                *i += 1;
+                                fs.push(class_escape(p[*i - 1]));
+                            } else if p[*i] == '-' && p[*i + 1] != ']' {
+                                let hi = p[*i + 1];
+                                *i += 2;
+                                fs.push(Box::new(move |x| (c..=hi).contains(&x)));
+                            } else {
+                                fs.push(Box::new(move |x| x == c));
+                            }
+                        }
+                        *i += 1;
+                        Re::Char(Box::new(move |x| fs.iter().any(|f| f(x)) != neg))
+                    }
+                    c => Re::Char(Box::new(move |x| x == c)),
+                };
+                let (min, max) = match p.get(*i) {
+                    Some('*') => (0, usize::MAX),
+                    Some('+') => (1, usize::MAX),
+                    Some('?') => (0, 1),
+                    Some('{') => {
+                        let end = *i + p[*i..].iter().position(|&c| c == '}').unwrap();
+                        let body: String = p[*i + 1..end].iter().collect();
+                        *i = end;
+                        match body.split_once(',') {
+                            None => (body.parse().unwrap(), body.parse().unwrap()),
+                            Some((a, "")) => (a.parse().unwrap(), usize::MAX),
+                            Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                        }
+                    }
+                    _ => {
+                        items.push(atom);
+                        continue;
+                    }
+                };
+                *i += 1;
+                if p.get(*i) == Some(&'?') {
+                    *i += 1;
+                }
+                items.push(Re::Rep(Box::new(atom), min, max));
+            }
+            Re::Seq(items)
+        }
+
+        fn m(re: &Re, s: &[char], i: usize, k: &mut dyn FnMut(usize) -> bool) -> bool {
+            match re {
+                Re::Char(f) => i < s.len() && f(s[i]) && k(i + 1),
+                Re::Seq(v) => seq_m(v, s, i, k),
+                Re::Alt(v) => v.iter().any(|r| m(r, s, i, &mut *k)),
+                Re::Rep(r, min, max) => rep_m(r, *min, *max, s, i, k),
+                Re::Start => i == 0 && k(i),
+                Re::End => i == s.len() && k(i),
+            }
+        }
+
+        fn seq_m(v: &[Re], s: &[char], i: usize, k: &mut dyn FnMut(usize) -> bool) -> bool {
+            match v.split_first() {
+                None => k(i),
+                Some((h, t)) => m(h, s, i, &mut |j| seq_m(t, s, j, &mut *k)),
+            }
+        }
+
+        fn rep_m(
+            r: &Re,
+            min: usize,
+            max: usize,
+            s: &[char],
+            i: usize,
+            k: &mut dyn FnMut(usize) -> bool,
+        ) -> bool {
+            (min == 0 && k(i))
+                || (max > 0
+                    && m(r, s, i, &mut |j| {
+                        (j > i || min > 0)
+                            && rep_m(r, min.saturating_sub(1), max - 1, s, j, &mut *k)
+                    }))
+        }
+
+        /// Whether `pattern` matches somewhere in `text`.
+        pub fn search(pattern: &str, text: &str) -> bool {
+            let p: Vec<char> = pattern.chars().collect();
+            let re = alt(&p, &mut 0);
+            let s: Vec<char> = text.chars().collect();
+            (0..=s.len()).any(|i| m(&re, &s, i, &mut |_| true))
+        }
+
+        #[test]
+        fn the_matcher_itself() {
+            assert!(search(r"^[A-Z]{2}-\d{2,4}$", "AB-123"));
+            assert!(!search(r"^[A-Z]{2}-\d{2,4}$", "AB-12345"));
+            assert!(search(r"(foo|ba+r)", "xxbaar"));
+            assert!(!search(r"^(foo|ba+r)$", "xxbaar"));
+            assert!(search(r"^[^\s@]+@x\.(com|org)$", "é@x.org"));
+            assert!(!search(r"^.$", "\n"));
+        }
+    }
+
+    /// Random walks under the constraint: at every step some piece (a
+    /// tokenizer's vocabulary has every byte) is allowed or the output may
+    /// end, and every finished output validates against the schema.
+    #[test]
+    fn random_walks_always_validate() {
+        let schemas = [
+            json!({
+                "type": "object",
+                "properties": {
+                    "code": {"type": "string", "pattern": r"^[A-Z]{2}-\d{2,4}$"},
+                    "age": {"type": "integer", "minimum": 0, "maximum": 120},
+                    "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "step": {"type": "integer", "multipleOf": 5, "minimum": -20, "exclusiveMaximum": 50},
+                    "tag": {"type": "string", "pattern": "(foo|ba+r)", "maxLength": 8},
+                    "mail": {"type": "string", "pattern": r"^[^@\s]+@[a-z]+\.(com|org)$"},
+                    "temp": {"type": "number", "minimum": -40.5, "maximum": 40.25},
+                    "word": {"type": "string", "pattern": r"^\w+\s\S\W?\D*$", "maxLength": 12}
+                },
+                "required": ["code", "age", "score", "step", "tag", "mail", "temp", "word"],
+                "additionalProperties": false
+            }),
+            json!({
+                "type": "array",
+                "items": {"type": "string", "pattern": "^.{2,3}$"},
+                "minItems": 1,
+                "maxItems": 3
+            }),
+            json!({"type": "integer", "minimum": 1000, "maximum": 1005}),
+            json!({"type": "number", "exclusiveMaximum": -0.5, "minimum": -3}),
+            json!({"pattern": "^x", "minimum": 3, "maxLength": 4}),
+            json!({
+                "$defs": {"id": {"type": "string", "pattern": "^(?:[a-f0-9]{4}-)+[a-f0-9]{2}$", "maxLength": 16}},
+                "type": "object",
+                "properties": {"ids": {"type": "array", "items": {"$ref": "#/$defs/id"}}},
+                "required": ["ids"]
+            }),
+        ];
+        let mut vocab: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for piece in [
+            "\"", "\": ", "\", \"", "}", "]", ", ", "12", "-", ".5", "0.", "abc", "AB-", "é", "😀",
+            "\\n", "\\u00", "\\\"", "e+", "true", "null", "foo", "bar", "@ex", ".com", " ",
+        ] {
+            vocab.push(piece.as_bytes().to_vec());
+        }
+        let closing: Vec<usize> = (0..vocab.len())
+            .filter(|&i| matches!(vocab[i].as_slice(), b"\"" | b"}" | b"]" | b","))
+            .collect();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for schema in &schemas {
+            let (mut finished, mut walks) = (0, 0);
+            for _ in 0..60 {
+                walks += 1;
+                let mut c = JsonConstraint::from_schema(schema).unwrap();
+                let mut out = Vec::new();
+                for _ in 0..400 {
+                    let allowed: Vec<usize> =
+                        (0..vocab.len()).filter(|&i| c.allows(&vocab[i])).collect();
+                    if c.can_end() && (allowed.is_empty() || rnd(8) == 0) {
+                        finished += 1;
+                        let v: Value = serde_json::from_slice(&out)
+                            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)));
+                        assert!(validator::valid(schema, schema, &v), "{schema}\n{v}");
+                        break;
+                    }
+                    assert!(
+                        !allowed.is_empty(),
+                        "stuck at {}",
+                        String::from_utf8_lossy(&out)
+                    );
+                    let close: Vec<usize> = closing
+                        .iter()
+                        .copied()
+                        .filter(|i| allowed.contains(i))
+                        .collect();
+                    let pick = if !close.is_empty() && rnd(3) == 0 {
+                        close[rnd(close.len())]
+                    } else {
+                        allowed[rnd(allowed.len())]
+                    };
+                    c.accept(&vocab[pick]);
+                    out.extend_from_slice(&vocab[pick]);
+                }
+            }
+            assert!(
+                finished * 2 >= walks,
+                "{schema}: {finished} of {walks} finished"
+            );
+        }
     }
 
     /// Mutated JSON texts: the constraint accepts exactly those that

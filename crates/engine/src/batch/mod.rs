@@ -19,6 +19,7 @@
 
 mod json;
 mod metrics;
+mod pattern;
 mod scheduler;
 
 pub use json::{JsonConstraint, JsonSchemaError};
