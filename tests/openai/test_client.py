@@ -83,6 +83,22 @@ def test_models_and_completions(server):
     assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == r.choices[0].text
 
 
+def test_completions_prompt_lists_and_echo(server):
+    c = client(server)
+    prompts = ["The capital of France is", "Water is made of"]
+    solo = [c.completions.create(model="smollm2", prompt=p, max_tokens=4, temperature=0)
+            for p in prompts]
+    r = c.completions.create(model="smollm2", prompt=prompts, max_tokens=4, temperature=0,
+                             echo=True)
+    assert [ch.index for ch in r.choices] == [0, 1]
+    for ch, p, s in zip(r.choices, prompts, solo):
+        assert ch.text == p + s.choices[0].text
+    assert r.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in solo)
+    with pytest.raises(openai.BadRequestError) as e:
+        c.completions.create(model="smollm2", prompt="def f():", suffix="    return x")
+    assert "suffix" in e.value.body["message"]
+
+
 def test_streaming_equals_whole_reply(server):
     c = client(server)
     whole = ask(c, "Why is the sky blue?")

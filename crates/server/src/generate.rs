@@ -31,6 +31,8 @@ pub struct Plan {
     pub constraint: Option<ConstraintSpec>,
     /// Tool names, when tool calls are read from the reply.
     pub tools: Option<Vec<String>>,
+    /// Completions' `echo`: the prompt text each choice starts with.
+    pub echo: Vec<String>,
 }
 
 #[derive(Clone)]

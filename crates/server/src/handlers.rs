@@ -282,6 +282,7 @@ fn common_plan(st: &AppState, c: &Common, prompt: Vec<u32>) -> AppResult<Plan> {
         logprobs: None,
         constraint: None,
         tools: None,
+        echo: Vec::new(),
     })
 }
 
@@ -384,7 +385,15 @@ pub async fn chat(
         Ok(stream_response(st, rxs, plan, id, model, Kind::Chat, usage))
     } else {
         let choices = collect(rxs, &plan).await;
-        Ok(Json(whole_response(&st, &choices, &id, &model, Kind::Chat)?).into_response())
+        Ok(Json(whole_response(
+            &st,
+            &choices,
+            &plan,
+            &id,
+            &model,
+            Kind::Chat,
+        )?)
+        .into_response())
     }
 }
 
@@ -393,38 +402,87 @@ pub async fn completions(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let req: CompletionRequest = parse(body, st.config.max_body_bytes)?;
-    if req.echo {
-        return Err(ApiError::Unsupported("echo is not supported".into()));
-    }
-    if req.suffix.is_some() {
-        return Err(ApiError::Unsupported("suffix is not supported".into()));
-    }
-    let tok = &st.tokenizer;
-    let prompt = match req.prompt {
-        Prompt::Text(t) => tok.encode(&t, tok.adds_bos(), true),
-        Prompt::Tokens(ids) => ids,
-        Prompt::Texts(v) if v.len() == 1 => tok.encode(&v[0], tok.adds_bos(), true),
-        Prompt::TokenLists(v) if v.len() == 1 => v[0].clone(),
-        _ => {
-            return Err(ApiError::Unsupported(
-                "several prompts in one request are not supported; send one per request".into(),
-            ))
-        }
-    };
-    check_prompt_fits(&st, &prompt)?;
-    let n_vocab = tok.vocab_size();
-    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
-        return Err(ApiError::bad_param(
-            "prompt",
-            format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+    if req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+        return Err(ApiError::Unsupported(
+            "suffix is not supported: this server has no fill-in-the-middle prompt format \
+             for the model"
+                .into(),
         ));
     }
-    let mut plan = common_plan(&st, &req.common, prompt)?;
+    if req.echo && req.logprobs.is_some() {
+        return Err(ApiError::Unsupported(
+            "echo with logprobs is not supported (log-probabilities of prompt tokens are not \
+             computed)"
+                .into(),
+        ));
+    }
+    let tok = &st.tokenizer;
+    // Each prompt with the text `echo` gives back: the text as sent, or
+    // what its token ids spell.
+    let text = |t: String| (tok.encode(&t, tok.adds_bos(), true), t);
+    let ids = |ids: Vec<u32>| (tok.decode(&ids, false), ids);
+    let prompts: Vec<(Vec<u32>, String)> = match req.prompt {
+        Prompt::Text(t) => vec![text(t)],
+        Prompt::Tokens(v) => {
+            let (t, v) = ids(v);
+            vec![(v, t)]
+        }
+        Prompt::Texts(v) => v.into_iter().map(text).collect(),
+        Prompt::TokenLists(v) => v
+            .into_iter()
+            .map(|v| {
+                let (t, v) = ids(v);
+                (v, t)
+            })
+            .collect(),
+    };
+    if prompts.is_empty() {
+        return Err(ApiError::bad_param(
+            "prompt",
+            "the list of prompts is empty",
+        ));
+    }
+    if prompts.len() > gen::MAX_N as usize {
+        return Err(ApiError::bad_param(
+            "prompt",
+            format!("at most {} prompts per request", gen::MAX_N),
+        ));
+    }
+    let n_vocab = tok.vocab_size();
+    for (prompt, _) in &prompts {
+        check_prompt_fits(&st, prompt)?;
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
+            return Err(ApiError::bad_param(
+                "prompt",
+                format!("token id {bad} is outside the vocabulary of {n_vocab}"),
+            ));
+        }
+    }
+    let mut plan = common_plan(&st, &req.common, Vec::new())?;
+    if prompts.len() * plan.n > gen::MAX_N as usize * 4 {
+        return Err(ApiError::bad_param(
+            "n",
+            format!(
+                "{} prompts times n = {} makes more than {} choices",
+                prompts.len(),
+                plan.n,
+                gen::MAX_N * 4
+            ),
+        ));
+    }
     if let Some(k) = req.logprobs {
         plan.logprobs = Some(gen::top_logprobs(Some(k))?);
     }
     plan.constraint = gen::response_format(&req.response_format)?;
-    let rxs = gen::submit(&st, &plan)?;
+    // Choices in order: those of the first prompt, then the second's, ...
+    let mut rxs = Vec::new();
+    for (prompt, text) in prompts {
+        plan.prompt = prompt;
+        rxs.extend(gen::submit(&st, &plan)?);
+        if req.echo {
+            plan.echo.extend(std::iter::repeat_n(text, plan.n));
+        }
+    }
     let id = new_id(&st, "cmpl");
     let model = req
         .common
@@ -451,6 +509,7 @@ pub async fn completions(
         Ok(Json(whole_response(
             &st,
             &choices,
+            &plan,
             &id,
             &model,
             Kind::Completion,
@@ -489,10 +548,16 @@ async fn collect(rxs: Vec<UnboundedReceiver<Event>>, plan: &Plan) -> Vec<Choice>
     out
 }
 
-fn usage_json(choices: &[Choice]) -> Value {
-    let first = choices.iter().find_map(|c| c.done.as_ref());
-    let prompt = first.map_or(0, |d| d.usage.prompt_tokens);
-    let cached = first.map_or(0, |d| d.usage.cached_tokens);
+/// Token counts of a response whose choices come `n` per prompt: each
+/// prompt counted once.
+fn usage_json(choices: &[Choice], n: usize) -> Value {
+    let (mut prompt, mut cached) = (0, 0);
+    for group in choices.chunks(n.max(1)) {
+        if let Some(d) = group.iter().find_map(|c| c.done.as_ref()) {
+            prompt += d.usage.prompt_tokens;
+            cached += d.usage.cached_tokens;
+        }
+    }
     let completion: usize = choices
         .iter()
         .filter_map(|c| c.done.as_ref())
@@ -555,6 +620,7 @@ fn completion_logprobs(tok: &Tokenizer, lps: &[TokenLogprob], offset0: usize) ->
 fn whole_response(
     st: &AppState,
     choices: &[Choice],
+    plan: &Plan,
     id: &str,
     model: &str,
     kind: Kind,
@@ -584,7 +650,10 @@ fn whole_response(
                 }
                 Kind::Completion => json!({
                     "index": c.index,
-                    "text": c.text,
+                    "text": match plan.echo.get(c.index) {
+                        Some(echo) => format!("{echo}{}", c.text),
+                        None => c.text.clone(),
+                    },
                     "logprobs": if has_lp { completion_logprobs(tok, &c.logprobs, 0) } else { Value::Null },
                     "finish_reason": fin.finish_reason,
                 }),
@@ -598,7 +667,7 @@ fn whole_response(
         "model": model,
         "system_fingerprint": "edgellama",
         "choices": items,
-        "usage": usage_json(choices),
+        "usage": usage_json(choices, plan.n),
     }))
 }
 
@@ -617,6 +686,8 @@ struct Streamer {
     ended: bool,
     /// Bytes of text streamed per choice (completion logprob offsets).
     offsets: Vec<usize>,
+    /// Choices per prompt (usage counts each prompt once).
+    n_per_prompt: usize,
 }
 
 impl Streamer {
@@ -708,7 +779,7 @@ impl Streamer {
                 "system_fingerprint": "edgellama",
                 "choices": [],
             });
-            v["usage"] = usage_json(&self.choices);
+            v["usage"] = usage_json(&self.choices, self.n_per_prompt);
             out.push(SseEvent::default().data(v.to_string()));
         }
         out.push(SseEvent::default().data("[DONE]"));
@@ -742,6 +813,7 @@ fn stream_response(
         created: unix_now(),
         ended: false,
         offsets: vec![0; n],
+        n_per_prompt: plan.n,
     };
     // Chat streams open each choice with the assistant role.
     let opening: Vec<SseEvent> = if kind == Kind::Chat {
@@ -756,7 +828,20 @@ fn stream_response(
             })
             .collect()
     } else {
-        Vec::new()
+        // `echo`: each choice opens with its prompt.
+        plan.echo
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !e.is_empty())
+            .map(|(i, e)| {
+                s.chunk(vec![json!({
+                    "index": i,
+                    "text": e,
+                    "logprobs": Value::Null,
+                    "finish_reason": Value::Null,
+                })])
+            })
+            .collect()
     };
     let body = stream::iter(opening)
         .chain(

@@ -394,6 +394,154 @@ async fn json_schema_patterns_and_bounds_hold() {
     }
 }
 
+fn completion(prompt: Value, extra: Value) -> Value {
+    let mut v = json!({"prompt": prompt, "max_tokens": 4, "temperature": 0});
+    if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            o.insert(k.clone(), x.clone());
+        }
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_take_prompt_lists_token_ids_and_echo() {
+    let app = app();
+    let prompts = ["The capital of France is", "Water is made of"];
+    let mut solo = Vec::new();
+    for p in prompts {
+        let (s, v) = post_json(&app, "/v1/completions", completion(json!(p), json!({}))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        solo.push(v);
+    }
+    let text = |v: &Value, i: usize| v["choices"][i]["text"].as_str().unwrap().to_string();
+    let usage = |v: &Value, k: &str| v["usage"][k].as_u64().unwrap();
+    // A list of texts: one choice per prompt, in order, usage summed.
+    let (s, v) = post_json(
+        &app,
+        "/v1/completions",
+        completion(json!(prompts), json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["choices"].as_array().unwrap().len(), 2, "{v}");
+    for i in 0..2 {
+        assert_eq!(v["choices"][i]["index"], i);
+        assert_eq!(text(&v, i), text(&solo[i], 0));
+    }
+    for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(usage(&v, k), usage(&solo[0], k) + usage(&solo[1], k), "{k}");
+    }
+    // With n = 2: the first prompt's two choices, then the second's.
+    let (_, v) = post_json(
+        &app,
+        "/v1/completions",
+        completion(json!(prompts), json!({"n": 2})),
+    )
+    .await;
+    let texts: Vec<String> = (0..4).map(|i| text(&v, i)).collect();
+    assert_eq!(
+        texts,
+        [
+            text(&solo[0], 0),
+            text(&solo[0], 0),
+            text(&solo[1], 0),
+            text(&solo[1], 0)
+        ]
+    );
+    assert_eq!(
+        usage(&v, "prompt_tokens"),
+        usage(&solo[0], "prompt_tokens") + usage(&solo[1], "prompt_tokens")
+    );
+    // Token ids, one list or several.
+    let tok = &loaded().tokenizer;
+    let ids: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| tok.encode(p, tok.adds_bos(), true))
+        .collect();
+    let (s, v) = post_json(
+        &app,
+        "/v1/completions",
+        completion(json!(ids[0]), json!({})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(text(&v, 0), text(&solo[0], 0));
+    let (_, v) = post_json(&app, "/v1/completions", completion(json!(ids), json!({}))).await;
+    assert_eq!(
+        (text(&v, 0), text(&v, 1)),
+        (text(&solo[0], 0), text(&solo[1], 0))
+    );
+    assert_eq!(
+        usage(&v, "prompt_tokens"),
+        usage(&solo[0], "prompt_tokens") + usage(&solo[1], "prompt_tokens")
+    );
+    // echo: the prompt, then the completion; whole and streamed alike.
+    let (_, v) = post_json(
+        &app,
+        "/v1/completions",
+        completion(json!(prompts), json!({"echo": true})),
+    )
+    .await;
+    for i in 0..2 {
+        assert_eq!(text(&v, i), format!("{}{}", prompts[i], text(&solo[i], 0)));
+    }
+    let (_, v) = post_json(
+        &app,
+        "/v1/completions",
+        completion(json!(ids[1]), json!({"echo": true})),
+    )
+    .await;
+    assert_eq!(text(&v, 0), format!("{}{}", prompts[1], text(&solo[1], 0)));
+    let req = completion(json!(prompts), json!({"echo": true, "stream": true}));
+    let (s, _, b) = send(&app, "POST", "/v1/completions", Some(&req.to_string())).await;
+    assert_eq!(s, StatusCode::OK);
+    let mut streamed = [String::new(), String::new()];
+    for d in sse_data(&b).iter().filter(|d| *d != "[DONE]") {
+        let c: Value = serde_json::from_str(d).unwrap();
+        for ch in c["choices"].as_array().unwrap() {
+            streamed[ch["index"].as_u64().unwrap() as usize] += ch["text"].as_str().unwrap();
+        }
+    }
+    for i in 0..2 {
+        assert_eq!(streamed[i], format!("{}{}", prompts[i], text(&solo[i], 0)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_refuse_what_they_cannot_do() {
+    let app = app();
+    for (extra, prompt, needle) in [
+        (json!({"suffix": "return x"}), json!("def f():"), "suffix"),
+        (json!({"echo": true, "logprobs": 1}), json!("Hi"), "echo"),
+        (json!({}), json!([]), "prompt"),
+        (json!({}), json!([[]]), "prompt"),
+        (json!({}), json!([[1, 2], [99999999]]), "99999999"),
+        (json!({}), json!(["a", ""]), "prompt"),
+    ] {
+        let (s, v) = post_json(
+            &app,
+            "/v1/completions",
+            completion(prompt.clone(), extra.clone()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{extra} {prompt}: {v}");
+        assert_openai_error(&v, "invalid_request_error");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{v}"
+        );
+    }
+    // An empty suffix asks for nothing.
+    let (s, v) = post_json(
+        &app,
+        "/v1/completions",
+        completion(json!("Hi"), json!({"suffix": ""})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_tool_calls() {
     let app = app();
