@@ -1,5 +1,5 @@
 use crate::pool::Pool;
-use crate::{AttnShape, Backend, BackendError, KvCache, QMatrix};
+use crate::{AttnJob, AttnShape, Backend, BackendError, KvCache, QMatrix};
 use edgellama_gguf::GgmlType;
 use edgellama_kernels as k;
 
@@ -291,27 +291,10 @@ impl Backend for CpuBackend {
         s: AttnShape,
         out: &mut [f32],
     ) -> Result<(), BackendError> {
+        check_attention(q, kv, layer, &s, out)?;
         let hd = s.head_dim;
         let n_kv = s.pos0 + s.n_tokens;
         let embd_q = s.n_head * hd;
-        if s.n_head == 0
-            || s.n_head_kv == 0
-            || !s.n_head.is_multiple_of(s.n_head_kv)
-            || q.len() != s.n_tokens * embd_q
-            || out.len() != q.len()
-            || kv.n_embd_kv() != s.n_head_kv * hd
-            || n_kv > kv.n_ctx()
-            || layer >= kv.n_layer()
-        {
-            return Err(BackendError::Shape {
-                op: "attention",
-                detail: format!(
-                    "{s:?} with q {} floats, cache {} wide",
-                    q.len(),
-                    kv.n_embd_kv()
-                ),
-            });
-        }
         let group = s.n_head / s.n_head_kv;
         let keys = kv.keys(layer, n_kv);
         let values = kv.values(layer, n_kv);
@@ -370,6 +353,90 @@ impl Backend for CpuBackend {
         });
         Ok(())
     }
+
+    fn attention_many(&self, layer: usize, jobs: &mut [AttnJob<'_>]) -> Result<(), BackendError> {
+        for j in jobs.iter() {
+            check_attention(j.q, j.kv, layer, &j.shape, j.out)?;
+        }
+        // Long runs take the f32 route one by one (each is parallel inside);
+        // the short ones (decoding steps) share one parallel step, one task
+        // per few (sequence, token, head) items.
+        let mut items = Vec::new();
+        for (ji, j) in jobs.iter_mut().enumerate() {
+            if j.shape.n_tokens >= FA_TILE_Q {
+                self.attention(j.q, j.kv, layer, j.shape, j.out)?;
+            } else {
+                items.extend((0..j.shape.n_tokens * j.shape.n_head).map(|i| (ji, i)));
+            }
+        }
+        if items.is_empty() {
+            return Ok(());
+        }
+        let outs: Vec<SendPtr<f32>> = jobs
+            .iter_mut()
+            .map(|j| SendPtr(j.out.as_mut_ptr()))
+            .collect();
+        let per_task = items.len().div_ceil(self.n_threads() * 4).max(1);
+        let jobs = &*jobs;
+        self.pool.run(items.len().div_ceil(per_task), &|task| {
+            let mut sc: Option<AttnScratch> = None;
+            for &(ji, i) in items.iter().skip(task * per_task).take(per_task) {
+                let j = &jobs[ji];
+                let s = j.shape;
+                let hd = s.head_dim;
+                let sc = sc.get_or_insert_with(|| AttnScratch::new(hd));
+                if sc.q16.len() != hd {
+                    *sc = AttnScratch::new(hd);
+                }
+                let (t, h) = (i / s.n_head, i % s.n_head);
+                let kvh = h / (s.n_head / s.n_head_kv);
+                let embd_q = s.n_head * hd;
+                let embd_kv = j.kv.n_embd_kv();
+                let n_kv = s.pos0 + s.n_tokens;
+                let (keys, values) = (j.kv.keys(layer, n_kv), j.kv.values(layer, n_kv));
+                let at = t * embd_q + h * hd;
+                let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                // SAFETY: head `h` of token `t` of job `ji` belongs to this
+                // item alone, and the job's output outlives the step.
+                let o = unsafe { std::slice::from_raw_parts_mut(outs[ji].get().add(at), hd) };
+                attend_f16(&j.q[at..at + hd], s.pos0 + t + 1, key, val, s.scale, sc, o);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Checks one attention call's shapes against its buffers and cache.
+fn check_attention(
+    q: &[f32],
+    kv: &KvCache,
+    layer: usize,
+    s: &AttnShape,
+    out: &[f32],
+) -> Result<(), BackendError> {
+    let hd = s.head_dim;
+    let n_kv = s.pos0 + s.n_tokens;
+    let embd_q = s.n_head * hd;
+    if s.n_head == 0
+        || s.n_head_kv == 0
+        || !s.n_head.is_multiple_of(s.n_head_kv)
+        || q.len() != s.n_tokens * embd_q
+        || out.len() != q.len()
+        || kv.n_embd_kv() != s.n_head_kv * hd
+        || n_kv > kv.n_ctx()
+        || layer >= kv.n_layer()
+    {
+        return Err(BackendError::Shape {
+            op: "attention",
+            detail: format!(
+                "{s:?} with q {} floats, cache {} wide",
+                q.len(),
+                kv.n_embd_kv()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Query rows per tile of llama.cpp's f32 flash-attention kernel

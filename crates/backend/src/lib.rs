@@ -48,6 +48,15 @@ pub struct AttnShape {
     pub scale: f32,
 }
 
+/// One sequence's part of a batched attention call: its queries, its cache
+/// and where its output goes.
+pub struct AttnJob<'a> {
+    pub q: &'a [f32],
+    pub kv: &'a KvCache,
+    pub shape: AttnShape,
+    pub out: &'a mut [f32],
+}
+
 pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     fn n_threads(&self) -> usize;
@@ -97,4 +106,13 @@ pub trait Backend: Send + Sync {
         shape: AttnShape,
         out: &mut [f32],
     ) -> Result<(), BackendError>;
+
+    /// [`Backend::attention`] of several sequences over the same layer (a
+    /// continuous-batching step), which a backend can run as one step.
+    fn attention_many(&self, layer: usize, jobs: &mut [AttnJob<'_>]) -> Result<(), BackendError> {
+        for j in jobs.iter_mut() {
+            self.attention(j.q, j.kv, layer, j.shape, j.out)?;
+        }
+        Ok(())
+    }
 }

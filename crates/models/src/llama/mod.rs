@@ -10,7 +10,7 @@ pub use config::LlamaConfig;
 use crate::layers::rope::rope_params;
 use crate::layers::{Linear, NormWeight};
 use crate::{BatchItem, CausalLm, Logits, ModelError, ModelInfo, SeqState};
-use edgellama_backend::{AttnShape, Backend, KvCache};
+use edgellama_backend::{AttnJob, AttnShape, Backend, KvCache};
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
 use std::sync::Arc;
@@ -157,23 +157,31 @@ impl Llama {
                 let t1 = t0 + seg.n;
                 seg.kv
                     .store(il, seg.pos0, &k[t0 * dkv..t1 * dkv], &v[t0 * dkv..t1 * dkv]);
-                let shape = AttnShape {
-                    n_head: c.n_head,
-                    n_head_kv: c.n_head_kv,
-                    head_dim: hd,
-                    pos0: seg.pos0,
-                    n_tokens: seg.n,
-                    scale: 1.0 / (hd as f32).sqrt(),
-                };
-                be.attention(
-                    &q[t0 * dq..t1 * dq],
-                    seg.kv,
-                    il,
-                    shape,
-                    &mut attn[t0 * dq..t1 * dq],
-                )?;
                 t0 = t1;
             }
+            // Every sequence's attention in one backend call.
+            let mut jobs = Vec::with_capacity(segs.len());
+            let (mut rest_q, mut rest_out) = (&q[..], &mut attn[..]);
+            for seg in segs.iter() {
+                let (sq, tq) = rest_q.split_at(seg.n * dq);
+                let (so, to) = std::mem::take(&mut rest_out).split_at_mut(seg.n * dq);
+                (rest_q, rest_out) = (tq, to);
+                jobs.push(AttnJob {
+                    q: sq,
+                    kv: &*seg.kv,
+                    shape: AttnShape {
+                        n_head: c.n_head,
+                        n_head_kv: c.n_head_kv,
+                        head_dim: hd,
+                        pos0: seg.pos0,
+                        n_tokens: seg.n,
+                        scale: 1.0 / (hd as f32).sqrt(),
+                    },
+                    out: so,
+                });
+            }
+            be.attention_many(il, &mut jobs)?;
+            drop(jobs);
             b.wo.forward(f, be, &attn, n, &mut o)?;
             ops::add_inplace(x, &o);
 
