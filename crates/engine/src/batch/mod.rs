@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 /// and values therefore depend on which route computed it, and a cached
 /// prefix is reused only when a fresh run of the new prompt would have
 /// taken the same route for every reused position.
-pub const ROUTE_SPLIT: usize = 64;
+pub const ROUTE_SPLIT: usize = edgellama_backend::FA_TILE_Q;
 
 /// How the scheduler is sized.
 #[derive(Debug, Clone)]
