@@ -46,15 +46,55 @@ unsafe fn join(lo: __m256i, hi: __m256i) -> __m512i {
     _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
 }
 
-/// `v[idx[l]]` for the 32 `i16` lanes `l`, `idx[l] = first + l / per`:
-/// one scale per `per` lanes, from the 16 `i16` of `v`.
+/// `vpermw` indices: lane `l` of vector `v` takes scale `v * S + l / P`
+/// (q4_K: two sub-blocks of 32 per vector; q6_K: four groups of 16).
+const fn spread_idx<const S: i16, const P: i16>() -> [[i16; 32]; 4] {
+    let mut out = [[0i16; 32]; 4];
+    let mut v = 0;
+    while v < 4 {
+        let mut l = 0;
+        while l < 32 {
+            out[v][l] = v as i16 * S + l as i16 / P;
+            l += 1;
+        }
+        v += 1;
+    }
+    out
+}
+
+static IDX_Q4K: [[i16; 32]; 4] = spread_idx::<2, 16>();
+static IDX_Q6K: [[i16; 32]; 4] = spread_idx::<4, 8>();
+
+/// The 16 `i16` of `v` spread to 32 lanes by `idx`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn spread16(v: __m256i, first: i16, per: i16) -> __m512i {
-    let idx: [i16; 32] = std::array::from_fn(|l| first + l as i16 / per);
+unsafe fn spread16(v: __m256i, idx: &[i16; 32]) -> __m512i {
     // SAFETY: `idx` is 64 readable bytes.
     let idx = _mm512_loadu_si512(idx.as_ptr().cast());
     _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(v))
+}
+
+/// A K-quant weight format this module unpacks.
+trait KBlock:
+    zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned
+{
+    unsafe fn pack(&self) -> Packed;
+}
+
+impl KBlock for BlockQ4K {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn pack(&self) -> Packed {
+        pack_q4_k(self)
+    }
+}
+
+impl KBlock for BlockQ6K {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    unsafe fn pack(&self) -> Packed {
+        pack_q6_k(self)
+    }
 }
 
 #[inline]
@@ -77,7 +117,7 @@ unsafe fn pack_q4_k(x: &BlockQ4K) -> Packed {
         q,
         // Sub-block scales are `i16` lanes 0..8 of `sm`; vector `v` holds
         // sub-blocks 2v and 2v + 1.
-        sc: std::array::from_fn(|v| spread16(sm, 2 * v as i16, 16)),
+        sc: std::array::from_fn(|v| spread16(sm, &IDX_Q4K[v])),
         corr: _mm256_castsi128_si256(_mm256_extracti128_si256::<1>(sm)),
         dd: _mm_cvtph_ps(_mm_cvtsi32_si128(bits)),
     }
@@ -118,7 +158,7 @@ unsafe fn pack_q6_k(x: &BlockQ6K) -> Packed {
     Packed {
         q,
         // One scale per 16 elements: vector `v` holds scales 4v..4v + 4.
-        sc: std::array::from_fn(|v| spread16(all, 4 * v as i16, 8)),
+        sc: std::array::from_fn(|v| spread16(all, &IDX_Q6K[v])),
         corr: all,
         dd: _mm_cvtph_ps(_mm_cvtsi32_si128(
             x.d.to_bits() as i32 | (Half::ZERO.to_bits() as i32) << 16,
@@ -179,15 +219,14 @@ unsafe fn finish<const Q6: bool>(acc: __m256, acc_m: __m128) -> f32 {
 /// in registers.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn row_tile<X, const Q6: bool, const C: usize>(
+unsafe fn row_tile<X: KBlock, const Q6: bool, const C: usize>(
     x: &[X],
     y: [&[BlockQ8K]; C],
-    pack: unsafe fn(&X) -> Packed,
 ) -> [f32; C] {
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_m = [_mm_setzero_ps(); C];
     for (i, xb) in x.iter().enumerate() {
-        let pw = pack(xb);
+        let pw = xb.pack();
         for c in 0..C {
             pair::<Q6>(&pw, &y[c][i], &mut acc[c], &mut acc_m[c]);
         }
@@ -259,17 +298,12 @@ thread_local! {
     static SCRATCH: RefCell<Vec<Packed>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The `vec_dot_tile` contract for weights `X`, unpacked by `pack`.
+/// The `vec_dot_tile` contract for weights `X` (`Q6`: q6_K).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn tile<X, const Q6: bool>(
-    n: usize,
-    w: &[u8],
-    a: &[u8],
-    out: &mut [f32],
-    pack: unsafe fn(&X) -> Packed,
-) where
-    X: zerocopy::FromBytes + zerocopy::KnownLayout + zerocopy::Immutable + zerocopy::Unaligned,
+unsafe fn tile<X, const Q6: bool>(n: usize, w: &[u8], a: &[u8], out: &mut [f32])
+where
+    X: KBlock,
 {
     let nb = n / QK_K;
     if nb == 0 {
@@ -291,9 +325,9 @@ unsafe fn tile<X, const Q6: bool>(
             let xr = &x[r * nb..(r + 1) * nb];
             let o = &mut out[r * cols..(r + 1) * cols];
             match cols {
-                1 => o.copy_from_slice(&row_tile::<X, Q6, 1>(xr, [yc[0]], pack)),
-                2 => o.copy_from_slice(&row_tile::<X, Q6, 2>(xr, [yc[0], yc[1]], pack)),
-                _ => o.copy_from_slice(&row_tile::<X, Q6, 3>(xr, [yc[0], yc[1], yc[2]], pack)),
+                1 => o.copy_from_slice(&row_tile::<X, Q6, 1>(xr, [yc[0]])),
+                2 => o.copy_from_slice(&row_tile::<X, Q6, 2>(xr, [yc[0], yc[1]])),
+                _ => o.copy_from_slice(&row_tile::<X, Q6, 3>(xr, [yc[0], yc[1], yc[2]])),
             }
         }
         return;
@@ -311,7 +345,7 @@ unsafe fn tile<X, const Q6: bool>(
             let r1 = (r0 + row_chunk).min(rows);
             pw.clear();
             for xb in &x[r0 * nb..r1 * nb] {
-                pw.push(pack(xb));
+                pw.push(xb.pack());
             }
             let mut c0 = 0;
             while c0 < cols {
@@ -345,10 +379,10 @@ unsafe fn tile<X, const Q6: bool>(
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 pub unsafe fn vec_dot_tile_q4_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    tile::<BlockQ4K, false>(n, w, a, out, pack_q4_k)
+    tile::<BlockQ4K, false>(n, w, a, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 pub unsafe fn vec_dot_tile_q6_k_q8_k(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
-    tile::<BlockQ6K, true>(n, w, a, out, pack_q6_k)
+    tile::<BlockQ6K, true>(n, w, a, out)
 }
