@@ -19,20 +19,30 @@ use std::cell::RefCell;
 use super::simd::hsum_ps;
 use crate::blocks::{as_blocks, Half};
 
-/// Widens `src` into `dst` (appending).
+/// Widens `src` into the start of `buf`, resized to hold it, and returns
+/// the floats. The buffer is made of 64-byte vectors so that rows whose
+/// length is a multiple of 16 start on cache lines (a 512-bit load that
+/// splits a line costs two).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
-unsafe fn widen(src: &[Half], dst: &mut Vec<f32>) {
-    dst.reserve(src.len());
+unsafe fn widen<'a>(src: &[Half], buf: &'a mut Vec<__m512>) -> &'a mut [f32] {
+    let n = src.len();
+    buf.clear();
+    buf.resize(n.div_ceil(16), _mm512_setzero_ps());
+    // SAFETY: `buf` holds at least `n` floats, any bit pattern is a float,
+    // and the view borrows `buf` mutably for its lifetime.
+    let dst = std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), n);
     let mut chunks = src.chunks_exact(8);
-    for c in &mut chunks {
-        // SAFETY: `c` is 16 readable bytes.
+    let mut outs = dst.chunks_exact_mut(8);
+    for (c, o) in (&mut chunks).zip(&mut outs) {
+        // SAFETY: `c` is 16 readable bytes, `o` 32 writable ones.
         let v = _mm256_cvtph_ps(_mm_loadu_si128(c.as_ptr().cast()));
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), v);
-        dst.extend_from_slice(&out);
+        _mm256_storeu_ps(o.as_mut_ptr(), v);
     }
-    dst.extend(chunks.remainder().iter().map(|h| h.to_f32()));
+    for (o, h) in outs.into_remainder().iter_mut().zip(chunks.remainder()) {
+        *o = h.to_f32();
+    }
+    dst
 }
 
 /// `R x C` pairs of `n`-element rows: weight rows `w[r]`, activation rows
@@ -131,7 +141,7 @@ unsafe fn micro_any(n: usize, w: &[&[f32]], y: &[&[f32]], out: &mut [f32], strid
 }
 
 thread_local! {
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(Vec<__m512>, Vec<__m512>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The `vec_dot_tile` contract for f16 weights and activations.
@@ -163,16 +173,14 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
         let Ok(mut guard) = cell.try_borrow_mut() else {
             return;
         };
-        let (ya, wa) = &mut *guard;
-        wa.clear();
-        widen(&x[..rows * n], wa);
+        let (ybuf, wbuf) = &mut *guard;
+        let wa = widen(&x[..rows * n], wbuf);
         let mut c0 = 0;
         while c0 < cols {
             // Activation rows a chunk at a time, so that they stay in L1
             // while every weight row passes.
             let c1 = (c0 + COL_CHUNK).min(cols);
-            ya.clear();
-            widen(&y[c0 * n..c1 * n], ya);
+            let ya = widen(&y[c0 * n..c1 * n], ybuf);
             let mut r = 0;
             while r < rows {
                 let rr = (rows - r).min(TR);

@@ -25,6 +25,27 @@ use super::kquants::{hsum_ps128, k4_scales_mins};
 use super::simd::hsum_ps;
 use crate::blocks::{as_blocks, BlockQ4K, BlockQ6K, BlockQ8K, Half};
 
+/// One q8_K activation block with its quants on a cache line boundary (in
+/// the file format they sit 4 bytes in, so every 512-bit load would split
+/// a line).
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct ActK {
+    qs: [i8; QK_K],
+    bsums: [i16; QK_K / 16],
+    d: f32,
+}
+
+impl ActK {
+    fn new(b: &BlockQ8K) -> ActK {
+        ActK {
+            qs: b.qs,
+            bsums: std::array::from_fn(|i| b.bsums[i].get()),
+            d: b.d.get(),
+        }
+    }
+}
+
 /// One weight super-block, unpacked.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
@@ -169,7 +190,7 @@ unsafe fn pack_q6_k(x: &BlockQ6K) -> Packed {
 /// The exact lane sums of one super-block pair.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn lane_sums(w: &Packed, y: &BlockQ8K) -> __m256i {
+unsafe fn lane_sums(w: &Packed, y: &ActK) -> __m256i {
     let mut s = _mm512_setzero_si512();
     for v in 0..4 {
         // SAFETY: bytes 64v..64v + 64 of the 256 `qs`.
@@ -183,11 +204,11 @@ unsafe fn lane_sums(w: &Packed, y: &BlockQ8K) -> __m256i {
 /// kernel's steps.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn pair<const Q6: bool>(pw: &Packed, yb: &BlockQ8K, acc: &mut __m256, acc_m: &mut __m128) {
+unsafe fn pair<const Q6: bool>(pw: &Packed, yb: &ActK, acc: &mut __m256, acc_m: &mut __m128) {
     let s = lane_sums(pw, yb);
     // SAFETY: `bsums` is 32 readable bytes.
     let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
-    let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d.get()));
+    let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d));
     if Q6 {
         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw.corr));
         let s = _mm256_sub_epi32(s, offset);
@@ -221,7 +242,7 @@ unsafe fn finish<const Q6: bool>(acc: __m256, acc_m: __m128) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn row_tile<X: KBlock, const Q6: bool, const C: usize>(
     x: &[X],
-    y: [&[BlockQ8K]; C],
+    y: [&[ActK]; C],
 ) -> [f32; C] {
     let mut acc = [_mm256_setzero_ps(); C];
     let mut acc_m = [_mm_setzero_ps(); C];
@@ -240,7 +261,7 @@ unsafe fn row_tile<X: KBlock, const Q6: bool, const C: usize>(
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
     w: &[Packed],
-    y: [&[BlockQ8K]; C],
+    y: [&[ActK]; C],
     nb: usize,
     out: &mut [f32],
     stride: usize,
@@ -277,7 +298,7 @@ const FEW_COLS: usize = 4;
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn micro_any<const Q6: bool>(
     rr: usize,
-    y: &[&[BlockQ8K]],
+    y: &[&[ActK]],
     w: &[Packed],
     nb: usize,
     out: &mut [f32],
@@ -295,7 +316,7 @@ unsafe fn micro_any<const Q6: bool>(
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<Packed>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<(Vec<Packed>, Vec<ActK>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The `vec_dot_tile` contract for weights `X` (`Q6`: q6_K).
@@ -317,29 +338,34 @@ where
         return;
     }
     let rows = (x.len() / nb).min(out.len() / cols);
-    if cols < FEW_COLS {
-        // Few products per weight row (decoding): unpack each super-block
-        // in registers on the way instead of into scratch.
-        let yc: [&[BlockQ8K]; FEW_COLS] = std::array::from_fn(|c| &y[c.min(cols - 1) * nb..][..nb]);
-        for r in 0..rows {
-            let xr = &x[r * nb..(r + 1) * nb];
-            let o = &mut out[r * cols..(r + 1) * cols];
-            match cols {
-                1 => o.copy_from_slice(&row_tile::<X, Q6, 1>(xr, [yc[0]])),
-                2 => o.copy_from_slice(&row_tile::<X, Q6, 2>(xr, [yc[0], yc[1]])),
-                _ => o.copy_from_slice(&row_tile::<X, Q6, 3>(xr, [yc[0], yc[1], yc[2]])),
-            }
-        }
-        return;
-    }
     SCRATCH.with(|cell| {
-        let Ok(mut pw) = cell.try_borrow_mut() else {
+        let Ok(mut guard) = cell.try_borrow_mut() else {
             return;
         };
+        let (pw, ya) = &mut *guard;
+        ya.clear();
+        ya.extend(y[..cols * nb].iter().map(ActK::new));
+        let ya = &ya[..];
+        if cols < FEW_COLS {
+            // Few products per weight row (decoding): unpack each
+            // super-block in registers on the way instead of into scratch.
+            let yc: [&[ActK]; FEW_COLS] =
+                std::array::from_fn(|c| &ya[c.min(cols - 1) * nb..][..nb]);
+            for r in 0..rows {
+                let xr = &x[r * nb..(r + 1) * nb];
+                let o = &mut out[r * cols..(r + 1) * cols];
+                match cols {
+                    1 => o.copy_from_slice(&row_tile::<X, Q6, 1>(xr, [yc[0]])),
+                    2 => o.copy_from_slice(&row_tile::<X, Q6, 2>(xr, [yc[0], yc[1]])),
+                    _ => o.copy_from_slice(&row_tile::<X, Q6, 3>(xr, [yc[0], yc[1], yc[2]])),
+                }
+            }
+            return;
+        }
         // Blocking: unpacked weight rows a chunk at a time (kept in L2), and
         // against them activation rows a chunk at a time (kept in L1).
         let row_chunk = (ROW_CHUNK_BYTES / (nb * size_of::<Packed>())).max(TR) / TR * TR;
-        let col_chunk = (COL_CHUNK_BYTES / (nb * size_of::<BlockQ8K>())).max(TC) / TC * TC;
+        let col_chunk = (COL_CHUNK_BYTES / (nb * size_of::<ActK>())).max(TC) / TC * TC;
         let mut r0 = 0;
         while r0 < rows {
             let r1 = (r0 + row_chunk).min(rows);
@@ -356,8 +382,8 @@ where
                     let mut c = c0;
                     while c < c1 {
                         let cc = (c1 - c).min(TC);
-                        let yc: [&[BlockQ8K]; TC] =
-                            std::array::from_fn(|j| &y[(c + j.min(cc - 1)) * nb..][..nb]);
+                        let yc: [&[ActK]; TC] =
+                            std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * nb..][..nb]);
                         micro_any::<Q6>(
                             rr,
                             &yc[..cc],
