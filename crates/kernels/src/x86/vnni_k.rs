@@ -197,6 +197,13 @@ unsafe fn lane_sums(w: &Packed, y: &ActK) -> __m256i {
         let yv = _mm512_loadu_si512(y.qs.as_ptr().add(64 * v).cast());
         s = _mm512_dpwssd_epi32(s, w.sc[v], _mm512_maddubs_epi16(w.q[v], yv));
     }
+    fold(s)
+}
+
+/// The two 32-element halves of a 512-bit lane sum added (exact).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn fold(s: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
 }
 
@@ -205,7 +212,19 @@ unsafe fn lane_sums(w: &Packed, y: &ActK) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn pair<const Q6: bool>(pw: &Packed, yb: &ActK, acc: &mut __m256, acc_m: &mut __m128) {
-    let s = lane_sums(pw, yb);
+    accumulate::<Q6>(pw, yb, lane_sums(pw, yb), acc, acc_m);
+}
+
+/// The float steps of one super-block pair whose lane sums are `s`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn accumulate<const Q6: bool>(
+    pw: &Packed,
+    yb: &ActK,
+    s: __m256i,
+    acc: &mut __m256,
+    acc_m: &mut __m128,
+) {
     // SAFETY: `bsums` is 32 readable bytes.
     let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
     let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d));
@@ -259,6 +278,7 @@ unsafe fn row_tile<X: KBlock, const Q6: bool, const C: usize>(
 /// `w[r * nb..]`, activation rows `y[c]`; writes `out[r * stride + c]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
 unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
     w: &[Packed],
     y: [&[ActK]; C],
@@ -269,10 +289,32 @@ unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut acc_m = [[_mm_setzero_ps(); C]; R];
     for i in 0..nb {
+        // Integer part: each weight vector and activation vector loaded
+        // once per step for all R x C pairs.
+        let mut sums = [[_mm512_setzero_si512(); C]; R];
+        for v in 0..4 {
+            let wq: [__m512i; R] = std::array::from_fn(|r| w[r * nb + i].q[v]);
+            let ws: [__m512i; R] = std::array::from_fn(|r| w[r * nb + i].sc[v]);
+            // SAFETY: bytes 64v..64v + 64 of the 256 `qs`.
+            let yv: [__m512i; C] =
+                std::array::from_fn(|c| _mm512_loadu_si512(y[c][i].qs.as_ptr().add(64 * v).cast()));
+            for r in 0..R {
+                for c in 0..C {
+                    sums[r][c] =
+                        _mm512_dpwssd_epi32(sums[r][c], ws[r], _mm512_maddubs_epi16(wq[r], yv[c]));
+                }
+            }
+        }
         for r in 0..R {
-            let pw = &w[r * nb + i];
             for c in 0..C {
-                pair::<Q6>(pw, &y[c][i], &mut acc[r][c], &mut acc_m[r][c]);
+                let s = fold(sums[r][c]);
+                accumulate::<Q6>(
+                    &w[r * nb + i],
+                    &y[c][i],
+                    s,
+                    &mut acc[r][c],
+                    &mut acc_m[r][c],
+                );
             }
         }
     }
