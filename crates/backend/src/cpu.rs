@@ -512,7 +512,12 @@ fn attend_f32_group<'a>(
     outs: &mut [&mut [f32]],
 ) {
     let t = k::kernels();
-    let (widen, dot, axpy, exp_sum) = (t.f16_to_f32_row(), t.dot_f32(), t.axpy_f32(), t.exp_sum());
+    let (widen, dot, axpy_rows, exp_sum) = (
+        t.f16_to_f32_row(),
+        t.dot_f32(),
+        t.axpy_rows_f32(),
+        t.exp_sum(),
+    );
     let Some(hd) = qs.first().map(|q| q.len()) else {
         return;
     };
@@ -554,9 +559,7 @@ fn attend_f32_group<'a>(
             }
             m[i] = m_new;
             sum[i] = (sum[i] as f64 + exp_sum(&mut kq, m_new)) as f32;
-            for (j, &w) in kq[..nn].iter().enumerate() {
-                axpy(out, w, &vt[j * hd..(j + 1) * hd]);
-            }
+            axpy_rows(out, &kq[..nn], &vt[..nn * hd]);
         }
     }
     for (o, &s) in outs.iter_mut().zip(&sum) {

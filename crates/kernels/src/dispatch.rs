@@ -62,6 +62,11 @@ pub type DotF32Fn = fn(a: &[f32], b: &[f32]) -> f32;
 /// [`AxpyF16Fn`] on a value row already widened to `f32`, with the same bits.
 pub type AxpyF32Fn = fn(y: &mut [f32], alpha: f32, x: &[f32]);
 
+/// [`AxpyF32Fn`] for each row `j` of `x` in turn (`alphas.len()` rows of
+/// `y.len()` floats), with the same bits as those calls one by one; `y`
+/// stays in registers across the rows.
+pub type AxpyRowsF32Fn = fn(y: &mut [f32], alphas: &[f32], x: &[f32]);
+
 /// The kernels of one tensor type.
 #[derive(Clone, Copy, Debug)]
 pub struct TypeKernels {
@@ -120,6 +125,7 @@ pub(crate) struct F16RowKernels {
     pub axpy_f16: AxpyF16Fn,
     pub dot_f32: DotF32Fn,
     pub axpy_f32: AxpyF32Fn,
+    pub axpy_rows_f32: AxpyRowsF32Fn,
     /// llama.cpp's F16 attention route (short batches, decoding): these
     /// follow `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`
     /// of the matching llama.cpp build (portable C for the scalar table).
@@ -136,6 +142,7 @@ impl F16RowKernels {
         axpy_f16: crate::scalar::attn::axpy_f16,
         dot_f32: crate::scalar::attn::dot_f32,
         axpy_f32: crate::scalar::attn::axpy_f32,
+        axpy_rows_f32: crate::scalar::attn::axpy_rows_f32,
         dot_f16: crate::ops::dot_f16_ggml,
         mad_f16: crate::ops::mad_f16,
         scale_f16: crate::ops::scale_f16,
@@ -299,6 +306,12 @@ impl Kernels {
     #[inline]
     pub fn axpy_f32(&self) -> AxpyF32Fn {
         self.f16_rows.axpy_f32
+    }
+
+    /// [`Kernels::axpy_f32`] over several rows in turn (same bits).
+    #[inline]
+    pub fn axpy_rows_f32(&self) -> AxpyRowsF32Fn {
+        self.f16_rows.axpy_rows_f32
     }
 
     /// Output += weight * f16 value, bit-identical across tables

@@ -750,6 +750,16 @@ fn widened_attention_products_give_the_f16_ones_bits() {
                 (k.axpy_f32())(&mut y2, alpha, &wide);
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&y1), bits(&y2), "{} axpy n={n}", k.name());
+                // Several rows at once against the same rows one by one.
+                let rows = 1 + (n % 5);
+                let alphas = rng.normals(rows, 1.0);
+                let xs = rng.normals(rows * n, 1.0);
+                let mut y3 = y1.clone();
+                for (j, &a) in alphas.iter().enumerate() {
+                    (k.axpy_f32())(&mut y1, a, &xs[j * n..(j + 1) * n]);
+                }
+                (k.axpy_rows_f32())(&mut y3, &alphas, &xs);
+                assert_eq!(bits(&y1), bits(&y3), "{} axpy_rows n={n}", k.name());
             }
         }
     }

@@ -57,6 +57,17 @@ pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     }
 }
 
+/// [`axpy_f32`] with each row `j` of `x` weighted by `alphas[j]`, in turn.
+pub fn axpy_rows_f32(y: &mut [f32], alphas: &[f32], x: &[f32]) {
+    let n = y.len();
+    if n == 0 {
+        return;
+    }
+    for (&a, row) in alphas.iter().zip(x.chunks_exact(n)) {
+        axpy_f32(y, a, row);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,6 +189,51 @@ pub unsafe fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     }
 }
 
+/// [`axpy_f32`] for each row of `x` in turn, `y` held in registers 64
+/// floats at a time across the rows (each element sees the same adds in
+/// the same order).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn axpy_rows_f32(y: &mut [f32], alphas: &[f32], x: &[f32]) {
+    let n = y.len();
+    if n == 0 {
+        return;
+    }
+    let rows = alphas.len().min(x.len() / n);
+    let (alphas, x) = (&alphas[..rows], &x[..rows * n]);
+    let mut i = 0;
+    while i + 64 <= n {
+        // SAFETY: i + 64 <= n: every load and store is inside `y` or a row of `x`.
+        let mut acc: [__m256; 8] =
+            std::array::from_fn(|k| _mm256_loadu_ps(y.as_ptr().add(i + 8 * k)));
+        for (j, &a) in alphas.iter().enumerate() {
+            let av = _mm256_set1_ps(a);
+            let row = x.as_ptr().add(j * n + i);
+            for (k, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(av, _mm256_loadu_ps(row.add(8 * k))));
+            }
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(y.as_mut_ptr().add(i + 8 * k), *acc);
+        }
+        i += 64;
+    }
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n.
+        let mut acc = _mm256_loadu_ps(y.as_ptr().add(i));
+        for (j, &a) in alphas.iter().enumerate() {
+            let xv = _mm256_loadu_ps(x.as_ptr().add(j * n + i));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(a), xv));
+        }
+        _mm256_storeu_ps(y.as_mut_ptr().add(i), acc);
+        i += 8;
+    }
+    for t in i..n {
+        for (j, &a) in alphas.iter().enumerate() {
+            y[t] += a * x[j * n + t];
+        }
+    }
+}
+
 /// `y += alpha * x` with the multiply and the add rounded separately, as the
 /// scalar twin does, so the two agree to the bit.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -146,6 +146,7 @@ fn f16_rows(_: Avx2) -> F16RowKernels {
         axpy_f16: avx2!(float::axpy_f16, |y: &mut [f32], alpha: f32, x: &[u16]| -> ()),
         dot_f32: avx2!(float::dot_f32, |a: &[f32], b: &[f32]| -> f32),
         axpy_f32: avx2!(float::axpy_f32, |y: &mut [f32], alpha: f32, x: &[f32]| -> ()),
+        axpy_rows_f32: avx2!(float::axpy_rows_f32, |y: &mut [f32], alphas: &[f32], x: &[f32]| -> ()),
         dot_f16: avx2!(float::dot_f16, |a: &[u16], b: &[u16]| -> f32),
         mad_f16: avx2!(float::mad_f16, |y: &mut [u16], x: &[u16], v: f32| -> ()),
         scale_f16: avx2!(float::scale_f16, |y: &mut [u16], v: f32| -> ()),
