@@ -33,14 +33,20 @@ use crate::blocks::{as_blocks, BlockQ4K, BlockQ6K, BlockQ8K, Half};
 struct ActK {
     qs: [i8; QK_K],
     bsums: [i16; QK_K / 16],
+    /// Sums of each 32 quants (pairs of `bsums`, which stay inside `i16`),
+    /// the q4_K min products' operand.
+    b32: [i16; QK_K / 32],
     d: f32,
 }
 
 impl ActK {
     fn new(b: &BlockQ8K) -> ActK {
+        let bsums: [i16; QK_K / 16] = std::array::from_fn(|i| b.bsums[i].get());
         ActK {
             qs: b.qs,
-            bsums: std::array::from_fn(|i| b.bsums[i].get()),
+            bsums,
+            // The AVX2 kernel's `hadd` of the two halves: wrapping, like it.
+            b32: std::array::from_fn(|i| bsums[2 * i].wrapping_add(bsums[2 * i + 1])),
             d: b.d.get(),
         }
     }
@@ -225,18 +231,16 @@ unsafe fn accumulate<const Q6: bool>(
     acc: &mut __m256,
     acc_m: &mut __m128,
 ) {
-    // SAFETY: `bsums` is 32 readable bytes.
-    let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
     let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d));
     if Q6 {
+        // SAFETY: `bsums` is 32 readable bytes.
+        let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw.corr));
         let s = _mm256_sub_epi32(s, offset);
         *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(s), *acc);
     } else {
-        let b32 = _mm_hadd_epi16(
-            _mm256_castsi256_si128(bsums),
-            _mm256_extracti128_si256::<1>(bsums),
-        );
+        // SAFETY: `b32` is 16 readable bytes.
+        let b32 = _mm_loadu_si128(yb.b32.as_ptr().cast());
         let mins = _mm_madd_epi16(_mm256_castsi256_si128(pw.corr), b32);
         let dmin = _mm_permute_ps::<0b0101_0101>(dd);
         *acc_m = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), *acc_m);
