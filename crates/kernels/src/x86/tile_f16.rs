@@ -10,8 +10,9 @@
 //!
 //! Both operands are widened to `f32` once per call (exactly): the weight
 //! rows all at once, the activation rows a chunk at a time so that they stay
-//! in L1 while every weight row passes; tiles of 2 x 3 pairs keep their 24
-//! accumulators in registers.
+//! in L1 while every weight row passes. Tiles of 3 x 4 pairs run one 16-lane
+//! slice of the 64-element steps at a time, so their 12 accumulators and 7
+//! operands fit in registers.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -58,12 +59,16 @@ unsafe fn micro<const R: usize, const C: usize>(
     out: &mut [f32],
     stride: usize,
 ) {
+    // The four 16-lane slices of each 64-element step are independent
+    // chains, so each is run over the whole row on its own: R x C
+    // accumulators at a time instead of 4 R x C, which lets the tile be
+    // large enough that loads stay below the multiply-adds.
     let mut acc = [[[_mm512_setzero_ps(); 4]; C]; R];
-    let mut i = 0;
-    while i + 64 <= n {
-        for k in 0..4 {
-            // Each operand loaded once per step: R + C loads for R x C
-            // multiply-adds.
+    let n64 = n / 64 * 64;
+    for k in 0..4 {
+        let mut a = [[_mm512_setzero_ps(); C]; R];
+        let mut i = 0;
+        while i < n64 {
             // SAFETY: i + 64 <= n, and every row holds n floats.
             let wv: [__m512; R] =
                 std::array::from_fn(|r| _mm512_loadu_ps(w[r].as_ptr().add(i + 16 * k)));
@@ -71,12 +76,18 @@ unsafe fn micro<const R: usize, const C: usize>(
                 std::array::from_fn(|c| _mm512_loadu_ps(y[c].as_ptr().add(i + 16 * k)));
             for r in 0..R {
                 for c in 0..C {
-                    acc[r][c][k] = _mm512_fmadd_ps(wv[r], yv[c], acc[r][c][k]);
+                    a[r][c] = _mm512_fmadd_ps(wv[r], yv[c], a[r][c]);
                 }
             }
+            i += 64;
         }
-        i += 64;
+        for r in 0..R {
+            for c in 0..C {
+                acc[r][c][k] = a[r][c];
+            }
+        }
     }
+    let i = n64;
     for r in 0..R {
         for c in 0..C {
             // The AVX2 kernel's eight accumulators.
@@ -111,8 +122,8 @@ unsafe fn micro<const R: usize, const C: usize>(
     }
 }
 
-const TR: usize = 2;
-const TC: usize = 3;
+const TR: usize = 3;
+const TC: usize = 4;
 /// Activation rows widened at a time (up to 48 KiB of floats for rows of
 /// 768 elements).
 const COL_CHUNK: usize = 16;
@@ -137,7 +148,7 @@ unsafe fn micro_any(n: usize, w: &[&[f32]], y: &[&[f32]], out: &mut [f32], strid
             }
         };
     }
-    arms!(2, 3; 2, 2; 2, 1; 1, 3; 1, 2; 1, 1);
+    arms!(3, 4; 3, 3; 3, 2; 3, 1; 2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
 }
 
 thread_local! {
