@@ -94,6 +94,7 @@ fn overrides(_: Avx2, scalar: &Kernels) -> Vec<TypeKernels> {
         e.vec_dot = vec_dot!(float::vec_dot_f16);
         e.dequantize = dequantize!(float::dequantize_row_f16);
         e.quantize = quantize!(float::quantize_row_f16);
+        e.quantize_act = quantize!(float::quantize_row_f16);
     });
     set(T::BF16, &|e| e.vec_dot = vec_dot!(float::vec_dot_bf16));
     set(T::Q4_0, &|e| {
@@ -133,7 +134,10 @@ fn overrides(_: Avx2, scalar: &Kernels) -> Vec<TypeKernels> {
         e.vec_dot = vec_dot!(kquants::vec_dot_q6_k_q8_k)
     });
     set(T::Q8_K, &|e| {
-        e.quantize = quantize!(kquants::quantize_row_q8_k)
+        // Byte-identical to the scalar quantizer, so it serves activations
+        // too (llama.cpp quantizes q8_K activations with the reference code).
+        e.quantize = quantize!(kquants::quantize_row_q8_k);
+        e.quantize_act = quantize!(kquants::quantize_row_q8_k);
     });
     out
 }
