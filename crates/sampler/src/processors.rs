@@ -187,6 +187,9 @@ pub struct Penalties {
     missed: Vec<(u32, u32)>,
 }
 
+/// Window sizes up to this get a count map that never grows.
+const MAX_RESERVED_WINDOW: usize = 4096;
+
 impl Penalties {
     pub fn new(last_n: usize, repeat: f32, freq: f32, present: f32) -> Penalties {
         Penalties {
@@ -260,6 +263,14 @@ impl LogitProcessor for Penalties {
     fn accept(&mut self, token: u32) {
         if self.last_n == 0 {
             return;
+        }
+        if self.counts.capacity() == 0 {
+            // Twice the most distinct tokens the window can hold: the map
+            // then never grows, and clearing its tombstones rehashes in
+            // place, so sampling stops allocating once warm whatever the
+            // hash seed (a map sized by use could still grow now and then).
+            self.counts
+                .reserve(2 * (self.last_n.min(MAX_RESERVED_WINDOW) + 1));
         }
         *self.counts.entry(token).or_insert(0) += 1;
         if self.window.len() >= self.last_n {
