@@ -291,80 +291,33 @@ impl Backend for CpuBackend {
         s: AttnShape,
         out: &mut [f32],
     ) -> Result<(), BackendError> {
-        check_attention(q, kv, layer, &s, out)?;
-        let hd = s.head_dim;
-        let n_kv = s.pos0 + s.n_tokens;
-        let embd_q = s.n_head * hd;
-        let group = s.n_head / s.n_head_kv;
-        let keys = kv.keys(layer, n_kv);
-        let values = kv.values(layer, n_kv);
-        let embd_kv = kv.n_embd_kv();
-        // llama.cpp's CPU flash attention takes two routes: batches of 64 or
-        // more queries go through an f32 tiled kernel, smaller ones (and
-        // single-token decoding) round the query to F16 and accumulate the
-        // values in F16. We follow the same split so that our numbers track
-        // the reference's, rounding included.
-        let f16_route = s.n_tokens < FA_TILE_Q;
-        if !f16_route {
-            // Tasks: runs of tokens x one KV head, so each tile of keys and
-            // values is widened once for all the queries that read it.
-            let per_task = s.n_tokens.div_ceil(self.n_threads() * 8).clamp(1, 16);
-            let n_runs = s.n_tokens.div_ceil(per_task);
-            let outp = SendPtr(out.as_mut_ptr());
-            self.pool.run(n_runs * s.n_head_kv, &|task| {
-                let (kvh, run) = (task % s.n_head_kv, task / s.n_head_kv);
-                let t0 = run * per_task;
-                let t1 = (t0 + per_task).min(s.n_tokens);
-                let mut outs: Vec<&mut [f32]> = Vec::with_capacity((t1 - t0) * group);
-                let mut qs: Vec<&[f32]> = Vec::with_capacity((t1 - t0) * group);
-                let mut seen = Vec::with_capacity((t1 - t0) * group);
-                for t in t0..t1 {
-                    for h in kvh * group..(kvh + 1) * group {
-                        let at = t * embd_q + h * hd;
-                        qs.push(&q[at..at + hd]);
-                        // SAFETY: head `h` of token `t` belongs to this task
-                        // alone (its KV head and token run).
-                        outs.push(unsafe {
-                            std::slice::from_raw_parts_mut(outp.get().add(at), hd)
-                        });
-                        seen.push(s.pos0 + t + 1);
-                    }
-                }
-                let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                attend_f32_group(&qs, &seen, key, val, s.scale, &mut outs);
-            });
-            return Ok(());
-        }
-        let n_items = s.n_tokens * s.n_head;
-        let per_task = n_items.div_ceil(self.n_threads() * 4).max(1);
-        self.par_chunks_mut(out, per_task * hd, |ci, outs| {
-            let mut sc = AttnScratch::new(hd);
-            for (j, o) in outs.chunks_exact_mut(hd).enumerate() {
-                let i = ci * per_task + j;
-                let (t, h) = (i / s.n_head, i % s.n_head);
-                let kvh = h / group;
-                let qh = &q[t * embd_q + h * hd..t * embd_q + (h + 1) * hd];
-                let seen = s.pos0 + t + 1;
-                let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                attend_f16(qh, seen, key, val, s.scale, &mut sc, o);
-            }
-        });
-        Ok(())
+        self.attention_many(
+            layer,
+            &mut [AttnJob {
+                q,
+                kv,
+                shape: s,
+                out,
+            }],
+        )
     }
 
     fn attention_many(&self, layer: usize, jobs: &mut [AttnJob<'_>]) -> Result<(), BackendError> {
         for j in jobs.iter() {
             check_attention(j.q, j.kv, layer, &j.shape, j.out)?;
         }
-        // Long runs take the f32 route one by one (each is parallel inside);
-        // the short ones (decoding steps) share one parallel step, one task
-        // per few (sequence, token, head) items.
+        // llama.cpp's CPU flash attention takes two routes: batches of 64 or
+        // more queries go through an f32 tiled kernel, smaller ones (and
+        // single-token decoding) round the query to F16 and accumulate the
+        // values in F16. We follow the same split so that our numbers track
+        // the reference's, rounding included. Long runs take the f32 route
+        // one by one (each is parallel inside); the short ones (decoding
+        // steps) share one parallel step, one task per few (sequence, token,
+        // head) items.
         let mut items = Vec::new();
         for (ji, j) in jobs.iter_mut().enumerate() {
             if j.shape.n_tokens >= FA_TILE_Q {
-                self.attention(j.q, j.kv, layer, j.shape, j.out)?;
+                self.attention_f32(j.q, j.kv, layer, j.shape, j.out);
             } else {
                 items.extend((0..j.shape.n_tokens * j.shape.n_head).map(|i| (ji, i)));
             }
@@ -391,12 +344,10 @@ impl Backend for CpuBackend {
                 let (t, h) = (i / s.n_head, i % s.n_head);
                 let kvh = h / (s.n_head / s.n_head_kv);
                 let embd_q = s.n_head * hd;
-                let embd_kv = j.kv.n_embd_kv();
                 let n_kv = s.pos0 + s.n_tokens;
-                let (keys, values) = (j.kv.keys(layer, n_kv), j.kv.values(layer, n_kv));
                 let at = t * embd_q + h * hd;
-                let key = |p: usize| &keys[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
-                let val = |p: usize| &values[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd];
+                let key = head_rows(j.kv.keys(layer, n_kv), j.kv.n_embd_kv(), kvh, hd);
+                let val = head_rows(j.kv.values(layer, n_kv), j.kv.n_embd_kv(), kvh, hd);
                 // SAFETY: head `h` of token `t` of job `ji` belongs to this
                 // item alone, and the job's output outlives the step.
                 let o = unsafe { std::slice::from_raw_parts_mut(outs[ji].get().add(at), hd) };
@@ -405,6 +356,54 @@ impl Backend for CpuBackend {
         });
         Ok(())
     }
+}
+
+impl CpuBackend {
+    /// The f32 route of one checked attention call. Tasks are runs of
+    /// tokens x one KV head, so each tile of keys and values is widened
+    /// once for all the queries that read it.
+    fn attention_f32(&self, q: &[f32], kv: &KvCache, layer: usize, s: AttnShape, out: &mut [f32]) {
+        let hd = s.head_dim;
+        let n_kv = s.pos0 + s.n_tokens;
+        let embd_q = s.n_head * hd;
+        let group = s.n_head / s.n_head_kv;
+        let (keys, values) = (kv.keys(layer, n_kv), kv.values(layer, n_kv));
+        let per_task = s.n_tokens.div_ceil(self.n_threads() * 8).clamp(1, 16);
+        let n_runs = s.n_tokens.div_ceil(per_task);
+        let outp = SendPtr(out.as_mut_ptr());
+        self.pool.run(n_runs * s.n_head_kv, &|task| {
+            let (kvh, run) = (task % s.n_head_kv, task / s.n_head_kv);
+            let t0 = run * per_task;
+            let t1 = (t0 + per_task).min(s.n_tokens);
+            let mut outs: Vec<&mut [f32]> = Vec::with_capacity((t1 - t0) * group);
+            let mut qs: Vec<&[f32]> = Vec::with_capacity((t1 - t0) * group);
+            let mut seen = Vec::with_capacity((t1 - t0) * group);
+            for t in t0..t1 {
+                for h in kvh * group..(kvh + 1) * group {
+                    let at = t * embd_q + h * hd;
+                    qs.push(&q[at..at + hd]);
+                    // SAFETY: head `h` of token `t` belongs to this task
+                    // alone (its KV head and token run).
+                    outs.push(unsafe { std::slice::from_raw_parts_mut(outp.get().add(at), hd) });
+                    seen.push(s.pos0 + t + 1);
+                }
+            }
+            let key = head_rows(keys, kv.n_embd_kv(), kvh, hd);
+            let val = head_rows(values, kv.n_embd_kv(), kvh, hd);
+            attend_f32_group(&qs, &seen, key, val, s.scale, &mut outs);
+        });
+    }
+}
+
+/// Position `p`'s row of KV head `kvh` in a layer's cached keys or values
+/// (`[pos][n_embd_kv]`, heads of `hd` side by side).
+fn head_rows<'a>(
+    rows: &'a [u16],
+    embd_kv: usize,
+    kvh: usize,
+    hd: usize,
+) -> impl Fn(usize) -> &'a [u16] {
+    move |p| &rows[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd]
 }
 
 /// Checks one attention call's shapes against its buffers and cache.
