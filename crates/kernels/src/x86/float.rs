@@ -257,7 +257,7 @@ pub unsafe fn axpy_f16(y: &mut [f32], alpha: f32, x: &[u16]) {
 /// Widens f16 to f32. F16C's conversion is exact, like the scalar one, and
 /// quiets signalling NaNs the same way.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_to_f32_halves(src: &[Half], dst: &mut [f32]) {
+pub(super) unsafe fn f16_to_f32_halves(src: &[Half], dst: &mut [f32]) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
     let mut sc = src.chunks_exact(8);

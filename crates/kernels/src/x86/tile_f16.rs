@@ -17,6 +17,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
+use super::float::f16_to_f32_halves;
 use super::simd::hsum_ps;
 use crate::blocks::{as_blocks, Half};
 
@@ -33,16 +34,7 @@ unsafe fn widen<'a>(src: &[Half], buf: &'a mut Vec<__m512>) -> &'a mut [f32] {
     // SAFETY: `buf` holds at least `n` floats, any bit pattern is a float,
     // and the view borrows `buf` mutably for its lifetime.
     let dst = std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), n);
-    let mut chunks = src.chunks_exact(8);
-    let mut outs = dst.chunks_exact_mut(8);
-    for (c, o) in (&mut chunks).zip(&mut outs) {
-        // SAFETY: `c` is 16 readable bytes, `o` 32 writable ones.
-        let v = _mm256_cvtph_ps(_mm_loadu_si128(c.as_ptr().cast()));
-        _mm256_storeu_ps(o.as_mut_ptr(), v);
-    }
-    for (o, h) in outs.into_remainder().iter_mut().zip(chunks.remainder()) {
-        *o = h.to_f32();
-    }
+    f16_to_f32_halves(src, dst);
     dst
 }
 

@@ -258,37 +258,52 @@ unsafe fn micro<const SYM: bool, const R: usize, const C: usize>(
         for r in 0..R {
             let pw = &w[r * groups + g];
             for c in 0..C {
-                let pa = &a[c * groups + g];
-                if SYM {
-                    let mut s = pw.neg;
-                    for k in 0..4 {
-                        s = _mm256_dpbusd_epi32(s, pa.q[k], pw.q[k]);
-                    }
-                    acc[r][c] = _mm256_fmadd_ps(
-                        _mm256_cvtepi32_ps(s),
-                        _mm256_mul_ps(pw.s, pa.s),
-                        acc[r][c],
-                    );
-                } else {
-                    let mut s = _mm256_setzero_si256();
-                    for k in 0..4 {
-                        s = _mm256_dpbusd_epi32(s, pw.q[k], pa.q[k]);
-                    }
-                    let ds = _mm256_mul_ps(pw.s, pa.s);
-                    acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), even_lanes(ds), acc[r][c]);
-                    acc_m[r][c] = _mm256_add_ps(acc_m[r][c], ds);
-                }
+                group_step::<SYM>(pw, &a[c * groups + g], &mut acc[r][c], &mut acc_m[r][c]);
             }
         }
     }
     for r in 0..R {
         for c in 0..C {
-            out[r * stride + c] = if SYM {
-                hsum_ps(acc[r][c])
-            } else {
-                hsum_ps(acc[r][c]) + hsum_odd_ps(acc_m[r][c])
-            };
+            out[r * stride + c] = finish::<SYM>(acc[r][c], acc_m[r][c]);
         }
+    }
+}
+
+/// One group of four blocks of a pair folded into its accumulators, in the
+/// AVX2 kernel's float steps.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn group_step<const SYM: bool>(
+    pw: &Packed,
+    pa: &Packed,
+    acc: &mut __m256,
+    acc_m: &mut __m256,
+) {
+    if SYM {
+        let mut s = pw.neg;
+        for k in 0..4 {
+            s = _mm256_dpbusd_epi32(s, pa.q[k], pw.q[k]);
+        }
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(pw.s, pa.s), *acc);
+    } else {
+        let mut s = _mm256_setzero_si256();
+        for k in 0..4 {
+            s = _mm256_dpbusd_epi32(s, pw.q[k], pa.q[k]);
+        }
+        let ds = _mm256_mul_ps(pw.s, pa.s);
+        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), even_lanes(ds), *acc);
+        *acc_m = _mm256_add_ps(*acc_m, ds);
+    }
+}
+
+/// The final sum of a pair's accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn finish<const SYM: bool>(acc: __m256, acc_m: __m256) -> f32 {
+    if SYM {
+        hsum_ps(acc)
+    } else {
+        hsum_ps(acc) + hsum_odd_ps(acc_m)
     }
 }
 
@@ -332,25 +347,15 @@ unsafe fn row_dot<W: WeightBlock>(x: &[W], a: &[Packed]) -> f32 {
     for (ch, pa) in x.chunks(4).zip(a) {
         let pw = pack_weights(ch);
         if W::SYM {
-            let mut s = pw.neg;
-            for k in 0..4 {
-                s = _mm256_dpbusd_epi32(s, pa.q[k], pw.q[k]);
-            }
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(pw.s, pa.s), acc);
+            group_step::<true>(&pw, pa, &mut acc, &mut acc_m);
         } else {
-            let mut s = _mm256_setzero_si256();
-            for k in 0..4 {
-                s = _mm256_dpbusd_epi32(s, pw.q[k], pa.q[k]);
-            }
-            let ds = _mm256_mul_ps(pw.s, pa.s);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), even_lanes(ds), acc);
-            acc_m = _mm256_add_ps(acc_m, ds);
+            group_step::<false>(&pw, pa, &mut acc, &mut acc_m);
         }
     }
     if W::SYM {
-        hsum_ps(acc)
+        finish::<true>(acc, acc_m)
     } else {
-        hsum_ps(acc) + hsum_odd_ps(acc_m)
+        finish::<false>(acc, acc_m)
     }
 }
 
