@@ -683,7 +683,9 @@ fn tiled_products_of(k: &Kernels) {
         let single = k.vec_dot(t).unwrap();
         for n in lengths(t) {
             let (rs, ars) = (row_size(t, n), row_size(at, n));
-            for rows in [1usize, 2, 3, 4, 5, 7, 9] {
+            // 16, 17 and 33 rows: whole groups of the interleaved kernels
+            // with and without a ragged one.
+            for rows in [1usize, 2, 3, 4, 5, 7, 9, 16, 17, 33] {
                 let w = quantize(s, t, &rng.normals(n * rows, 1.0));
                 for cols in [1usize, 2, 3, 4, 5, 6, 7, 8, 9, 13] {
                     let a = quantize(s, at, &rng.normals(n * cols, 1.0));

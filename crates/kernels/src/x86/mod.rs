@@ -32,7 +32,9 @@ mod vnni_k;
 
 use edgellama_gguf::GgmlType;
 
-use crate::dispatch::{F16RowKernels, FloatOps, Kernels, TypeKernels, VecDotBatchFn, VecDotTileFn};
+use crate::dispatch::{
+    F16RowKernels, FloatOps, Kernels, TypeKernels, VecDotBatchFn, VecDotFn, VecDotTileFn,
+};
 
 /// Proof that this CPU has AVX2, FMA and F16C.
 #[derive(Clone, Copy)]
@@ -257,6 +259,40 @@ fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
 }
 
 /// The AVX2 table.
+/// The VNNI table's own K-quant products: its tiles accumulate each pair in
+/// one float lane per super-block (see `vnni_k`), so its single products and
+/// batches are those tiles too.
+fn vnni_overrides(_: Avx512Vnni, avx2: &Kernels) -> Vec<TypeKernels> {
+    use GgmlType as T;
+    let mut out = Vec::new();
+    for (t, f) in [
+        (
+            T::Q4_K,
+            (|n: usize, w: &[u8], a: &[u8]| unsafe { vnni_k::vec_dot_q4_k_q8_k(n, w, a) })
+                as VecDotFn,
+        ),
+        (
+            T::Q6_K,
+            (|n: usize, w: &[u8], a: &[u8]| unsafe { vnni_k::vec_dot_q6_k_q8_k(n, w, a) })
+                as VecDotFn,
+        ),
+    ] {
+        if let Some(mut e) = avx2.get(t).copied() {
+            e.vec_dot = Some(f);
+            out.push(e);
+        }
+    }
+    out
+}
+
+fn vnni_batches(cpu: Avx512Vnni) -> Vec<(GgmlType, VecDotBatchFn)> {
+    vnni_tiles(cpu)
+        .into_iter()
+        .filter(|(t, _)| matches!(t, GgmlType::Q4_K | GgmlType::Q6_K))
+        .map(|(t, f)| (t, f as VecDotBatchFn))
+        .collect()
+}
+
 fn avx2_table(cpu: Avx2, scalar: &Kernels) -> Kernels {
     scalar
         .with("x86-avx2", &overrides(cpu, scalar))
@@ -275,7 +311,10 @@ pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels>
         return Some(avx2);
     }
     Some(match Avx512Vnni::detect() {
-        Some(cpu) => avx2.with("x86-avx512vnni", &[]).with_tile(&vnni_tiles(cpu)),
+        Some(cpu) => avx2
+            .with("x86-avx512vnni", &vnni_overrides(cpu, &avx2))
+            .with_tile(&vnni_tiles(cpu))
+            .with_batch(&vnni_batches(cpu)),
         None => avx2,
     })
 }

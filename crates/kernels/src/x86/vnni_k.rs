@@ -1,28 +1,32 @@
-//! AVX-512 VNNI tiled products of q4_K and q6_K weights with q8_K
-//! activations.
+//! AVX-512 VNNI products of q4_K and q6_K weights with q8_K activations:
+//! this table's `vec_dot`, batched and tiled entries for the two types.
 //!
-//! They give the bits of the AVX2 `vec_dot` of the same type
-//! (`kquants.rs`) pair by pair: per super-block that kernel folds eight
-//! exact `i32` lane sums (lane `i` gathers, over the super-block's
-//! sub-blocks, `scale * (4 products at bytes 4i..4i + 4 of each 32)`) into
-//! its accumulator with one fused multiply-add, plus the min or offset
-//! correction. Here the same integer lanes come from 512-bit operations
-//! (two 32-element vectors at a time, their halves added at the end, which
-//! is exact) with `vpdpwssd` fusing the scale multiply and the add, and the
-//! float steps are the AVX2 kernel's, in its order.
+//! Their arithmetic, the same for every pair whatever path computes it:
+//! per super-block, the exact integer sum `S = sum_j scale_j * sum(q * y)`
+//! over its sub-blocks (q6_K: minus `32 * sum_j scale_j * bsum_j`) and, for
+//! q4_K, `M = sum_j min_j * (sum of the sub-block's activations)`; then
+//! `acc = fma(d * dy, S, acc)` and `acc_m = fma(dmin * dy, M, acc_m)` in
+//! `f32`, super-block by super-block, and the result `acc - acc_m`. That is
+//! fewer roundings than ggml's (which keeps eight float lanes per pair), and
+//! lets a tile keep one pair per vector lane.
 //!
-//! Weight rows are unpacked once per call into a scratch layout (quants as
-//! 64-byte vectors in activation order, scales widened to one `i16` per
-//! lane pair), a few rows at a time so they stay in L1 while every
-//! activation row passes.
+//! - Prompts (4 or more activation rows): weight rows are interleaved in
+//!   groups of 16 (lane `l` = row `l`), a chunk at a time kept in L2; one
+//!   `vpdpbusd` of a group vector with four broadcast activation bytes
+//!   advances 16 pairs, sub-block sums are scaled with one `vpmullo` and a
+//!   super-block's float steps are one conversion and one multiply-add for
+//!   the 16 pairs.
+//! - Decoding (1 to 3 activation rows): four weight rows at a time, each
+//!   super-block unpacked in registers, their integer sums reduced
+//!   together so the float steps again run on one vector.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use edgellama_gguf::QK_K;
 
-use super::kquants::{hsum_ps128, k4_scales_mins};
-use super::simd::hsum_ps;
+use super::kquants::k4_scales_mins;
+use super::simd::hsum4_epi32;
 use crate::blocks::{as_blocks, BlockQ4K, BlockQ6K, BlockQ8K, Half};
 
 /// One q8_K activation block with its quants on a cache line boundary (in
@@ -144,7 +148,12 @@ unsafe fn pack_q4_k(x: &BlockQ4K) -> Packed {
         q,
         // Sub-block scales are `i16` lanes 0..8 of `sm`; vector `v` holds
         // sub-blocks 2v and 2v + 1.
-        sc: std::array::from_fn(|v| spread16(sm, &IDX_Q4K[v])),
+        sc: [
+            spread16(sm, &IDX_Q4K[0]),
+            spread16(sm, &IDX_Q4K[1]),
+            spread16(sm, &IDX_Q4K[2]),
+            spread16(sm, &IDX_Q4K[3]),
+        ],
         corr: _mm256_castsi128_si256(_mm256_extracti128_si256::<1>(sm)),
         dd: _mm_cvtph_ps(_mm_cvtsi32_si128(bits)),
     }
@@ -179,13 +188,23 @@ unsafe fn pack_q6_k(x: &BlockQ6K) -> Packed {
             _mm256_srli_epi16::<2>(_mm256_and_si256(h, _mm256_set1_epi8(0xc0u8 as i8))),
         );
     }
-    let q = std::array::from_fn(|v| join(v32[2 * v], v32[2 * v + 1]));
+    let q = [
+        join(v32[0], v32[1]),
+        join(v32[2], v32[3]),
+        join(v32[4], v32[5]),
+        join(v32[6], v32[7]),
+    ];
     // SAFETY: `scales` is 16 readable bytes.
     let all = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr().cast()));
     Packed {
         q,
         // One scale per 16 elements: vector `v` holds scales 4v..4v + 4.
-        sc: std::array::from_fn(|v| spread16(all, &IDX_Q6K[v])),
+        sc: [
+            spread16(all, &IDX_Q6K[0]),
+            spread16(all, &IDX_Q6K[1]),
+            spread16(all, &IDX_Q6K[2]),
+            spread16(all, &IDX_Q6K[3]),
+        ],
         corr: all,
         dd: _mm_cvtph_ps(_mm_cvtsi32_si128(
             x.d.to_bits() as i32 | (Half::ZERO.to_bits() as i32) << 16,
@@ -213,156 +232,376 @@ unsafe fn fold(s: __m512i) -> __m256i {
     _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
 }
 
-/// One super-block pair folded into its accumulators, in the AVX2
-/// kernel's steps.
+/// Four 8-lane `i32` sums reduced to `[sum(a), sum(b), sum(c), sum(d)]`
+/// (exact: integer adds in any order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn pair<const Q6: bool>(pw: &Packed, yb: &ActK, acc: &mut __m256, acc_m: &mut __m128) {
-    accumulate::<Q6>(pw, yb, lane_sums(pw, yb), acc, acc_m);
+unsafe fn sums4(v: [__m256i; 4]) -> __m128i {
+    let h = hsum4_epi32(v[0], v[1], v[2], v[3]);
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
 }
 
-/// The float steps of one super-block pair whose lane sums are `s`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn accumulate<const Q6: bool>(
-    pw: &Packed,
-    yb: &ActK,
-    s: __m256i,
-    acc: &mut __m256,
-    acc_m: &mut __m128,
-) {
-    let dd = _mm_mul_ps(pw.dd, _mm_set1_ps(yb.d));
-    if Q6 {
-        // SAFETY: `bsums` is 32 readable bytes.
-        let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw.corr));
-        let s = _mm256_sub_epi32(s, offset);
-        *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(s), *acc);
-    } else {
-        // SAFETY: `b32` is 16 readable bytes.
-        let b32 = _mm_loadu_si128(yb.b32.as_ptr().cast());
-        let mins = _mm_madd_epi16(_mm256_castsi256_si128(pw.corr), b32);
-        let dmin = _mm_permute_ps::<0b0101_0101>(dd);
-        *acc_m = _mm_fnmadd_ps(dmin, _mm_cvtepi32_ps(mins), *acc_m);
-        *acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(s), *acc);
-    }
-}
-
-/// The final sum of a pair's accumulators.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn finish<const Q6: bool>(acc: __m256, acc_m: __m128) -> f32 {
-    if Q6 {
-        hsum_ps(acc)
-    } else {
-        hsum_ps(acc) + hsum_ps128(acc_m)
-    }
-}
-
-/// One weight row against `C` activation rows, each super-block unpacked
-/// in registers.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn row_tile<X: KBlock, const Q6: bool, const C: usize>(
-    x: &[X],
-    y: [&[ActK]; C],
-) -> [f32; C] {
-    let mut acc = [_mm256_setzero_ps(); C];
-    let mut acc_m = [_mm_setzero_ps(); C];
-    for (i, xb) in x.iter().enumerate() {
-        let pw = xb.pack();
-        for c in 0..C {
-            pair::<Q6>(&pw, &y[c][i], &mut acc[c], &mut acc_m[c]);
-        }
-    }
-    std::array::from_fn(|c| finish::<Q6>(acc[c], acc_m[c]))
-}
-
-/// `R x C` pairs over `nb` super-blocks: packed weight rows at
-/// `w[r * nb..]`, activation rows `y[c]`; writes `out[r * stride + c]`.
+/// Four weight rows against `C` activation rows, each super-block unpacked
+/// in registers; lane `r` of the float steps is row `r`'s pair, in the
+/// module's float steps.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 #[allow(clippy::needless_range_loop)]
-unsafe fn micro<const Q6: bool, const R: usize, const C: usize>(
-    w: &[Packed],
+unsafe fn rows_pairs<X: KBlock, const Q6: bool, const C: usize>(
+    x: [&[X]; 4],
     y: [&[ActK]; C],
-    nb: usize,
-    out: &mut [f32],
-    stride: usize,
-) {
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut acc_m = [[_mm_setzero_ps(); C]; R];
-    for i in 0..nb {
-        // Integer part: each weight vector and activation vector loaded
-        // once per step for all R x C pairs.
-        let mut sums = [[_mm512_setzero_si512(); C]; R];
-        for v in 0..4 {
-            let wq: [__m512i; R] = std::array::from_fn(|r| w[r * nb + i].q[v]);
-            let ws: [__m512i; R] = std::array::from_fn(|r| w[r * nb + i].sc[v]);
-            // SAFETY: bytes 64v..64v + 64 of the 256 `qs`.
-            let yv: [__m512i; C] =
-                std::array::from_fn(|c| _mm512_loadu_si512(y[c][i].qs.as_ptr().add(64 * v).cast()));
-            for r in 0..R {
-                for c in 0..C {
-                    sums[r][c] =
-                        _mm512_dpwssd_epi32(sums[r][c], ws[r], _mm512_maddubs_epi16(wq[r], yv[c]));
+) -> [[f32; 4]; C] {
+    let mut acc = [_mm_setzero_ps(); C];
+    let mut acc_m = [_mm_setzero_ps(); C];
+    for i in 0..y[0].len() {
+        // Loops, not `array::from_fn`: closures do not inherit the target
+        // features, so the intrinsics inside them would not inline.
+        // SAFETY: all-zero bytes are a valid `Packed`.
+        let mut pw: [Packed; 4] = std::mem::zeroed();
+        for r in 0..4 {
+            let ahead: *const u8 = x[r]
+                .as_ptr()
+                .wrapping_add(i)
+                .cast::<u8>()
+                .wrapping_add(PREFETCH);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+            pw[r] = x[r][i].pack();
+        }
+        // `[d0, d1, dmin0, dmin1]` and `[d2, d3, dmin2, dmin3]`.
+        let (lo, hi) = (
+            _mm_unpacklo_ps(pw[0].dd, pw[1].dd),
+            _mm_unpacklo_ps(pw[2].dd, pw[3].dd),
+        );
+        let (d, dmin) = (_mm_movelh_ps(lo, hi), _mm_movehl_ps(hi, lo));
+        for c in 0..C {
+            let yb = &y[c][i];
+            let dy = _mm_set1_ps(yb.d);
+            let mut s = [_mm256_setzero_si256(); 4];
+            for r in 0..4 {
+                s[r] = lane_sums(&pw[r], yb);
+            }
+            if Q6 {
+                // SAFETY: `bsums` is 32 readable bytes.
+                let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+                for r in 0..4 {
+                    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, pw[r].corr));
+                    s[r] = _mm256_sub_epi32(s[r], offset);
                 }
+            } else {
+                // SAFETY: `b32` is 16 readable bytes.
+                let b32 = _mm_loadu_si128(yb.b32.as_ptr().cast());
+                let mut m = [_mm_setzero_si128(); 4];
+                for r in 0..4 {
+                    m[r] = _mm_madd_epi16(_mm256_castsi256_si128(pw[r].corr), b32);
+                }
+                let m = _mm_hadd_epi32(_mm_hadd_epi32(m[0], m[1]), _mm_hadd_epi32(m[2], m[3]));
+                acc_m[c] = _mm_fmadd_ps(_mm_mul_ps(dmin, dy), _mm_cvtepi32_ps(m), acc_m[c]);
+            }
+            acc[c] = _mm_fmadd_ps(_mm_mul_ps(d, dy), _mm_cvtepi32_ps(sums4(s)), acc[c]);
+        }
+    }
+    let mut out = [[0f32; 4]; C];
+    for c in 0..C {
+        let v = if Q6 {
+            acc[c]
+        } else {
+            _mm_sub_ps(acc[c], acc_m[c])
+        };
+        _mm_storeu_ps(out[c].as_mut_ptr(), v);
+    }
+    out
+}
+
+const PREFETCH: usize = 2048;
+
+/// Weight rows of a group, one lane each.
+const GR: usize = 16;
+
+/// One super-block of a group of 16 weight rows, interleaved so that lane
+/// `l` of every vector belongs to row `l`: one `vpdpbusd` against four
+/// broadcast activation bytes then advances 16 pairs at once, and a
+/// super-block's float steps are one conversion and one multiply-add for
+/// all of them.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Group {
+    /// Vector `g`: the unsigned quants of elements `4g..4g + 4` of each row.
+    q: [__m512i; QK_K / 4],
+    /// Vector `j`: each row's scale of sub-block `j` (q4_K: 8 of 32
+    /// elements; q6_K: 16 of 16).
+    sc: [__m512i; 16],
+    /// Vector `k`: each row's `i16` pair (min or scale `2k`, `2k + 1`)
+    /// for the correction term (q4_K: mins, 4 used; q6_K: scales, 8).
+    corr: [__m512i; 8],
+    d: __m512,
+    dmin: __m512,
+}
+
+const Q4K_QS: i32 = std::mem::offset_of!(BlockQ4K, qs) as i32;
+const Q6K_QH: i32 = std::mem::offset_of!(BlockQ6K, qh) as i32;
+
+/// Gathers the 4 bytes at `off` of `rows` rows `stride` bytes apart.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn gather(base: *const u8, starts: __m512i, mask: __mmask16, off: i32) -> __m512i {
+    // SAFETY (caller): for each lane in `mask`, `base + starts[l] + off` has
+    // 4 readable bytes; other lanes read nothing.
+    let idx = _mm512_add_epi32(starts, _mm512_set1_epi32(off));
+    _mm512_mask_i32gather_epi32::<1>(_mm512_setzero_si512(), mask, idx, base.cast())
+}
+
+/// A K-quant format the group kernel interleaves.
+trait KGroup: KBlock {
+    /// Super-block `i` of `rows` (<= 16) rows of `nb` blocks starting at
+    /// `x`, into `g`; lanes past `rows` are zero.
+    unsafe fn pack_group(x: &[Self], nb: usize, i: usize, rows: usize, g: &mut Group)
+    where
+        Self: Sized;
+}
+
+fn lane_mask(rows: usize) -> __mmask16 {
+    ((1u32 << rows.min(GR)) - 1) as __mmask16
+}
+
+/// `[0, stride, 2 * stride, ...]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn row_starts(stride: usize) -> __m512i {
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32))
+}
+
+impl KGroup for BlockQ4K {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn pack_group(x: &[Self], nb: usize, i: usize, rows: usize, g: &mut Group) {
+        let mask = lane_mask(rows);
+        let starts = row_starts(nb * size_of::<BlockQ4K>());
+        let base: *const u8 = (&raw const x[i]).cast();
+        let m4 = _mm512_set1_epi8(0x0f);
+        for j2 in 0..4 {
+            for k in (0..32).step_by(4) {
+                // Byte `32 * j2 + k` of `qs`: low nibbles are elements
+                // `64 * j2 + k..`, high ones `64 * j2 + 32 + k..`.
+                // SAFETY: lanes in `mask` are rows `< rows` of `x`.
+                let v = gather(base, starts, mask, Q4K_QS + 32 * j2 + k);
+                g.q[(64 * j2 + k) as usize / 4] = _mm512_and_si512(v, m4);
+                g.q[(64 * j2 + 32 + k) as usize / 4] =
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(v), m4);
             }
         }
-        for r in 0..R {
-            for c in 0..C {
-                let s = fold(sums[r][c]);
-                accumulate::<Q6>(
-                    &w[r * nb + i],
-                    &y[c][i],
-                    s,
-                    &mut acc[r][c],
-                    &mut acc_m[r][c],
+        let mut sc = [[0i32; GR]; 8];
+        let mut corr = [[0i32; GR]; 4];
+        let mut d = [0f32; GR];
+        let mut dmin = [0f32; GR];
+        for l in 0..rows.min(GR) {
+            let b = &x[l * nb + i];
+            let mut sm = [0i16; 16];
+            _mm256_storeu_si256(sm.as_mut_ptr().cast(), k4_scales_mins(&b.scales));
+            for j in 0..8 {
+                sc[j][l] = sm[j] as i32;
+            }
+            for k in 0..4 {
+                corr[k][l] = (sm[8 + 2 * k] as u16 as i32) | (sm[9 + 2 * k] as i32) << 16;
+            }
+            d[l] = b.d.to_f32();
+            dmin[l] = b.dmin.to_f32();
+        }
+        for j in 0..8 {
+            g.sc[j] = _mm512_loadu_si512(sc[j].as_ptr().cast());
+        }
+        for k in 0..4 {
+            g.corr[k] = _mm512_loadu_si512(corr[k].as_ptr().cast());
+        }
+        g.d = _mm512_loadu_ps(d.as_ptr());
+        g.dmin = _mm512_loadu_ps(dmin.as_ptr());
+    }
+}
+
+impl KGroup for BlockQ6K {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+    #[allow(clippy::needless_range_loop)]
+    unsafe fn pack_group(x: &[Self], nb: usize, i: usize, rows: usize, g: &mut Group) {
+        let mask = lane_mask(rows);
+        let starts = row_starts(nb * size_of::<BlockQ6K>());
+        let base: *const u8 = (&raw const x[i]).cast();
+        let m15 = _mm512_set1_epi8(15);
+        let bits = |m: u8| _mm512_set1_epi8(m as i8);
+        for h in 0..2 {
+            for k in (0..32).step_by(4) {
+                // SAFETY: lanes in `mask` are rows `< rows` of `x`.
+                let l0 = gather(base, starts, mask, 64 * h + k);
+                let l1 = gather(base, starts, mask, 64 * h + 32 + k);
+                let hb = gather(base, starts, mask, Q6K_QH + 32 * h + k);
+                let e = (128 * h + k) as usize / 4;
+                g.q[e] = _mm512_or_si512(
+                    _mm512_and_si512(l0, m15),
+                    _mm512_slli_epi32::<4>(_mm512_and_si512(hb, bits(0x03))),
+                );
+                g.q[e + 8] = _mm512_or_si512(
+                    _mm512_and_si512(l1, m15),
+                    _mm512_slli_epi32::<2>(_mm512_and_si512(hb, bits(0x0c))),
+                );
+                g.q[e + 16] = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(l0), m15),
+                    _mm512_and_si512(hb, bits(0x30)),
+                );
+                g.q[e + 24] = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi32::<4>(l1), m15),
+                    _mm512_srli_epi32::<2>(_mm512_and_si512(hb, bits(0xc0))),
                 );
             }
         }
+        let mut sc = [[0i32; GR]; 16];
+        let mut corr = [[0i32; GR]; 8];
+        let mut d = [0f32; GR];
+        for l in 0..rows.min(GR) {
+            let b = &x[l * nb + i];
+            for j in 0..16 {
+                sc[j][l] = b.scales[j] as i32;
+            }
+            for k in 0..8 {
+                corr[k][l] =
+                    (b.scales[2 * k] as i16 as u16 as i32) | (b.scales[2 * k + 1] as i32) << 16;
+            }
+            d[l] = b.d.to_f32();
+        }
+        for j in 0..16 {
+            g.sc[j] = _mm512_loadu_si512(sc[j].as_ptr().cast());
+        }
+        for k in 0..8 {
+            g.corr[k] = _mm512_loadu_si512(corr[k].as_ptr().cast());
+        }
+        g.d = _mm512_loadu_ps(d.as_ptr());
+        g.dmin = _mm512_setzero_ps();
     }
-    for r in 0..R {
+}
+
+/// The 4 bytes at byte `off` of `p`, broadcast to every lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn bcast<T>(p: *const T, off: usize) -> __m512i {
+    // SAFETY (caller): `p + off` has 4 readable bytes.
+    _mm512_set1_epi32(std::ptr::read_unaligned(
+        p.cast::<u8>().add(off).cast::<i32>(),
+    ))
+}
+
+/// A group's 16 rows against `C` activation rows over `nb` super-blocks
+/// (`g[i]` is super-block `i`); writes `out[l * stride + c]` for the
+/// group's first `rows` rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn micro<const Q6: bool, const C: usize>(
+    g: &[Group],
+    y: [&[ActK]; C],
+    rows: usize,
+    out: &mut [f32],
+    stride: usize,
+) {
+    let (subs, per_sub) = if Q6 { (16, 4) } else { (8, 8) };
+    let mut acc = [_mm512_setzero_ps(); C];
+    let mut acc_m = [_mm512_setzero_ps(); C];
+    for (i, gb) in g.iter().enumerate() {
+        let mut s = [_mm512_setzero_si512(); C];
+        for j in 0..subs {
+            let mut sub = [_mm512_setzero_si512(); C];
+            for k in 0..per_sub {
+                let e = j * per_sub + k;
+                let w = gb.q[e];
+                for c in 0..C {
+                    // SAFETY: bytes 4e..4e + 4 of the 256 `qs`.
+                    sub[c] = _mm512_dpbusd_epi32(sub[c], w, bcast(y[c][i].qs.as_ptr(), 4 * e));
+                }
+            }
+            for c in 0..C {
+                s[c] = _mm512_add_epi32(s[c], _mm512_mullo_epi32(sub[c], gb.sc[j]));
+            }
+        }
         for c in 0..C {
-            out[r * stride + c] = finish::<Q6>(acc[r][c], acc_m[r][c]);
+            let yb = &y[c][i];
+            let dy = _mm512_set1_ps(yb.d);
+            if Q6 {
+                let mut off = _mm512_setzero_si512();
+                for k in 0..8 {
+                    // SAFETY: bytes 4k..4k + 4 of the 32 of `bsums`.
+                    off = _mm512_dpwssd_epi32(off, gb.corr[k], bcast(yb.bsums.as_ptr(), 4 * k));
+                }
+                s[c] = _mm512_sub_epi32(s[c], _mm512_slli_epi32::<5>(off));
+            } else {
+                let mut m = _mm512_setzero_si512();
+                for k in 0..4 {
+                    // SAFETY: bytes 4k..4k + 4 of the 16 of `b32`.
+                    m = _mm512_dpwssd_epi32(m, gb.corr[k], bcast(yb.b32.as_ptr(), 4 * k));
+                }
+                acc_m[c] =
+                    _mm512_fmadd_ps(_mm512_mul_ps(gb.dmin, dy), _mm512_cvtepi32_ps(m), acc_m[c]);
+            }
+            acc[c] = _mm512_fmadd_ps(_mm512_mul_ps(gb.d, dy), _mm512_cvtepi32_ps(s[c]), acc[c]);
+        }
+    }
+    for c in 0..C {
+        let v = if Q6 {
+            acc[c]
+        } else {
+            _mm512_sub_ps(acc[c], acc_m[c])
+        };
+        let mut lanes = [0f32; GR];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), v);
+        for (l, &x) in lanes.iter().enumerate().take(rows) {
+            out[l * stride + c] = x;
         }
     }
 }
 
-const TR: usize = 2;
-const TC: usize = 4;
-/// Bytes of unpacked weight rows worked through together (they stay in L2
-/// while a chunk of activation rows passes).
-const ROW_CHUNK_BYTES: usize = 192 * 1024;
-/// Bytes of activation rows worked through together (they stay in L1 while
-/// every weight row of the chunk passes).
-const COL_CHUNK_BYTES: usize = 32 * 1024;
-/// Below this many activation rows, weights are unpacked in registers.
-const FEW_COLS: usize = 4;
+/// Activation rows per group tile.
+const TC: usize = 8;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn micro_any<const Q6: bool>(
-    rr: usize,
+    g: &[Group],
     y: &[&[ActK]],
-    w: &[Packed],
-    nb: usize,
+    rows: usize,
     out: &mut [f32],
     stride: usize,
 ) {
     macro_rules! arms {
-        ($($r:literal, $c:literal);*) => {
-            match (rr, y.len()) {
-                $(($r, $c) => micro::<Q6, $r, $c>(w, std::array::from_fn(|j| y[j]), nb, out, stride),)*
+        ($($c:literal)*) => {
+            match y.len() {
+                $($c => micro::<Q6, $c>(g, std::array::from_fn(|j| y[j]), rows, out, stride),)*
                 _ => {}
             }
         };
     }
-    arms!(2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
+    arms!(1 2 3 4 5 6 7 8);
 }
 
+/// Bytes of interleaved weight groups worked through together (they stay
+/// in L2 while every activation row passes).
+const ROW_CHUNK_BYTES: usize = 256 * 1024;
+/// Below this many activation rows, weights are unpacked in registers four
+/// rows at a time instead of interleaved into groups: interleaving costs
+/// about as much as 8 (q4_K) or 12 (q6_K, more bytes to gather) activation
+/// rows' worth of products (measured with the `tile_throughput` example).
+const fn few_cols(q6: bool) -> usize {
+    if q6 {
+        12
+    } else {
+        8
+    }
+}
+/// Below this many weight rows, the same (most of a group's lanes would be
+/// empty).
+const FEW_ROWS: usize = 4;
+
 thread_local! {
-    static SCRATCH: RefCell<(Vec<Packed>, Vec<ActK>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<(Vec<Group>, Vec<ActK>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// The `vec_dot_tile` contract for weights `X` (`Q6`: q6_K).
@@ -370,7 +609,7 @@ thread_local! {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn tile<X, const Q6: bool>(n: usize, w: &[u8], a: &[u8], out: &mut [f32])
 where
-    X: KBlock,
+    X: KGroup,
 {
     let nb = n / QK_K;
     if nb == 0 {
@@ -388,65 +627,102 @@ where
         let Ok(mut guard) = cell.try_borrow_mut() else {
             return;
         };
-        let (pw, ya) = &mut *guard;
+        let (gs, ya) = &mut *guard;
         ya.clear();
         ya.extend(y[..cols * nb].iter().map(ActK::new));
         let ya = &ya[..];
-        if cols < FEW_COLS {
-            // Few products per weight row (decoding): unpack each
-            // super-block in registers on the way instead of into scratch.
-            let yc: [&[ActK]; FEW_COLS] =
-                std::array::from_fn(|c| &ya[c.min(cols - 1) * nb..][..nb]);
-            for r in 0..rows {
-                let xr = &x[r * nb..(r + 1) * nb];
-                let o = &mut out[r * cols..(r + 1) * cols];
-                match cols {
-                    1 => o.copy_from_slice(&row_tile::<X, Q6, 1>(xr, [yc[0]])),
-                    2 => o.copy_from_slice(&row_tile::<X, Q6, 2>(xr, [yc[0], yc[1]])),
-                    _ => o.copy_from_slice(&row_tile::<X, Q6, 3>(xr, [yc[0], yc[1], yc[2]])),
+        if cols < few_cols(Q6) || rows < FEW_ROWS {
+            // Few products per weight row (decoding) or few rows: unpack
+            // each super-block in registers on the way, for up to three
+            // activation rows at a time.
+            // Quad `k` is rows `k, k + q, k + 2q, k + 3q`: four long
+            // sequential streams of weights, which the prefetchers follow
+            // (four neighbouring short rows at once they do not).
+            let q = rows.div_ceil(4);
+            for k in 0..q {
+                let row = |j: usize| (k + j * q).min(rows - 1);
+                let xr: [&[X]; 4] = std::array::from_fn(|j| &x[row(j) * nb..][..nb]);
+                let mut c = 0;
+                while c < cols {
+                    let cc = (cols - c).min(3);
+                    let yc: [&[ActK]; 3] =
+                        std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * nb..][..nb]);
+                    let mut put = |v: &[[f32; 4]]| {
+                        for (j, col) in v.iter().enumerate() {
+                            for (l, &o) in col.iter().enumerate() {
+                                if k + l * q < rows {
+                                    out[(k + l * q) * cols + c + j] = o;
+                                }
+                            }
+                        }
+                    };
+                    match cc {
+                        1 => put(&rows_pairs::<X, Q6, 1>(xr, [yc[0]])),
+                        2 => put(&rows_pairs::<X, Q6, 2>(xr, [yc[0], yc[1]])),
+                        _ => put(&rows_pairs::<X, Q6, 3>(xr, yc)),
+                    }
+                    c += cc;
                 }
             }
             return;
         }
-        // Blocking: unpacked weight rows a chunk at a time (kept in L2), and
-        // against them activation rows a chunk at a time (kept in L1).
-        let row_chunk = (ROW_CHUNK_BYTES / (nb * size_of::<Packed>())).max(TR) / TR * TR;
-        let col_chunk = (COL_CHUNK_BYTES / (nb * size_of::<ActK>())).max(TC) / TC * TC;
+        // Groups of 16 rows are interleaved a chunk at a time (kept in L2)
+        // and every activation row passes them.
+        let groups_per_chunk = (ROW_CHUNK_BYTES / (nb * size_of::<Group>())).max(1);
         let mut r0 = 0;
         while r0 < rows {
-            let r1 = (r0 + row_chunk).min(rows);
-            pw.clear();
-            for xb in &x[r0 * nb..r1 * nb] {
-                pw.push(xb.pack());
-            }
-            let mut c0 = 0;
-            while c0 < cols {
-                let c1 = (c0 + col_chunk).min(cols);
-                let mut r = r0;
-                while r < r1 {
-                    let rr = (r1 - r).min(TR);
-                    let mut c = c0;
-                    while c < c1 {
-                        let cc = (c1 - c).min(TC);
-                        let yc: [&[ActK]; TC] =
-                            std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * nb..][..nb]);
-                        micro_any::<Q6>(
-                            rr,
-                            &yc[..cc],
-                            &pw[(r - r0) * nb..],
-                            nb,
-                            &mut out[r * cols + c..],
-                            cols,
-                        );
-                        c += cc;
-                    }
-                    r += rr;
+            let r1 = (r0 + groups_per_chunk * GR).min(rows);
+            gs.clear();
+            // SAFETY: all-zero bytes are a valid `Group` (integers and floats).
+            gs.resize((r1 - r0).div_ceil(GR) * nb, std::mem::zeroed());
+            for (gi, r) in (r0..r1).step_by(GR).enumerate() {
+                for i in 0..nb {
+                    X::pack_group(&x[r * nb..], nb, i, (r1 - r).min(GR), &mut gs[gi * nb + i]);
                 }
-                c0 = c1;
+            }
+            let mut c = 0;
+            while c < cols {
+                let cc = (cols - c).min(TC);
+                let yc: [&[ActK]; TC] =
+                    std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * nb..][..nb]);
+                let mut r = r0;
+                let mut gi = 0;
+                while r < r1 {
+                    let rr = (r1 - r).min(GR);
+                    micro_any::<Q6>(
+                        &gs[gi * nb..(gi + 1) * nb],
+                        &yc[..cc],
+                        rr,
+                        &mut out[r * cols + c..],
+                        cols,
+                    );
+                    gi += 1;
+                    r += GR;
+                }
+                c += cc;
             }
             r0 = r1;
         }
     });
+}
+
+/// One pair, in the tile's arithmetic: the table's `vec_dot`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn one<X: KGroup, const Q6: bool>(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut out = [0f32];
+    tile::<X, Q6>(n, w, a, &mut out);
+    out[0]
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+pub unsafe fn vec_dot_q4_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    one::<BlockQ4K, false>(n, w, a)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+pub unsafe fn vec_dot_q6_k_q8_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    one::<BlockQ6K, true>(n, w, a)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
