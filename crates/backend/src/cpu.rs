@@ -61,8 +61,10 @@ impl<T> SendPtr<T> {
 fn rows_per_task(n_out: usize, n_threads: usize, n_tokens: usize) -> usize {
     let min_rows = if n_tokens == 1 { 16 } else { 2 };
     let r = n_out.div_ceil(n_threads * 4).max(min_rows);
-    // Even, so that 2-row tiles are not split.
-    r.div_ceil(2) * 2
+    // Batches: whole groups of 16 rows for the interleaved K-quant tiles
+    // (and so whole 2- and 4-row tiles); decoding: even.
+    let unit = if n_tokens == 1 { 2 } else { 16 };
+    r.div_ceil(unit) * unit
 }
 
 /// One weight matrix of a group sharing the same input, checked.
