@@ -259,9 +259,9 @@ fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
 }
 
 /// The AVX2 table.
-/// The VNNI table's own K-quant products: its tiles accumulate each pair in
-/// one float lane per super-block (see `vnni_k`), so its single products and
-/// batches are those tiles too.
+/// The VNNI table's own K-quant and F16 products: its tiles keep each pair
+/// in one vector lane (K-quants, see `vnni_k`) or one vector (F16, see
+/// `tile_f16`), so its single products and batches are those tiles too.
 fn vnni_overrides(_: Avx512Vnni, avx2: &Kernels) -> Vec<TypeKernels> {
     use GgmlType as T;
     let mut out = Vec::new();
@@ -275,6 +275,10 @@ fn vnni_overrides(_: Avx512Vnni, avx2: &Kernels) -> Vec<TypeKernels> {
             T::Q6_K,
             (|n: usize, w: &[u8], a: &[u8]| unsafe { vnni_k::vec_dot_q6_k_q8_k(n, w, a) })
                 as VecDotFn,
+        ),
+        (
+            T::F16,
+            (|n: usize, w: &[u8], a: &[u8]| unsafe { tile_f16::vec_dot_f16(n, w, a) }) as VecDotFn,
         ),
     ] {
         if let Some(mut e) = avx2.get(t).copied() {

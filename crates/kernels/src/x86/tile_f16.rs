@@ -1,32 +1,47 @@
-//! AVX-512 tiled product of f16 weights with f16 activations.
+//! AVX-512 products of f16 weights with f16 activations: this table's F16
+//! `vec_dot` and tile.
 //!
-//! It gives the bits of the AVX2 `vec_dot_f16` (`float.rs`) pair by pair:
-//! that kernel keeps eight 8-lane `f32` accumulators, each lane a chain of
-//! fused multiply-adds over the elements `64i + 8k + lane`, then adds them
-//! in a fixed tree. A 512-bit accumulator here is two of those 8-lane ones
-//! side by side, and lane-wise fused multiply-adds are the same operations
-//! whatever the vector width, so each chain sees the same steps; the
-//! 8-element remainder, the tree and the scalar tail follow the AVX2 code.
+//! Their arithmetic, the same for every pair whatever path computes it:
+//! sixteen `f32` lanes, lane `j` a chain of fused multiply-adds over
+//! elements `j, j + 16, j + 32, ...` from zero (a last partial step runs
+//! with the missing elements as zeros), then the fixed tree of [`reduce`].
+//! ggml's AVX2 kernel keeps 64 lanes instead; one vector per pair lets a
+//! tile hold 4 x 4 pairs in registers in one pass over the rows, and
+//! decoding run four rows side by side.
 //!
-//! Both operands are widened to `f32` once per call (exactly): the weight
+//! Tiles widen both operands to `f32` once per call (exactly): the weight
 //! rows all at once, the activation rows a chunk at a time so that they stay
-//! in L1 while every weight row passes. Tiles of 3 x 4 pairs run one 16-lane
-//! slice of the 64-element steps at a time, so their 12 accumulators and 7
-//! operands fit in registers.
+//! in L1 while every weight row passes. Decoding widens weights in
+//! registers on the way.
 
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::float::f16_to_f32_halves;
-use super::simd::hsum_ps;
 use crate::blocks::{as_blocks, Half};
+
+/// The sum of a pair's 16 lanes: `j + (j + 8)`, then `+ 4`, `+ 2`, `+ 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
+unsafe fn reduce(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+    let s8 = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+    let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+    let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    _mm_cvtss_f32(_mm_add_ss(s2, _mm_movehdup_ps(s2)))
+}
+
+/// Lanes `0..rest` set.
+fn tail_mask(rest: usize) -> __mmask16 {
+    ((1u32 << rest.min(16)) - 1) as __mmask16
+}
 
 /// Widens `src` into the start of `buf`, resized to hold it, and returns
 /// the floats. The buffer is made of 64-byte vectors so that rows whose
 /// length is a multiple of 16 start on cache lines (a 512-bit load that
 /// splits a line costs two).
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
 unsafe fn widen<'a>(src: &[Half], buf: &'a mut Vec<__m512>) -> &'a mut [f32] {
     let n = src.len();
     buf.clear();
@@ -38,11 +53,12 @@ unsafe fn widen<'a>(src: &[Half], buf: &'a mut Vec<__m512>) -> &'a mut [f32] {
     dst
 }
 
-/// `R x C` pairs of `n`-element rows: weight rows `w[r]`, activation rows
-/// `y[c]`; writes `out[r * stride + c]`.
+/// `R x C` pairs of `n`-element widened rows: weight rows `w[r]`,
+/// activation rows `y[c]`; writes `out[r * stride + c]`.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
-// Indexing by tile position keeps the accumulators in registers.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
+// Indexing by tile position keeps the accumulators in registers; loops
+// rather than `array::from_fn`, whose closures would not inline intrinsics.
 #[allow(clippy::needless_range_loop)]
 unsafe fn micro<const R: usize, const C: usize>(
     n: usize,
@@ -51,80 +67,108 @@ unsafe fn micro<const R: usize, const C: usize>(
     out: &mut [f32],
     stride: usize,
 ) {
-    // The four 16-lane slices of each 64-element step are independent
-    // chains, so each is run over the whole row on its own: R x C
-    // accumulators at a time instead of 4 R x C, which lets the tile be
-    // large enough that loads stay below the multiply-adds.
-    let mut acc = [[[_mm512_setzero_ps(); 4]; C]; R];
-    let n64 = n / 64 * 64;
-    for k in 0..4 {
-        let mut a = [[_mm512_setzero_ps(); C]; R];
-        let mut i = 0;
-        while i < n64 {
-            // SAFETY: i + 64 <= n, and every row holds n floats.
-            let wv: [__m512; R] =
-                std::array::from_fn(|r| _mm512_loadu_ps(w[r].as_ptr().add(i + 16 * k)));
-            let yv: [__m512; C] =
-                std::array::from_fn(|c| _mm512_loadu_ps(y[c].as_ptr().add(i + 16 * k)));
-            for r in 0..R {
-                for c in 0..C {
-                    a[r][c] = _mm512_fmadd_ps(wv[r], yv[c], a[r][c]);
-                }
-            }
-            i += 64;
-        }
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let mut wv = [_mm512_setzero_ps(); R];
+    let mut i = 0;
+    while i + 16 <= n {
         for r in 0..R {
-            for c in 0..C {
-                acc[r][c][k] = a[r][c];
+            // SAFETY: i + 16 <= n, and every row holds n floats.
+            wv[r] = _mm512_loadu_ps(w[r].as_ptr().add(i));
+        }
+        for c in 0..C {
+            // SAFETY: as above.
+            let yv = _mm512_loadu_ps(y[c].as_ptr().add(i));
+            for r in 0..R {
+                acc[r][c] = _mm512_fmadd_ps(wv[r], yv, acc[r][c]);
+            }
+        }
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        for r in 0..R {
+            // SAFETY: the masked lanes i..n are inside the rows.
+            wv[r] = _mm512_maskz_loadu_ps(m, w[r].as_ptr().add(i));
+        }
+        for c in 0..C {
+            // SAFETY: as above.
+            let yv = _mm512_maskz_loadu_ps(m, y[c].as_ptr().add(i));
+            for r in 0..R {
+                acc[r][c] = _mm512_fmadd_ps(wv[r], yv, acc[r][c]);
             }
         }
     }
-    let i = n64;
     for r in 0..R {
         for c in 0..C {
-            // The AVX2 kernel's eight accumulators.
-            let mut a: [__m256; 8] = std::array::from_fn(|k| {
-                let z = acc[r][c][k / 2];
-                if k % 2 == 0 {
-                    _mm512_castps512_ps256(z)
-                } else {
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z)))
-                }
-            });
-            let mut j = i;
-            while j + 8 <= n {
-                // SAFETY: j + 8 <= n.
-                let (xv, yv) = (
-                    _mm256_loadu_ps(w[r].as_ptr().add(j)),
-                    _mm256_loadu_ps(y[c].as_ptr().add(j)),
-                );
-                a[0] = _mm256_fmadd_ps(xv, yv, a[0]);
-                j += 8;
-            }
-            let s = _mm256_add_ps(
-                _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])),
-                _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7])),
-            );
-            let mut sum = hsum_ps(s);
-            for t in j..n {
-                sum += w[r][t] * y[c][t];
-            }
-            out[r * stride + c] = sum;
+            out[r * stride + c] = reduce(acc[r][c]);
         }
     }
 }
 
-const TR: usize = 3;
+/// Bytes ahead of the current element at which decoding prefetches each
+/// weight row stream.
+const PREFETCH: usize = 2048;
+
+/// Four f16 weight rows of `n` elements at `w[r]` against `C` widened
+/// activation rows, for decoding: the weights are widened in registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn rows4<const C: usize>(n: usize, w: [&[Half]; 4], y: [&[f32]; C]) -> [[f32; 4]; C] {
+    let mut acc = [[_mm512_setzero_ps(); 4]; C];
+    let mut wv = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for r in 0..4 {
+            let p: *const u8 = w[r].as_ptr().add(i).cast();
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast());
+            // SAFETY: i + 16 <= n, and every row holds n halves.
+            wv[r] = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
+        }
+        for c in 0..C {
+            // SAFETY: as above.
+            let yv = _mm512_loadu_ps(y[c].as_ptr().add(i));
+            for r in 0..4 {
+                acc[c][r] = _mm512_fmadd_ps(wv[r], yv, acc[c][r]);
+            }
+        }
+        i += 16;
+    }
+    if i < n {
+        let m = tail_mask(n - i);
+        for r in 0..4 {
+            // SAFETY: the masked lanes i..n are inside the rows.
+            let h = _mm256_maskz_loadu_epi16(m, w[r].as_ptr().add(i).cast());
+            wv[r] = _mm512_cvtph_ps(h);
+        }
+        for c in 0..C {
+            // SAFETY: as above.
+            let yv = _mm512_maskz_loadu_ps(m, y[c].as_ptr().add(i));
+            for r in 0..4 {
+                acc[c][r] = _mm512_fmadd_ps(wv[r], yv, acc[c][r]);
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; C];
+    for c in 0..C {
+        for r in 0..4 {
+            out[c][r] = reduce(acc[c][r]);
+        }
+    }
+    out
+}
+
+const TR: usize = 4;
 const TC: usize = 4;
 /// Activation rows widened at a time (up to 48 KiB of floats for rows of
 /// 768 elements).
 const COL_CHUNK: usize = 16;
-/// Below this many activation rows the AVX2 `vec_dot_f16` (the same bits)
-/// does each pair.
+/// Below this many activation rows, weights are widened in registers on
+/// the way (widening a weight row costs more than a few products with it).
 const FEW_COLS: usize = 3;
 
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
 unsafe fn micro_any(n: usize, w: &[&[f32]], y: &[&[f32]], out: &mut [f32], stride: usize) {
     macro_rules! arms {
         ($($r:literal, $c:literal);*) => {
@@ -140,7 +184,7 @@ unsafe fn micro_any(n: usize, w: &[&[f32]], y: &[&[f32]], out: &mut [f32], strid
             }
         };
     }
-    arms!(3, 4; 3, 3; 3, 2; 3, 1; 2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
+    arms!(4, 4; 4, 3; 4, 2; 4, 1; 3, 4; 3, 3; 3, 2; 3, 1; 2, 4; 2, 3; 2, 2; 2, 1; 1, 4; 1, 3; 1, 2; 1, 1);
 }
 
 thread_local! {
@@ -148,7 +192,7 @@ thread_local! {
 }
 
 /// The `vec_dot_tile` contract for f16 weights and activations.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl")]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
 pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     if n == 0 {
         out.fill(0.0);
@@ -161,15 +205,7 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
         return;
     }
     let rows = (x.len() / n).min(out.len() / cols);
-    if cols < FEW_COLS {
-        // Widening a weight row costs more than a few products with it.
-        for r in 0..rows {
-            let wr = &w[2 * r * n..2 * (r + 1) * n];
-            for c in 0..cols {
-                out[r * cols + c] =
-                    super::float::vec_dot_f16(n, wr, &a[2 * c * n..2 * (c + 1) * n]);
-            }
-        }
+    if rows == 0 {
         return;
     }
     SCRATCH.with(|cell| {
@@ -177,6 +213,31 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
             return;
         };
         let (ybuf, wbuf) = &mut *guard;
+        if cols < FEW_COLS {
+            let ya = widen(&y[..cols * n], ybuf);
+            // Quad `k` is rows `k, k + q, k + 2q, k + 3q`: four long
+            // sequential streams of weights, which the prefetchers follow.
+            let q = rows.div_ceil(4);
+            for k in 0..q {
+                let row = |j: usize| (k + j * q).min(rows - 1);
+                let xr: [&[Half]; 4] = std::array::from_fn(|j| &x[row(j) * n..][..n]);
+                let mut put = |v: &[[f32; 4]]| {
+                    for (c, col) in v.iter().enumerate() {
+                        for (l, &o) in col.iter().enumerate() {
+                            if k + l * q < rows {
+                                out[(k + l * q) * cols + c] = o;
+                            }
+                        }
+                    }
+                };
+                if cols == 1 {
+                    put(&rows4::<1>(n, xr, [&ya[..n]]));
+                } else {
+                    put(&rows4::<2>(n, xr, [&ya[..n], &ya[n..2 * n]]));
+                }
+            }
+            return;
+        }
         let wa = widen(&x[..rows * n], wbuf);
         let mut c0 = 0;
         while c0 < cols {
@@ -201,4 +262,14 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
             c0 = c1;
         }
     });
+}
+
+/// One pair, in the tile's arithmetic: the table's F16 `vec_dot` (`w` and
+/// `a` may be shorter than `n` elements: the shorter length counts).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
+pub unsafe fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let n = n.min(w.len() / 2).min(a.len() / 2);
+    let mut out = [0f32];
+    vec_dot_tile_f16(n, &w[..2 * n], &a[..2 * n], &mut out);
+    out[0]
 }
