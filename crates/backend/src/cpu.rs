@@ -55,6 +55,14 @@ impl<T> SendPtr<T> {
     }
 }
 
+/// Tokens per block of the transposing scatter of batched products.
+const SCATTER_TOKENS: usize = 16;
+
+thread_local! {
+    /// A task's products before they are scattered token by token.
+    static BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Rows handed to one task: several tasks per thread so that a thread that
 /// starts late (or is interrupted) does not hold up the others, and at least
 /// a few rows so that claiming a task stays a small part of it.
@@ -256,31 +264,45 @@ impl Backend for CpuBackend {
             let (m, chunk) = (&mats[g], chunks[g]);
             let r0 = (task - first_task[g]) * chunk;
             let rows = chunk.min(m.w.n_out - r0);
-            let mut band = vec![0f32; rows * n_tokens];
-            let wb = &m.w.data[r0 * m.w_row..(r0 + rows) * m.w_row];
-            if let Some(tile) = m.tile {
-                tile(n_in, wb, act, &mut band);
-            } else {
-                for (j, row_out) in band.chunks_mut(n_tokens).enumerate() {
-                    let wr = &wb[j * m.w_row..(j + 1) * m.w_row];
-                    match m.batch {
-                        Some(b) => b(n_in, wr, act, row_out),
-                        None => {
-                            for (t, o) in row_out.iter_mut().enumerate() {
-                                *o = (m.dot)(n_in, wr, &act[t * a_row..(t + 1) * a_row]);
+            BAND.with(|cell| {
+                let mut guard = cell.borrow_mut();
+                // Reused across calls: a fresh band of this size would come from
+                // (and go back to) the kernel each time, page faults included.
+                let band = &mut *guard;
+                band.clear();
+                band.resize(rows * n_tokens, 0.0);
+                let wb = &m.w.data[r0 * m.w_row..(r0 + rows) * m.w_row];
+                if let Some(tile) = m.tile {
+                    tile(n_in, wb, act, band);
+                } else {
+                    for (j, row_out) in band.chunks_mut(n_tokens).enumerate() {
+                        let wr = &wb[j * m.w_row..(j + 1) * m.w_row];
+                        match m.batch {
+                            Some(b) => b(n_in, wr, act, row_out),
+                            None => {
+                                for (t, o) in row_out.iter_mut().enumerate() {
+                                    *o = (m.dot)(n_in, wr, &act[t * a_row..(t + 1) * a_row]);
+                                }
                             }
                         }
                     }
                 }
-            }
-            let n_out = m.w.n_out;
-            for t in 0..n_tokens {
-                for j in 0..rows {
-                    // SAFETY: rows `r0..r0 + rows` of matrix `g` belong to
-                    // this task alone, for every token.
-                    unsafe { *outs[g].get().add(t * n_out + r0 + j) = band[j * n_tokens + t] };
+                let n_out = m.w.n_out;
+                // Transposed a block of tokens at a time: the band is read along
+                // its rows and the block's output rows stay in L1 meanwhile.
+                for t0 in (0..n_tokens).step_by(SCATTER_TOKENS) {
+                    let t1 = (t0 + SCATTER_TOKENS).min(n_tokens);
+                    for j in 0..rows {
+                        for t in t0..t1 {
+                            // SAFETY: rows `r0..r0 + rows` of matrix `g` belong
+                            // to this task alone, for every token.
+                            unsafe {
+                                *outs[g].get().add(t * n_out + r0 + j) = band[j * n_tokens + t]
+                            };
+                        }
+                    }
                 }
-            }
+            });
         });
         Ok(())
     }
