@@ -794,21 +794,24 @@ fn tiled_products_of_wide_rows_cross_their_cache_blocks() {
             let single = k.vec_dot(t).unwrap();
             let at = vec_dot_type(t);
             let n = if t.block_size() == 1 { 3000 } else { 8192 };
-            let (rows, cols) = (37, 23);
             let (rs, ars) = (row_size(t, n), row_size(at, n));
-            let w = quantize(s, t, &rng.normals(n * rows, 1.0));
-            let a = quantize(s, at, &rng.normals(n * cols, 1.0));
-            let mut out = vec![f32::NAN; rows * cols];
-            tile(n, &w, &a, &mut out);
-            for (r, wr) in w.chunks_exact(rs).enumerate() {
-                for (c, ar) in a.chunks_exact(ars).enumerate() {
-                    let (got, want) = (out[r * cols + c], single(n, wr, ar));
-                    assert_eq!(
-                        got.to_bits(),
-                        want.to_bits(),
-                        "{} {t} n={n}, pair ({r}, {c}): {got} vs {want}",
-                        k.name()
-                    );
+            // 23 activation rows cross the blocks; 1 and 2 take the decoding
+            // paths (long rows go four streams at a time, 37 = 9 x 4 + 1).
+            for (rows, cols) in [(37, 23), (37, 1), (37, 2)] {
+                let w = quantize(s, t, &rng.normals(n * rows, 1.0));
+                let a = quantize(s, at, &rng.normals(n * cols, 1.0));
+                let mut out = vec![f32::NAN; rows * cols];
+                tile(n, &w, &a, &mut out);
+                for (r, wr) in w.chunks_exact(rs).enumerate() {
+                    for (c, ar) in a.chunks_exact(ars).enumerate() {
+                        let (got, want) = (out[r * cols + c], single(n, wr, ar));
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{} {t} n={n} {rows}x{cols}, pair ({r}, {c}): {got} vs {want}",
+                            k.name()
+                        );
+                    }
                 }
             }
         }

@@ -359,6 +359,47 @@ unsafe fn row_dot<W: WeightBlock>(x: &[W], a: &[Packed]) -> f32 {
     }
 }
 
+/// Bytes ahead of the current block at which decoding prefetches weights.
+const PREFETCH: usize = 2048;
+/// Shortest rows decoded four at a time (SmolLM2's 576- and 1536-element
+/// rows decode faster one by one, Llama 3.2 1B's 2048 and 8192 faster four
+/// by four: Q8_0 tg128 on one thread 21.5 -> 25.3 t/s).
+const QUAD_MIN_N: usize = 2048;
+
+/// [`row_dot`] for four weight rows at once (the same steps for each), so
+/// that four streams of weights are read side by side, each prefetched
+/// ahead.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn rows_dot4<W: WeightBlock>(x: [&[W]; 4], a: &[Packed]) -> [f32; 4] {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut acc_m = [_mm256_setzero_ps(); 4];
+    for (g, pa) in a.iter().enumerate() {
+        for r in 0..4 {
+            let ch = &x[r][4 * g..(4 * g + 4).min(x[r].len())];
+            let ahead: *const u8 = ch.as_ptr().cast::<u8>().wrapping_add(PREFETCH);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            let pw = pack_weights(ch);
+            if W::SYM {
+                group_step::<true>(&pw, pa, &mut acc[r], &mut acc_m[r]);
+            } else {
+                group_step::<false>(&pw, pa, &mut acc[r], &mut acc_m[r]);
+            }
+        }
+    }
+    let mut out = [0f32; 4];
+    for r in 0..4 {
+        out[r] = if W::SYM {
+            finish::<true>(acc[r], acc_m[r])
+        } else {
+            finish::<false>(acc[r], acc_m[r])
+        };
+    }
+    out
+}
+
 thread_local! {
     /// Packed activations and weights of the current call, kept between
     /// calls so that a prompt's products do not allocate.
@@ -403,8 +444,20 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             }
         }
         if cols == 1 {
-            for (r, o) in out[..rows].iter_mut().enumerate() {
-                *o = row_dot(&x[r * per_row..(r + 1) * per_row], pa);
+            // Quad `k` is rows `k, k + q, k + 2q, k + 3q`: four long
+            // sequential streams of weights; a ragged last quad's missing
+            // rows go one by one. Rows shorter than QUAD_MIN_N run one at a
+            // time (measured: the quads cost more than they save there).
+            let q = if n >= QUAD_MIN_N { rows / 4 } else { 0 };
+            for k in 0..q {
+                let xr: [&[W]; 4] = std::array::from_fn(|j| &x[(k + j * q) * per_row..][..per_row]);
+                let v = rows_dot4(xr, pa);
+                for (j, &o) in v.iter().enumerate() {
+                    out[k + j * q] = o;
+                }
+            }
+            for r in 4 * q..rows {
+                out[r] = row_dot(&x[r * per_row..(r + 1) * per_row], pa);
             }
             return;
         }
