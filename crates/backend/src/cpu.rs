@@ -268,9 +268,11 @@ impl Backend for CpuBackend {
                 let mut guard = cell.borrow_mut();
                 // Reused across calls: a fresh band of this size would come from
                 // (and go back to) the kernel each time, page faults included.
-                let band = &mut *guard;
-                band.clear();
-                band.resize(rows * n_tokens, 0.0);
+                // Grown, never cleared: the kernels below write every entry.
+                if guard.len() < rows * n_tokens {
+                    guard.resize(rows * n_tokens, 0.0);
+                }
+                let band = &mut guard[..rows * n_tokens];
                 let wb = &m.w.data[r0 * m.w_row..(r0 + rows) * m.w_row];
                 if let Some(tile) = m.tile {
                     tile(n_in, wb, act, band);

@@ -44,8 +44,11 @@ fn tail_mask(rest: usize) -> __mmask16 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
 unsafe fn widen<'a>(src: &[Half], buf: &'a mut Vec<__m512>) -> &'a mut [f32] {
     let n = src.len();
-    buf.clear();
-    buf.resize(n.div_ceil(16), _mm512_setzero_ps());
+    // Grown, never cleared: every float the view shows is written below,
+    // so zeroing the buffer each call would be wasted stores.
+    if buf.len() < n.div_ceil(16) {
+        buf.resize(n.div_ceil(16), _mm512_setzero_ps());
+    }
     // SAFETY: `buf` holds at least `n` floats, any bit pattern is a float,
     // and the view borrows `buf` mutably for its lifetime.
     let dst = std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<f32>(), n);
