@@ -65,14 +65,23 @@ thread_local! {
 
 /// Rows handed to one task: several tasks per thread so that a thread that
 /// starts late (or is interrupted) does not hold up the others, and at least
-/// a few rows so that claiming a task stays a small part of it.
-fn rows_per_task(n_out: usize, n_threads: usize, n_tokens: usize) -> usize {
-    let min_rows = if n_tokens == 1 { 16 } else { 2 };
-    let r = n_out.div_ceil(n_threads * 4).max(min_rows);
-    // Batches: whole groups of 16 rows for the interleaved K-quant tiles
-    // (and so whole 2- and 4-row tiles); decoding: even.
-    let unit = if n_tokens == 1 { 2 } else { 16 };
-    r.div_ceil(unit) * unit
+/// a few rows so that claiming a task stays a small part of it. Batches:
+/// whole multiples of the tiled kernel's row block `unit`, preferring a
+/// size that splits the rows into equal tasks, as many for every thread
+/// (SmolLM2's 576 rows in 16-row groups: 12 tasks of 48 rows rather than 7
+/// of 80 and one of 16, which leaves one thread idle a fifth of the time).
+fn rows_per_task(n_out: usize, n_threads: usize, n_tokens: usize, unit: usize) -> usize {
+    if n_tokens == 1 {
+        let r = n_out.div_ceil(n_threads * 4).max(16);
+        return r.div_ceil(2) * 2;
+    }
+    let unit = unit.max(1);
+    let units = n_out.div_ceil(unit);
+    let per = units.div_ceil(n_threads * 4).max(1);
+    let even = (1..=per)
+        .rev()
+        .find(|&p| units.is_multiple_of(p) && (units / p).is_multiple_of(n_threads.max(1)));
+    even.unwrap_or(per) * unit
 }
 
 /// One weight matrix of a group sharing the same input, checked.
@@ -218,9 +227,17 @@ impl Backend for CpuBackend {
         let act = &act[..];
 
         // Tasks: bands of rows of each matrix, numbered across the group.
+        let table = k::kernels();
         let chunks: Vec<usize> = mats
             .iter()
-            .map(|m| rows_per_task(m.w.n_out, self.n_threads(), n_tokens))
+            .map(|m| {
+                rows_per_task(
+                    m.w.n_out,
+                    self.n_threads(),
+                    n_tokens,
+                    table.tile_rows(m.w.ty),
+                )
+            })
             .collect();
         let mut first_task = Vec::with_capacity(mats.len() + 1);
         let mut n_tasks = 0;
@@ -590,5 +607,37 @@ fn attend_f32_group<'a>(
     for (o, &s) in outs.iter_mut().zip(&sum) {
         let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
         o.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_per_task;
+
+    #[test]
+    fn batched_bands_are_whole_row_blocks_in_equal_shares() {
+        // SmolLM2's 576 rows in 16-row groups on 2 threads: 12 equal tasks.
+        assert_eq!(rows_per_task(576, 2, 512, 16), 48);
+        // Pairs of rows: 8 tasks of 72, as before row blocks existed.
+        assert_eq!(rows_per_task(576, 2, 512, 2), 72);
+        assert_eq!(rows_per_task(2048, 2, 512, 16), 256);
+        assert_eq!(rows_per_task(192, 2, 512, 16), 32);
+        // No equal split: the plain share, still whole blocks.
+        assert_eq!(rows_per_task(49, 3, 8, 16), 16);
+        // Decoding ignores the block: even, at least 16 rows.
+        assert_eq!(rows_per_task(576, 2, 1, 16), 72);
+        assert_eq!(rows_per_task(40, 2, 1, 16), 16);
+        // Every row is covered whatever the split.
+        for n_out in [1usize, 7, 100, 576, 1537, 8192] {
+            for threads in 1..=5 {
+                for unit in [1usize, 2, 4, 16] {
+                    let r = rows_per_task(n_out, threads, 64, unit);
+                    assert!(
+                        r > 0 && r.is_multiple_of(unit),
+                        "{n_out} {threads} {unit}: {r}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -165,6 +165,8 @@ pub struct Kernels {
     by_type: [Option<TypeKernels>; TABLE_LEN],
     batch: [Option<VecDotBatchFn>; TABLE_LEN],
     tile: [Option<VecDotTileFn>; TABLE_LEN],
+    /// Weight rows a tiled kernel works through together (0: unset).
+    tile_rows: [u8; TABLE_LEN],
     f16_rows: F16RowKernels,
     float_ops: FloatOps,
 }
@@ -176,6 +178,7 @@ impl Kernels {
             by_type: [None; TABLE_LEN],
             batch: [None; TABLE_LEN],
             tile: [None; TABLE_LEN],
+            tile_rows: [0; TABLE_LEN],
             f16_rows: F16RowKernels::SCALAR,
             float_ops: FloatOps::SCALAR,
         }
@@ -276,6 +279,26 @@ impl Kernels {
     #[inline]
     pub fn vec_dot_tile(&self, t: GgmlType) -> Option<VecDotTileFn> {
         self.tile.get(t as usize).copied().flatten()
+    }
+
+    /// Weight rows the tiled kernel of `t` works through together: callers
+    /// splitting a product into bands of rows waste least with multiples of
+    /// it (the VNNI K-quant tiles interleave 16 rows per vector).
+    pub fn tile_rows(&self, t: GgmlType) -> usize {
+        match self.tile_rows.get(t as usize).copied().unwrap_or(0) {
+            0 => 2,
+            r => r as usize,
+        }
+    }
+
+    /// This table with the tile row counts of the given types.
+    pub(crate) fn with_tile_rows(mut self, entries: &[(GgmlType, u8)]) -> Kernels {
+        for &(t, r) in entries {
+            if let Some(slot) = self.tile_rows.get_mut(t as usize) {
+                *slot = r;
+            }
+        }
+        self
     }
 
     /// f16 bits to `f32`, exact ([`crate::f16_to_f32_row`] checks lengths).

@@ -318,7 +318,8 @@ pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels>
         Some(cpu) => avx2
             .with("x86-avx512vnni", &vnni_overrides(cpu, &avx2))
             .with_tile(&vnni_tiles(cpu))
-            .with_batch(&vnni_batches(cpu)),
+            .with_batch(&vnni_batches(cpu))
+            .with_tile_rows(&[(GgmlType::Q4_K, 16), (GgmlType::Q6_K, 16)]),
         None => avx2,
     })
 }
