@@ -242,8 +242,10 @@ macro_rules! vnni_tile {
     };
 }
 
-/// Tiled dot products with `vpdpbusd`; each gives the bits of the AVX2
-/// table's `vec_dot` of its type.
+/// Tiled dot products for AVX-512 VNNI. Those of the 32-element formats
+/// give the bits of the AVX2 table's `vec_dot`; q4_K, q6_K and F16 keep
+/// their own arithmetic (fewer roundings than ggml's), which the table's
+/// `vec_dot` of those types follows (`vnni_overrides`).
 fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
     use GgmlType as T;
     vec![
@@ -258,7 +260,6 @@ fn vnni_tiles(_: Avx512Vnni) -> Vec<(GgmlType, VecDotTileFn)> {
     ]
 }
 
-/// The AVX2 table.
 /// The VNNI table's own K-quant and F16 products: its tiles keep each pair
 /// in one vector lane (K-quants, see `vnni_k`) or one vector (F16, see
 /// `tile_f16`), so its single products and batches are those tiles too.
@@ -289,6 +290,8 @@ fn vnni_overrides(_: Avx512Vnni, avx2: &Kernels) -> Vec<TypeKernels> {
     out
 }
 
+/// Batches of the VNNI K-quant products: their tiles with one weight row
+/// (the AVX2 batches would give ggml's bits, not the table's).
 fn vnni_batches(cpu: Avx512Vnni) -> Vec<(GgmlType, VecDotBatchFn)> {
     vnni_tiles(cpu)
         .into_iter()
@@ -297,6 +300,7 @@ fn vnni_batches(cpu: Avx512Vnni) -> Vec<(GgmlType, VecDotBatchFn)> {
         .collect()
 }
 
+/// The AVX2 table.
 fn avx2_table(cpu: Avx2, scalar: &Kernels) -> Kernels {
     scalar
         .with("x86-avx2", &overrides(cpu, scalar))
