@@ -361,9 +361,11 @@ unsafe fn row_dot<W: WeightBlock>(x: &[W], a: &[Packed]) -> f32 {
 
 /// Bytes ahead of the current block at which decoding prefetches weights.
 const PREFETCH: usize = 2048;
-/// Shortest rows decoded four at a time (SmolLM2's 576- and 1536-element
-/// rows decode faster one by one, Llama 3.2 1B's 2048 and 8192 faster four
-/// by four: Q8_0 tg128 on one thread 21.5 -> 25.3 t/s).
+/// Shortest rows of the 4- and 5-bit formats decoded four at a time
+/// (measured on one thread: SmolLM2's 576- and 1536-element rows decode
+/// faster one by one, by 5% for its Q5_0 tensors; the 1B shape's 2048 and
+/// 8192 faster four by four). Q8_0 rows always go four at a time (SmolLM2
+/// Q8_0 tg128 about 159 -> 174 t/s, the 1B shape's 21.5 -> 25.3 t/s).
 const QUAD_MIN_N: usize = 2048;
 
 /// [`row_dot`] for four weight rows at once (the same steps for each), so
@@ -448,7 +450,8 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             // sequential streams of weights; a ragged last quad's missing
             // rows go one by one. Rows shorter than QUAD_MIN_N run one at a
             // time (measured: the quads cost more than they save there).
-            let q = if n >= QUAD_MIN_N { rows / 4 } else { 0 };
+            let quads = n >= QUAD_MIN_N || size_of::<W>() >= size_of::<BlockQ8_0>();
+            let q = if quads { rows / 4 } else { 0 };
             for k in 0..q {
                 let xr: [&[W]; 4] = std::array::from_fn(|j| &x[(k + j * q) * per_row..][..per_row]);
                 let v = rows_dot4(xr, pa);
