@@ -10,8 +10,13 @@
 //! and must hash to what llama-quantize wrote, so both programs score
 //! identical bytes.
 
+#[path = "common/perplexity.rs"]
+mod perplexity;
+
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use perplexity::testdata;
 
 use edgellama_backend::CpuBackend;
 use edgellama_gguf::GgufFile;
@@ -35,19 +40,6 @@ struct Run {
     c: usize,
     chunks: usize,
     ppl: f64,
-}
-
-fn testdata(name: &str) -> PathBuf {
-    let dir = std::env::var_os("EDGELLAMA_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"));
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "missing test data {}: run scripts/fetch-testdata.sh",
-        p.display()
-    );
-    p
 }
 
 fn check(ty: &str) {

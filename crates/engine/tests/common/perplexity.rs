@@ -32,7 +32,7 @@ struct Run {
     ppl: f64,
 }
 
-fn testdata(name: &str) -> PathBuf {
+pub fn testdata(name: &str) -> PathBuf {
     let dir = std::env::var_os("EDGELLAMA_TESTDATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"));
