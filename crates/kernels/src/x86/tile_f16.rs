@@ -18,6 +18,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::float::f16_to_f32_halves;
+use super::simd::prefetch_ahead;
 use crate::blocks::{as_blocks, Half};
 
 /// The sum of a pair's 16 lanes: `j + (j + 8)`, then `+ 4`, `+ 2`, `+ 1`.
@@ -108,10 +109,6 @@ unsafe fn micro<const R: usize, const C: usize>(
     }
 }
 
-/// Bytes ahead of the current element at which decoding prefetches each
-/// weight row stream.
-const PREFETCH: usize = 2048;
-
 /// Four f16 weight rows of `n` elements at `w[r]` against `C` widened
 /// activation rows, for decoding: the weights are widened in registers.
 #[inline]
@@ -124,7 +121,7 @@ unsafe fn rows4<const C: usize>(n: usize, w: [&[Half]; 4], y: [&[f32]; C]) -> [[
     while i + 16 <= n {
         for r in 0..4 {
             let p: *const u8 = w[r].as_ptr().add(i).cast();
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH).cast());
+            prefetch_ahead::<1>(p);
             // SAFETY: i + 16 <= n, and every row holds n halves.
             wv[r] = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
         }

@@ -35,7 +35,7 @@ use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 use super::legacy::{
     even_lanes, f16x4_twice, hsum_odd_ps, pair2, unpack_q4, unpack_q4_1, unpack_q5_0, unpack_q5_1,
 };
-use super::simd::{f16x8, hsum_ps, load_i8x32, pack4};
+use super::simd::{f16x8, hsum_ps, load_i8x32, pack4, prefetch_ahead};
 use crate::blocks::{
     as_blocks, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, Half, QK,
 };
@@ -345,9 +345,9 @@ unsafe fn row_dot<W: WeightBlock>(x: &[W], a: &[Packed]) -> f32 {
     let mut acc = _mm256_setzero_ps();
     let mut acc_m = _mm256_setzero_ps();
     for (ch, pa) in x.chunks(4).zip(a) {
-        let ahead: *const u8 = ch.as_ptr().cast::<u8>().wrapping_add(PREFETCH);
-        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+        // Measured: SmolLM2 Q4_1 tg128 one thread 196 -> 208 t/s, two
+        // threads 253 -> 300.
+        prefetch_ahead::<2>(ch.as_ptr().cast());
         let pw = pack_weights(ch);
         if W::SYM {
             group_step::<true>(&pw, pa, &mut acc, &mut acc_m);
@@ -362,10 +362,6 @@ unsafe fn row_dot<W: WeightBlock>(x: &[W], a: &[Packed]) -> f32 {
     }
 }
 
-/// Bytes ahead of the current block at which decoding prefetches weights
-/// (one row or four at a time: SmolLM2 Q4_1 tg128 one thread 196 -> 208
-/// t/s, two threads 253 -> 300).
-const PREFETCH: usize = 2048;
 /// Shortest rows of the 4- and 5-bit formats decoded four at a time
 /// (measured on one thread: SmolLM2's 576- and 1536-element rows decode
 /// faster one by one, by 5% for its Q5_0 tensors; the 1B shape's 2048 and
@@ -385,9 +381,7 @@ unsafe fn rows_dot4<W: WeightBlock>(x: [&[W]; 4], a: &[Packed]) -> [f32; 4] {
     for (g, pa) in a.iter().enumerate() {
         for r in 0..4 {
             let ch = &x[r][4 * g..(4 * g + 4).min(x[r].len())];
-            let ahead: *const u8 = ch.as_ptr().cast::<u8>().wrapping_add(PREFETCH);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            prefetch_ahead::<2>(ch.as_ptr().cast());
             let pw = pack_weights(ch);
             if W::SYM {
                 group_step::<true>(&pw, pa, &mut acc[r], &mut acc_m[r]);

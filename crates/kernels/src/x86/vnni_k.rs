@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use edgellama_gguf::QK_K;
 
 use super::kquants::k4_scales_mins;
-use super::simd::hsum4_epi32;
+use super::simd::{hsum4_epi32, prefetch_ahead};
 use crate::blocks::{as_blocks, BlockQ4K, BlockQ6K, BlockQ8K, Half};
 
 /// One q8_K activation block with its quants on a cache line boundary (in
@@ -259,14 +259,8 @@ unsafe fn rows_pairs<X: KBlock, const Q6: bool, const C: usize>(
         // SAFETY: all-zero bytes are a valid `Packed`.
         let mut pw: [Packed; 4] = std::mem::zeroed();
         for r in 0..4 {
-            let ahead: *const u8 = x[r]
-                .as_ptr()
-                .wrapping_add(i)
-                .cast::<u8>()
-                .wrapping_add(PREFETCH);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+            // A super-block of either type spans three cache lines.
+            prefetch_ahead::<3>(x[r].as_ptr().wrapping_add(i).cast());
             pw[r] = x[r][i].pack();
         }
         // `[d0, d1, dmin0, dmin1]` and `[d2, d3, dmin2, dmin3]`.
@@ -313,8 +307,6 @@ unsafe fn rows_pairs<X: KBlock, const Q6: bool, const C: usize>(
     }
     out
 }
-
-const PREFETCH: usize = 2048;
 
 /// Weight rows of a group, one lane each.
 const GR: usize = 16;
