@@ -165,7 +165,7 @@ pub struct Kernels {
     by_type: [Option<TypeKernels>; TABLE_LEN],
     batch: [Option<VecDotBatchFn>; TABLE_LEN],
     tile: [Option<VecDotTileFn>; TABLE_LEN],
-    /// Weight rows a tiled kernel works through together (0: unset).
+    /// Weight rows a tiled kernel works through together.
     tile_rows: [u8; TABLE_LEN],
     f16_rows: F16RowKernels,
     float_ops: FloatOps,
@@ -178,7 +178,7 @@ impl Kernels {
             by_type: [None; TABLE_LEN],
             batch: [None; TABLE_LEN],
             tile: [None; TABLE_LEN],
-            tile_rows: [0; TABLE_LEN],
+            tile_rows: [2; TABLE_LEN],
             f16_rows: F16RowKernels::SCALAR,
             float_ops: FloatOps::SCALAR,
         }
@@ -283,12 +283,11 @@ impl Kernels {
 
     /// Weight rows the tiled kernel of `t` works through together: callers
     /// splitting a product into bands of rows waste least with multiples of
-    /// it (the VNNI K-quant tiles interleave 16 rows per vector).
+    /// it. 2 unless a table says otherwise (the VNNI K-quant tiles
+    /// interleave 16 rows per vector; other tiles are 2 or 4 rows, and
+    /// bands of even rows have served them).
     pub fn tile_rows(&self, t: GgmlType) -> usize {
-        match self.tile_rows.get(t as usize).copied().unwrap_or(0) {
-            0 => 2,
-            r => r as usize,
-        }
+        self.tile_rows.get(t as usize).map_or(2, |&r| r as usize)
     }
 
     /// This table with the tile row counts of the given types.
