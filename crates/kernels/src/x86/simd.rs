@@ -132,3 +132,36 @@ pub unsafe fn prefetch_ahead<const LINES: usize>(p: *const u8) {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l).cast());
     }
 }
+
+/// Decoding's quads of weight rows: quad `k` of [`RowQuads::count`] is rows
+/// `k, k + q, k + 2q, k + 3q` with `q = rows.div_ceil(4)`, four long
+/// sequential streams of weights, which the prefetchers follow (four
+/// neighbouring short rows at once they do not).
+pub struct RowQuads {
+    q: usize,
+    rows: usize,
+}
+
+impl RowQuads {
+    pub fn new(rows: usize) -> RowQuads {
+        RowQuads {
+            q: rows.div_ceil(4),
+            rows,
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.q
+    }
+
+    /// The rows of quad `k`; a lane past the last row repeats it.
+    pub fn rows(&self, k: usize) -> [usize; 4] {
+        std::array::from_fn(|l| (k + l * self.q).min(self.rows.saturating_sub(1)))
+    }
+
+    /// The row lane `l` of quad `k` stands for, if it is one of its own.
+    pub fn lane(&self, k: usize, l: usize) -> Option<usize> {
+        let r = k + l * self.q;
+        (r < self.rows).then_some(r)
+    }
+}

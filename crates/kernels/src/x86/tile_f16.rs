@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::float::f16_to_f32_halves;
-use super::simd::prefetch_ahead;
+use super::simd::{prefetch_ahead, RowQuads};
 use crate::blocks::{as_blocks, Half};
 
 /// The sum of a pair's 16 lanes: `j + (j + 8)`, then `+ 4`, `+ 2`, `+ 1`.
@@ -216,17 +216,14 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
         let (ybuf, wbuf) = &mut *guard;
         if cols < FEW_COLS {
             let ya = widen(&y[..cols * n], ybuf);
-            // Quad `k` is rows `k, k + q, k + 2q, k + 3q`: four long
-            // sequential streams of weights, which the prefetchers follow.
-            let q = rows.div_ceil(4);
-            for k in 0..q {
-                let row = |j: usize| (k + j * q).min(rows - 1);
-                let xr: [&[Half]; 4] = std::array::from_fn(|j| &x[row(j) * n..][..n]);
+            let quads = RowQuads::new(rows);
+            for k in 0..quads.count() {
+                let xr: [&[Half]; 4] = quads.rows(k).map(|r| &x[r * n..][..n]);
                 let mut put = |v: &[[f32; 4]]| {
                     for (c, col) in v.iter().enumerate() {
                         for (l, &o) in col.iter().enumerate() {
-                            if k + l * q < rows {
-                                out[(k + l * q) * cols + c] = o;
+                            if let Some(r) = quads.lane(k, l) {
+                                out[r * cols + c] = o;
                             }
                         }
                     }

@@ -26,7 +26,7 @@ use std::cell::RefCell;
 use edgellama_gguf::QK_K;
 
 use super::kquants::k4_scales_mins;
-use super::simd::{hsum4_epi32, prefetch_ahead};
+use super::simd::{hsum4_epi32, prefetch_ahead, RowQuads};
 use crate::blocks::{as_blocks, BlockQ4K, BlockQ6K, BlockQ8K, Half};
 
 /// One q8_K activation block with its quants on a cache line boundary (in
@@ -627,13 +627,9 @@ where
             // Few products per weight row (decoding) or few rows: unpack
             // each super-block in registers on the way, for up to three
             // activation rows at a time.
-            // Quad `k` is rows `k, k + q, k + 2q, k + 3q`: four long
-            // sequential streams of weights, which the prefetchers follow
-            // (four neighbouring short rows at once they do not).
-            let q = rows.div_ceil(4);
-            for k in 0..q {
-                let row = |j: usize| (k + j * q).min(rows - 1);
-                let xr: [&[X]; 4] = std::array::from_fn(|j| &x[row(j) * nb..][..nb]);
+            let quads = RowQuads::new(rows);
+            for k in 0..quads.count() {
+                let xr: [&[X]; 4] = quads.rows(k).map(|r| &x[r * nb..][..nb]);
                 let mut c = 0;
                 while c < cols {
                     let cc = (cols - c).min(3);
@@ -642,8 +638,8 @@ where
                     let mut put = |v: &[[f32; 4]]| {
                         for (j, col) in v.iter().enumerate() {
                             for (l, &o) in col.iter().enumerate() {
-                                if k + l * q < rows {
-                                    out[(k + l * q) * cols + c + j] = o;
+                                if let Some(r) = quads.lane(k, l) {
+                                    out[r * cols + c + j] = o;
                                 }
                             }
                         }
