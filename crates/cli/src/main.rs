@@ -77,7 +77,7 @@ fn main() -> ExitCode {
 /// The error and its causes, joined with ": ". A library error that
 /// already prints its cause in its own message (`"i/o error on P: {source}"`)
 /// also names it as its source; that cause is not repeated.
-fn report(e: &anyhow::Error) -> String {
+pub(crate) fn report(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
         let text = cause.to_string();

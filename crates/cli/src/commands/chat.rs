@@ -425,7 +425,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             Input::Save("") | Input::Load("") => writeln!(out, "usage: /save FILE, /load FILE")?,
             Input::Save(p) => match write_conversation(Path::new(p), session.messages()) {
                 Ok(()) => writeln!(out, "(saved {} messages to {p})", session.messages().len())?,
-                Err(e) => writeln!(out, "error: {e:#}")?,
+                Err(e) => writeln!(out, "error: {}", crate::report(&e))?,
             },
             Input::Load(p) => match read_conversation(Path::new(p)) {
                 Ok(messages) => {
@@ -433,7 +433,11 @@ pub fn run(a: ChatArgs) -> Result<()> {
                     session.set_messages(messages);
                     writeln!(out, "(loaded {n} messages from {p})")?;
                 }
-                Err(e) => writeln!(out, "error: {e:#}; the conversation is unchanged")?,
+                Err(e) => writeln!(
+                    out,
+                    "error: {}; the conversation is unchanged",
+                    crate::report(&e)
+                )?,
             },
             Input::Unknown(c) => writeln!(out, "unknown command {c}; /help lists them")?,
             Input::Say(text) => {
