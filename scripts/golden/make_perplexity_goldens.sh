@@ -14,13 +14,19 @@
 #
 # Runs, each with llama.cpp's defaults otherwise (-b 2048, so several chunks
 # share one batch as separate sequences; flash attention auto; F16 KV cache):
-#   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 512 --chunks 4 -t 2
-#   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 128 --chunks 8 -t 2
+#   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 512 --chunks 32 -t 2
+#   llama-perplexity -m SmolLM2-135M-Instruct.Q4_1.gguf -f shakespeare-hamlet.txt -c 128 --chunks 64 -t 2
 # and both again with `-fa off -ctk f32 -ctv f32` (attention in F32): not the
 # goldens, but how far llama.cpp's own attention precision moves the result.
-# When the portable build (no x86 SIMD; see build_ref.sh) exists in
-# $LLAMA_CPP_DIR/build-portable, both default runs are repeated with it
-# (settings "portable"): the reference for our scalar kernels.
+# Only the second half of each chunk is scored, so these score 8160 and 4032
+# tokens: on SmolLM2, whose outlier activations turn rounding differences
+# into different losses, runs of a few hundred tokens move by more than
+# 0.5% between equally exact kernels, and a 0.5% bound on them tells
+# nothing. When the portable build (no x86 SIMD; see build_ref.sh) exists
+# in $LLAMA_CPP_DIR/build-portable, runs of 4 and 8 chunks are made with it
+# (settings "portable"): the reference for our scalar kernels, which follow
+# it to the printed digit, so a short run suffices (and the scalar kernels
+# are slow).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -49,7 +55,7 @@ trap 'rm -rf "$tmp"' EXIT
 cd "$testdata"
 start=$(date +%s)
 portable_bin="$LLAMA_CPP_DIR/build-portable/bin"
-runs=("512 4 default" "128 8 default" "512 4 fa-off-kv-f32" "128 8 fa-off-kv-f32")
+runs=("512 32 default" "128 64 default" "512 32 fa-off-kv-f32" "128 64 fa-off-kv-f32")
 if [ -x "$portable_bin/llama-perplexity" ]; then
   runs+=("512 4 portable" "128 8 portable")
 fi
@@ -87,7 +93,7 @@ def sha256(p):
 
 ids = json.loads(Path(ids_file).read_text())
 runs = []
-labels = [(512, 4, "default"), (128, 8, "default"), (512, 4, "fa-off-kv-f32"), (128, 8, "fa-off-kv-f32")]
+labels = [(512, 32, "default"), (128, 64, "default"), (512, 32, "fa-off-kv-f32"), (128, 64, "fa-off-kv-f32")]
 labels += [(512, 4, "portable"), (128, 8, "portable")]
 for c, chunks, label in labels:
     log_name = f"perplexity-c{c}.log" if label == "default" else f"perplexity-c{c}.{label}.log"

@@ -58,9 +58,17 @@ impl<T> SendPtr<T> {
 /// Tokens per block of the transposing scatter of batched products.
 const SCATTER_TOKENS: usize = 16;
 
+/// A task's products before they are scattered token by token (`band`,
+/// weight rows x tokens) and one block of them transposed (`block`).
+#[derive(Default)]
+struct BandBuffers {
+    band: Vec<f32>,
+    block: Vec<f32>,
+}
+
 thread_local! {
-    /// A task's products before they are scattered token by token.
-    static BAND: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    static BAND: std::cell::RefCell<BandBuffers> =
+        const { std::cell::RefCell::new(BandBuffers { band: Vec::new(), block: Vec::new() }) };
 }
 
 /// Rows handed to one task: several tasks per thread so that a thread that
@@ -228,6 +236,7 @@ impl Backend for CpuBackend {
 
         // Tasks: bands of rows of each matrix, numbered across the group.
         let table = k::kernels();
+        let transpose = table.transpose();
         let chunks: Vec<usize> = mats
             .iter()
             .map(|m| {
@@ -283,13 +292,17 @@ impl Backend for CpuBackend {
             let rows = chunk.min(m.w.n_out - r0);
             BAND.with(|cell| {
                 let mut guard = cell.borrow_mut();
+                let bufs = &mut *guard;
                 // Reused across calls: a fresh band of this size would come from
                 // (and go back to) the kernel each time, page faults included.
                 // Grown, never cleared: the kernels below write every entry.
-                if guard.len() < rows * n_tokens {
-                    guard.resize(rows * n_tokens, 0.0);
+                if bufs.band.len() < rows * n_tokens {
+                    bufs.band.resize(rows * n_tokens, 0.0);
                 }
-                let band = &mut guard[..rows * n_tokens];
+                if bufs.block.len() < rows * SCATTER_TOKENS {
+                    bufs.block.resize(rows * SCATTER_TOKENS, 0.0);
+                }
+                let band = &mut bufs.band[..rows * n_tokens];
                 let wb = &m.w.data[r0 * m.w_row..(r0 + rows) * m.w_row];
                 if let Some(tile) = m.tile {
                     tile(n_in, wb, act, band);
@@ -307,18 +320,20 @@ impl Backend for CpuBackend {
                     }
                 }
                 let n_out = m.w.n_out;
-                // Transposed a block of tokens at a time: the band is read along
-                // its rows and the block's output rows stay in L1 meanwhile.
+                let out = outs[g].get();
+                // A block of tokens at a time, transposed in L1, then copied
+                // row by row into the tokens' outputs.
                 for t0 in (0..n_tokens).step_by(SCATTER_TOKENS) {
-                    let t1 = (t0 + SCATTER_TOKENS).min(n_tokens);
-                    for j in 0..rows {
-                        for t in t0..t1 {
-                            // SAFETY: rows `r0..r0 + rows` of matrix `g` belong
-                            // to this task alone, for every token.
-                            unsafe {
-                                *outs[g].get().add(t * n_out + r0 + j) = band[j * n_tokens + t]
-                            };
-                        }
+                    let nt = SCATTER_TOKENS.min(n_tokens - t0);
+                    let block = &mut bufs.block[..rows * nt];
+                    transpose(&band[t0..], n_tokens, rows, nt, block);
+                    for (i, src) in block.chunks_exact(rows).enumerate() {
+                        // SAFETY: rows `r0..r0 + rows` of matrix `g` belong
+                        // to this task alone, for every token.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(out.add((t0 + i) * n_out + r0), rows)
+                        };
+                        dst.copy_from_slice(src);
                     }
                 }
             });
@@ -542,9 +557,10 @@ const FA_TILE_KV: usize = 64;
 /// Attention in `f32` of several queries that read the same KV head, as
 /// llama.cpp's tiled flash-attention kernel does each: keys in tiles of 64,
 /// an online softmax across tiles, values accumulated in `f32`. Query `i`
-/// sees keys `0..seen[i]` and accumulates into `outs[i]`. Each tile of keys
-/// and values is widened to `f32` once for all the queries; every query
-/// sees exactly the operations it would alone.
+/// sees keys `0..seen[i]` (non-decreasing in `i`) and its result goes to
+/// `outs[i]`. Each tile of keys and values is widened to `f32` once for all
+/// the queries, and the table's attention tiles take the queries four at a
+/// time; each query's numbers do not depend on the others.
 fn attend_f32_group<'a>(
     qs: &[&[f32]],
     seen: &[usize],
@@ -554,59 +570,72 @@ fn attend_f32_group<'a>(
     outs: &mut [&mut [f32]],
 ) {
     let t = k::kernels();
-    let (widen, dot, axpy_rows, exp_sum) = (
+    let (widen, transpose, qk, pv, exp_sum) = (
         t.f16_to_f32_row(),
-        t.dot_f32(),
-        t.axpy_rows_f32(),
+        t.transpose(),
+        t.qk_tile(),
+        t.pv_tile(),
         t.exp_sum(),
     );
     let Some(hd) = qs.first().map(|q| q.len()) else {
         return;
     };
     let n = qs.len();
+    debug_assert!(seen.windows(2).all(|w| w[0] <= w[1]));
+    let mut qbuf = Vec::with_capacity(n * hd);
+    for q in qs {
+        qbuf.extend_from_slice(q);
+    }
+    let mut obuf = vec![0f32; n * hd];
     let mut m = vec![f32::NEG_INFINITY; n];
     let mut sum = vec![0f32; n];
-    let mut kq = [0f32; FA_TILE_KV];
+    let mut scores = vec![0f32; n * FA_TILE_KV];
+    let mut krows = vec![0f32; FA_TILE_KV * hd];
     let mut kt = vec![0f32; FA_TILE_KV * hd];
     let mut vt = vec![0f32; FA_TILE_KV * hd];
-    for o in outs.iter_mut() {
-        o.iter_mut().for_each(|v| *v = 0.0);
-    }
-    let max_seen = seen.iter().copied().max().unwrap_or(0);
-    for start in (0..max_seen).step_by(FA_TILE_KV) {
-        let nt = (max_seen - start).min(FA_TILE_KV);
+    let max_seen = seen.last().copied().unwrap_or(0);
+    // Whole tiles of 64 keys, as llama.cpp's: scores past a query's keys
+    // are masked, so softmax rows keep their length (and with it the
+    // portable `exp` sum's grouping) whatever the query sees.
+    const NK: usize = FA_TILE_KV;
+    for start in (0..max_seen).step_by(NK) {
+        let nt = (max_seen - start).min(NK);
         for j in 0..nt {
-            widen(key(start + j), &mut kt[j * hd..(j + 1) * hd]);
+            widen(key(start + j), &mut krows[j * hd..(j + 1) * hd]);
             widen(val(start + j), &mut vt[j * hd..(j + 1) * hd]);
         }
-        for i in 0..n {
-            if start >= seen[i] {
-                continue;
-            }
-            let nn = (seen[i] - start).min(FA_TILE_KV);
-            for (j, s) in kq.iter_mut().enumerate() {
-                *s = if j < nn {
-                    dot(qs[i], &kt[j * hd..(j + 1) * hd]) * scale
-                } else {
-                    f32::NEG_INFINITY
-                };
-            }
-            let out = &mut *outs[i];
-            let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if nt < NK {
+            // Masked keys weigh zero; zeros keep their products zero.
+            krows[nt * hd..].fill(0.0);
+            vt[nt * hd..].fill(0.0);
+        }
+        // Keys as columns: a score tile then needs no horizontal sums.
+        transpose(&krows, hd, NK, hd, &mut kt);
+        // The queries that see this tile: a suffix, as `seen` grows.
+        let first = seen.partition_point(|&s| s <= start);
+        let sc = &mut scores[first * NK..];
+        qk(&qbuf[first * hd..], hd, &kt, NK, scale, sc);
+        for (i, row) in (first..n).zip(sc.chunks_exact_mut(NK)) {
+            let nn = (seen[i] - start).min(NK);
+            row[nn..].fill(f32::NEG_INFINITY);
+            let tile_max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let m_new = m[i].max(tile_max);
             if m_new > m[i] {
                 let ms = (m[i] - m_new).exp();
-                out.iter_mut().for_each(|v| *v *= ms);
+                obuf[i * hd..(i + 1) * hd].iter_mut().for_each(|v| *v *= ms);
                 sum[i] *= ms;
             }
             m[i] = m_new;
-            sum[i] = (sum[i] as f64 + exp_sum(&mut kq, m_new)) as f32;
-            axpy_rows(out, &kq[..nn], &vt[..nn * hd]);
+            // Masked keys come out of `exp` as zeros and add nothing below.
+            sum[i] = (sum[i] as f64 + exp_sum(row, m_new)) as f32;
         }
+        pv(sc, NK, &vt, hd, &mut obuf[first * hd..]);
     }
-    for (o, &s) in outs.iter_mut().zip(&sum) {
+    for ((o, &s), acc) in outs.iter_mut().zip(&sum).zip(obuf.chunks_exact(hd)) {
         let inv = if s == 0.0 { 0.0 } else { 1.0 / s };
-        o.iter_mut().for_each(|v| *v *= inv);
+        for (v, &a) in o.iter_mut().zip(acc) {
+            *v = a * inv;
+        }
     }
 }
 

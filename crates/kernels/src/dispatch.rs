@@ -67,6 +67,18 @@ pub type AxpyF32Fn = fn(y: &mut [f32], alpha: f32, x: &[f32]);
 /// stays in registers across the rows.
 pub type AxpyRowsF32Fn = fn(y: &mut [f32], alphas: &[f32], x: &[f32]);
 
+/// Scores of a block of queries against a tile of keys held transposed:
+/// `s[i * nk + j] = scale * sum_d q[i * hd + d] * kt[d * nk + j]` for the
+/// `q.len() / hd` query rows. Each score's arithmetic depends on its query
+/// and key alone, not on the block they came in.
+pub type QkTileFn = fn(q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]);
+
+/// Weighted sums of a tile of value rows into a block of outputs:
+/// `out[i * hd + d] += p[i * nk + j] * v[j * hd + d]`, `j` in order, for
+/// the `p.len() / nk` query rows. Each output's arithmetic depends on its
+/// own weights alone.
+pub type PvTileFn = fn(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]);
+
 /// The kernels of one tensor type.
 #[derive(Clone, Copy, Debug)]
 pub struct TypeKernels {
@@ -100,18 +112,24 @@ pub type SwigluFn = fn(gate: &mut [f32], up: &[f32]);
 /// `x[i] = exp(x[i] - max)`, returning the sum (softmax numerators).
 pub type ExpSumFn = fn(x: &mut [f32], max: f32) -> f64;
 
+/// Moves a `rows x cols` block of `src` (rows `ld` apart) to `dst`
+/// transposed: `dst[c * rows + r] = src[r * ld + c]`.
+pub type TransposeFn = fn(src: &[f32], ld: usize, rows: usize, cols: usize, dst: &mut [f32]);
+
 /// Element-wise float ops whose `exp` approximation follows the matching
 /// llama.cpp build's `ggml_v_expf`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FloatOps {
     pub swiglu: SwigluFn,
     pub exp_sum: ExpSumFn,
+    pub transpose: TransposeFn,
 }
 
 impl FloatOps {
     pub(crate) const SCALAR: FloatOps = FloatOps {
         swiglu: crate::ops::swiglu_inplace,
         exp_sum: crate::ops::exp_sum_ggml,
+        transpose: crate::ops::transpose,
     };
 }
 
@@ -126,6 +144,10 @@ pub(crate) struct F16RowKernels {
     pub dot_f32: DotF32Fn,
     pub axpy_f32: AxpyF32Fn,
     pub axpy_rows_f32: AxpyRowsF32Fn,
+    /// The f32 route's tiles: scores and weighted values of several queries
+    /// at once against keys and values widened once.
+    pub qk_tile: QkTileFn,
+    pub pv_tile: PvTileFn,
     /// llama.cpp's F16 attention route (short batches, decoding): these
     /// follow `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`
     /// of the matching llama.cpp build (portable C for the scalar table).
@@ -143,6 +165,8 @@ impl F16RowKernels {
         dot_f32: crate::scalar::attn::dot_f32,
         axpy_f32: crate::scalar::attn::axpy_f32,
         axpy_rows_f32: crate::scalar::attn::axpy_rows_f32,
+        qk_tile: crate::scalar::attn::qk_tile,
+        pv_tile: crate::scalar::attn::pv_tile,
         dot_f16: crate::ops::dot_f16_ggml,
         mad_f16: crate::ops::mad_f16,
         scale_f16: crate::ops::scale_f16,
@@ -228,6 +252,13 @@ impl Kernels {
 
     pub(crate) fn with_f16_rows(mut self, f16_rows: F16RowKernels) -> Kernels {
         self.f16_rows = f16_rows;
+        self
+    }
+
+    /// This table with other attention tiles.
+    pub(crate) fn with_attention_tiles(mut self, qk: QkTileFn, pv: PvTileFn) -> Kernels {
+        self.f16_rows.qk_tile = qk;
+        self.f16_rows.pv_tile = pv;
         self
     }
 
@@ -336,6 +367,18 @@ impl Kernels {
         self.f16_rows.axpy_rows_f32
     }
 
+    /// Scores of a block of queries against a transposed tile of keys.
+    #[inline]
+    pub fn qk_tile(&self) -> QkTileFn {
+        self.f16_rows.qk_tile
+    }
+
+    /// Weighted value rows added into a block of outputs.
+    #[inline]
+    pub fn pv_tile(&self) -> PvTileFn {
+        self.f16_rows.pv_tile
+    }
+
     /// Output += weight * f16 value, bit-identical across tables
     /// ([`crate::axpy_f16`] checks lengths).
     #[inline]
@@ -365,6 +408,13 @@ impl Kernels {
     #[inline]
     pub fn exp_sum(&self) -> ExpSumFn {
         self.float_ops.exp_sum
+    }
+
+    /// A block of floats transposed (a band of matrix-product results,
+    /// weight rows x tokens, into the tokens' rows).
+    #[inline]
+    pub fn transpose(&self) -> TransposeFn {
+        self.float_ops.transpose
     }
 
     /// F16 accumulator *= v, rounded to F16.

@@ -125,6 +125,39 @@ pub fn add_inplace(acc: &mut [f32], x: &[f32]) {
     }
 }
 
+/// Transposes a `rows x cols` block of `src` (rows `ld` floats apart) into
+/// `dst`, `cols` rows of `rows` floats: `dst[c * rows + r] = src[r * ld + c]`.
+/// Only whole rows and columns present in both slices are moved.
+pub fn transpose(src: &[f32], ld: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+    let (rows, cols) = transpose_extent(src.len(), ld, rows, cols, dst.len());
+    for r in 0..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * ld + c];
+        }
+    }
+}
+
+/// The part of a [`transpose`] request that both slices hold.
+pub(crate) fn transpose_extent(
+    src_len: usize,
+    ld: usize,
+    rows: usize,
+    cols: usize,
+    dst_len: usize,
+) -> (usize, usize) {
+    let cols = cols.min(ld);
+    if rows == 0 || cols == 0 {
+        return (0, 0);
+    }
+    // Row r reads src[r * ld .. r * ld + cols].
+    let rows = rows.min((src_len + ld - cols) / ld);
+    if rows == 0 {
+        return (0, 0);
+    }
+    let cols = cols.min(dst_len / rows);
+    (rows, cols)
+}
+
 /// Rotary embedding parameters shared by every head of a model.
 #[derive(Debug, Clone)]
 pub struct RopeParams {

@@ -817,3 +817,125 @@ fn tiled_products_of_wide_rows_cross_their_cache_blocks() {
         }
     }
 }
+
+/// The transposing scatter moves every float of the block, and only those,
+/// to the place the portable loop does: ragged edges and short slices too.
+#[test]
+fn transpose_matches_portable_loop() {
+    let Some(k) = simd() else { return };
+    let mut rng = Rng(0x5eed_0011);
+    for (rows, cols, ld) in [
+        (1usize, 1usize, 1usize),
+        (8, 8, 8),
+        (8, 8, 13),
+        (9, 17, 17),
+        (48, 16, 512),
+        (48, 7, 512),
+        (23, 16, 40),
+        (16, 3, 3),
+    ] {
+        let src = rng.normals(rows * ld, 1.0);
+        // Whole blocks, then a source cut short inside its last row and a
+        // destination cut short: both sides must stay in bounds and agree.
+        for (src_len, dst_len) in [
+            (src.len(), rows * cols),
+            ((rows - 1) * ld + cols - 1, rows * cols),
+            (src.len(), rows * cols - 1),
+        ] {
+            let (mut a, mut b) = (vec![f32::NAN; dst_len], vec![f32::NAN; dst_len]);
+            (k.transpose())(&src[..src_len], ld, rows, cols, &mut a);
+            edgellama_kernels::ops::transpose(&src[..src_len], ld, rows, cols, &mut b);
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{rows}x{cols} ld {ld}, src {src_len}, dst {dst_len}"
+            );
+            if src_len == src.len() && dst_len == rows * cols {
+                for r in 0..rows {
+                    for c in 0..cols {
+                        assert_eq!(b[c * rows + r], src[r * ld + c]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The attention tiles of every SIMD table against fused chains written out
+/// here (bit for bit: each score and output is its own chain of fused
+/// multiply-adds, whatever block its query is in), and the scalar table's
+/// twins (rounded products) within a few ulp of the sums' magnitudes.
+#[test]
+fn attention_tiles_match_fused_chains_and_scalar_twins() {
+    let mut rng = Rng(0x5eed_0012);
+    let scalar = edgellama_kernels::scalar::kernels();
+    for (nq, hd, nk) in [
+        (1usize, 64usize, 64usize),
+        (4, 64, 64),
+        (7, 64, 37),
+        (48, 64, 64),
+        (5, 128, 17),
+        (3, 40, 70),
+        (9, 8, 1),
+    ] {
+        let q = rng.normals(nq * hd, 1.0);
+        let kt = rng.normals(hd * nk, 1.0);
+        let p: Vec<f32> = rng.normals(nq * nk, 1.0).iter().map(|x| x.abs()).collect();
+        let v = rng.normals(nk * hd, 1.0);
+        let out0 = rng.normals(nq * hd, 1.0);
+        let scale = 0.125f32;
+        let mut want_s = vec![0f32; nq * nk];
+        let mut want_o = out0.clone();
+        for i in 0..nq {
+            for j in 0..nk {
+                let mut acc = 0f32;
+                for d in 0..hd {
+                    acc = q[i * hd + d].mul_add(kt[d * nk + j], acc);
+                }
+                want_s[i * nk + j] = acc * scale;
+                for d in 0..hd {
+                    let o = &mut want_o[i * hd + d];
+                    *o = p[i * nk + j].mul_add(v[j * hd + d], *o);
+                }
+            }
+        }
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for k in tables().iter().filter(|k| k.name() != "scalar") {
+            let mut s = vec![f32::NAN; nq * nk];
+            (k.qk_tile())(&q, hd, &kt, nk, scale, &mut s);
+            assert_eq!(bits(&s), bits(&want_s), "{} qk {nq}x{hd}x{nk}", k.name());
+            let mut o = out0.clone();
+            (k.pv_tile())(&p, nk, &v, hd, &mut o);
+            assert_eq!(bits(&o), bits(&want_o), "{} pv {nq}x{hd}x{nk}", k.name());
+            // One query alone gets the numbers it got in its block.
+            let mut s1 = vec![0f32; nk];
+            (k.qk_tile())(&q[(nq - 1) * hd..], hd, &kt, nk, scale, &mut s1);
+            assert_eq!(
+                bits(&s1),
+                bits(&want_s[(nq - 1) * nk..]),
+                "{} alone",
+                k.name()
+            );
+        }
+        let mut s = vec![0f32; nq * nk];
+        (scalar.qk_tile())(&q, hd, &kt, nk, scale, &mut s);
+        let mut o = out0.clone();
+        (scalar.pv_tile())(&p, nk, &v, hd, &mut o);
+        for i in 0..nq {
+            // Bounds from the magnitudes summed: n roundings of at most
+            // half an ulp of the largest partial sum.
+            let qn: f32 = q[i * hd..(i + 1) * hd].iter().map(|x| x.abs()).sum();
+            for j in 0..nk {
+                let tol = 2.0 * hd as f32 * f32::EPSILON * qn * 4.0 * scale;
+                let (a, b) = (s[i * nk + j], want_s[i * nk + j]);
+                assert!((a - b).abs() <= tol, "scalar qk [{i},{j}]: {a} vs {b}");
+            }
+            let pn: f32 = p[i * nk..(i + 1) * nk].iter().sum();
+            for d in 0..hd {
+                let tol = 2.0 * nk as f32 * f32::EPSILON * (pn * 4.0 + 4.0);
+                let (a, b) = (o[i * hd + d], want_o[i * hd + d]);
+                assert!((a - b).abs() <= tol, "scalar pv [{i},{d}]: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -68,6 +68,47 @@ pub fn axpy_rows_f32(y: &mut [f32], alphas: &[f32], x: &[f32]) {
     }
 }
 
+/// Scores of a block of queries against a tile of keys:
+/// `s[i * nk + j] = scale * (q row i . key j)`, with `q` rows of `hd`
+/// floats and `kt` the keys transposed (`hd` rows of `nk` floats). Each
+/// score is [`dot_f32`]'s sum in its order, then scaled.
+pub fn qk_tile(q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]) {
+    if hd == 0 || nk == 0 {
+        return;
+    }
+    let nq = (q.len() / hd).min(s.len() / nk);
+    if kt.len() < hd * nk {
+        return;
+    }
+    for i in 0..nq {
+        let qi = &q[i * hd..(i + 1) * hd];
+        for j in 0..nk {
+            let mut sum = 0.0f32;
+            for (d, &x) in qi.iter().enumerate() {
+                sum += x * kt[d * nk + j];
+            }
+            s[i * nk + j] = sum * scale;
+        }
+    }
+}
+
+/// Weighted values of a block of queries: `out` row `i` (of `hd` floats)
+/// plus `p[i * nk + j] * v row j` for each of the `nk` rows of `v` in turn,
+/// as [`axpy_rows_f32`] adds them.
+pub fn pv_tile(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]) {
+    if hd == 0 || nk == 0 || v.len() < nk * hd {
+        return;
+    }
+    let nq = (p.len() / nk).min(out.len() / hd);
+    for i in 0..nq {
+        axpy_rows_f32(
+            &mut out[i * hd..(i + 1) * hd],
+            &p[i * nk..(i + 1) * nk],
+            &v[..nk * hd],
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

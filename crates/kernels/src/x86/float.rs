@@ -510,3 +510,60 @@ pub unsafe fn exp_sum(x: &mut [f32], max: f32) -> f64 {
     }
     sum
 }
+
+/// [`crate::ops::transpose`] in blocks of 8x8 floats moved through registers
+/// (the edges one by one).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn transpose(src: &[f32], ld: usize, rows: usize, cols: usize, dst: &mut [f32]) {
+    let (rows, cols) = crate::ops::transpose_extent(src.len(), ld, rows, cols, dst.len());
+    let (ps, pd) = (src.as_ptr(), dst.as_mut_ptr());
+    let (r8, c8) = (rows / 8 * 8, cols / 8 * 8);
+    for r0 in (0..r8).step_by(8) {
+        for c0 in (0..c8).step_by(8) {
+            // SAFETY: rows r0..r0 + 8 and columns c0..c0 + 8 lie inside the
+            // extent both slices hold.
+            macro_rules! row {
+                ($i:expr) => {
+                    _mm256_loadu_ps(ps.add((r0 + $i) * ld + c0))
+                };
+            }
+            let (a0, a1, a2, a3) = (row!(0), row!(1), row!(2), row!(3));
+            let (a4, a5, a6, a7) = (row!(4), row!(5), row!(6), row!(7));
+            let (t0, t1) = (_mm256_unpacklo_ps(a0, a1), _mm256_unpackhi_ps(a0, a1));
+            let (t2, t3) = (_mm256_unpacklo_ps(a2, a3), _mm256_unpackhi_ps(a2, a3));
+            let (t4, t5) = (_mm256_unpacklo_ps(a4, a5), _mm256_unpackhi_ps(a4, a5));
+            let (t6, t7) = (_mm256_unpacklo_ps(a6, a7), _mm256_unpackhi_ps(a6, a7));
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+            macro_rules! out {
+                ($k:expr, $v:expr) => {
+                    _mm256_storeu_ps(pd.add((c0 + $k) * rows + r0), $v)
+                };
+            }
+            out!(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
+            out!(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
+            out!(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
+            out!(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
+            out!(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
+            out!(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
+            out!(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
+            out!(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+        }
+        for r in r0..r0 + 8 {
+            for c in c8..cols {
+                dst[c * rows + r] = src[r * ld + c];
+            }
+        }
+    }
+    for r in r8..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * ld + c];
+        }
+    }
+}

@@ -22,6 +22,7 @@
 //! Like the scalar kernels they process the whole blocks present in every
 //! slice, so out-of-contract lengths cannot make them read out of bounds.
 
+mod attn;
 mod float;
 mod kquants;
 mod legacy;
@@ -33,7 +34,8 @@ mod vnni_k;
 use edgellama_gguf::GgmlType;
 
 use crate::dispatch::{
-    F16RowKernels, FloatOps, Kernels, TypeKernels, VecDotBatchFn, VecDotFn, VecDotTileFn,
+    F16RowKernels, FloatOps, Kernels, PvTileFn, QkTileFn, TypeKernels, VecDotBatchFn, VecDotFn,
+    VecDotTileFn,
 };
 
 /// Proof that this CPU has AVX2, FMA and F16C.
@@ -153,6 +155,8 @@ fn f16_rows(_: Avx2) -> F16RowKernels {
         dot_f32: avx2!(float::dot_f32, |a: &[f32], b: &[f32]| -> f32),
         axpy_f32: avx2!(float::axpy_f32, |y: &mut [f32], alpha: f32, x: &[f32]| -> ()),
         axpy_rows_f32: avx2!(float::axpy_rows_f32, |y: &mut [f32], alphas: &[f32], x: &[f32]| -> ()),
+        qk_tile: avx2!(attn::qk_tile_avx2, |q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]| -> ()),
+        pv_tile: avx2!(attn::pv_tile_avx2, |p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]| -> ()),
         dot_f16: avx2!(float::dot_f16, |a: &[u16], b: &[u16]| -> f32),
         mad_f16: avx2!(float::mad_f16, |y: &mut [u16], x: &[u16], v: f32| -> ()),
         scale_f16: avx2!(float::scale_f16, |y: &mut [u16], v: f32| -> ()),
@@ -163,6 +167,7 @@ fn float_ops(_: Avx2) -> FloatOps {
     FloatOps {
         swiglu: avx2!(float::swiglu, |gate: &mut [f32], up: &[f32]| -> ()),
         exp_sum: avx2!(float::exp_sum, |x: &mut [f32], max: f32| -> f64),
+        transpose: avx2!(float::transpose, |src: &[f32], ld: usize, rows: usize, cols: usize, dst: &mut [f32]| -> ()),
     }
 }
 
@@ -300,6 +305,23 @@ fn vnni_batches(cpu: Avx512Vnni) -> Vec<(GgmlType, VecDotBatchFn)> {
         .collect()
 }
 
+/// The f32 attention route's score tile on 512-bit vectors.
+fn vnni_qk_tile(_: Avx512Vnni) -> QkTileFn {
+    |q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]| {
+        // SAFETY: built only where an `Avx512Vnni` token proves the CPU has
+        // the features the kernel is compiled for.
+        unsafe { attn::qk_tile_avx512(q, hd, kt, nk, scale, s) }
+    }
+}
+
+/// The f32 attention route's value tile on 512-bit vectors.
+fn vnni_pv_tile(_: Avx512Vnni) -> PvTileFn {
+    |p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]| {
+        // SAFETY: as in `vnni_qk_tile`.
+        unsafe { attn::pv_tile_avx512(p, nk, v, hd, out) }
+    }
+}
+
 /// The AVX2 table.
 fn avx2_table(cpu: Avx2, scalar: &Kernels) -> Kernels {
     scalar
@@ -323,7 +345,8 @@ pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels>
             .with("x86-avx512vnni", &vnni_overrides(cpu, &avx2))
             .with_tile(&vnni_tiles(cpu))
             .with_batch(&vnni_batches(cpu))
-            .with_tile_rows(&[(GgmlType::Q4_K, 16), (GgmlType::Q6_K, 16)]),
+            .with_tile_rows(&[(GgmlType::Q4_K, 16), (GgmlType::Q6_K, 16)])
+            .with_attention_tiles(vnni_qk_tile(cpu), vnni_pv_tile(cpu)),
         None => avx2,
     })
 }
