@@ -15,11 +15,12 @@
 //! `k` of a packed group holds, in lane `i`, bytes `4k..4k + 4` of half
 //! `i / 4` of block `i % 4` (a 4x4 transpose of 32-bit words inside each
 //! 128-bit lane). `vpdpbusd` multiplies unsigned by signed bytes:
-//! - `x = d * q` formats (`sym`): weights as signed `q - offset`,
-//!   activations shifted to unsigned `y + 128`; the chain starts from
-//!   `-128 * sum(q)` per lane, computed once per weight group.
-//! - `x = d * q + m` formats (`offset`): weights unsigned `q`, activations
-//!   signed as they are.
+//! weights as unsigned bytes, activations signed as they are.
+//! - `x = d * q` formats (`sym`): the weights' stored bytes read unsigned
+//!   are `q + o` (`o` = 8 for q4_0, 16 for q5_0, 128 for q8_0 with its top
+//!   bit flipped), so the chain starts from `-o * sum(y)` per lane,
+//!   computed once per activation group rather than per weight group.
+//! - `x = d * q + m` formats (`offset`): weights unsigned `q`.
 //!
 //! Each call packs its activation rows once and its weight rows once, then
 //! works through tiles of up to 4 x 4 (row, column) pairs whose
@@ -46,7 +47,8 @@ use crate::blocks::{
 #[repr(C, align(32))]
 struct Packed {
     q: [__m256i; 4],
-    /// `sym` weights: `-128 * sum(q)` per lane; otherwise unused.
+    /// Activations of `sym` products: `-o * sum(y)` per lane (see the
+    /// module note); otherwise zero.
     neg: __m256i,
     s: __m256,
 }
@@ -72,8 +74,10 @@ unsafe fn transpose(b: [__m256i; 4]) -> [__m256i; 4] {
 trait WeightBlock: Sized + FromBytes + KnownLayout + Immutable + Unaligned {
     /// `sym` formats (`x = d * q`, activations q8_0).
     const SYM: bool;
-    /// The 32 quants in element order: signed `q - offset` for `sym`
-    /// formats, unsigned `q` otherwise.
+    /// What [`WeightBlock::quants`] adds to a `sym` format's `q`.
+    const OFFSET: i32 = 0;
+    /// The 32 quants in element order as unsigned bytes: `q + OFFSET` for
+    /// `sym` formats, `q` otherwise.
     unsafe fn quants(&self) -> __m256i;
     fn d(&self) -> Half;
     /// The offset format's `m`.
@@ -84,10 +88,11 @@ trait WeightBlock: Sized + FromBytes + KnownLayout + Immutable + Unaligned {
 
 impl WeightBlock for BlockQ8_0 {
     const SYM: bool = true;
+    const OFFSET: i32 = 128;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(&self) -> __m256i {
-        load_i8x32(&self.qs)
+        _mm256_xor_si256(load_i8x32(&self.qs), _mm256_set1_epi8(-128))
     }
     fn d(&self) -> Half {
         self.d
@@ -96,10 +101,11 @@ impl WeightBlock for BlockQ8_0 {
 
 impl WeightBlock for BlockQ4_0 {
     const SYM: bool = true;
+    const OFFSET: i32 = 8;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(&self) -> __m256i {
-        _mm256_sub_epi8(unpack_q4(self)[0], _mm256_set1_epi8(8))
+        unpack_q4(self)[0]
     }
     fn d(&self) -> Half {
         self.d
@@ -108,10 +114,11 @@ impl WeightBlock for BlockQ4_0 {
 
 impl WeightBlock for BlockQ5_0 {
     const SYM: bool = true;
+    const OFFSET: i32 = 16;
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn quants(&self) -> __m256i {
-        _mm256_sub_epi8(unpack_q5_0(self)[0], _mm256_set1_epi8(16))
+        unpack_q5_0(self)[0]
     }
     fn d(&self) -> Half {
         self.d
@@ -186,24 +193,28 @@ impl ActBlock for BlockQ8_1 {
     }
 }
 
-/// Packs up to four activation blocks (missing ones count as zeros).
+/// Packs up to four activation blocks (missing ones count as zeros) for
+/// weights whose unsigned bytes carry `offset` (see [`WeightBlock::OFFSET`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
-unsafe fn pack_act<A: ActBlock>(blocks: &[A], sym: bool) -> Packed {
+unsafe fn pack_act<A: ActBlock>(blocks: &[A], offset: i32) -> Packed {
     let mut b = [_mm256_setzero_si256(); 4];
     for (v, x) in b.iter_mut().zip(blocks) {
         *v = load_i8x32(x.qs());
     }
-    let mut q = transpose(b);
-    if sym {
-        let bias = _mm256_set1_epi8(-128);
-        for v in &mut q {
-            *v = _mm256_xor_si256(*v, bias);
+    let q = transpose(b);
+    let mut neg = _mm256_setzero_si256();
+    if offset != 0 {
+        let ones = _mm256_set1_epi8(1);
+        let mut sum = _mm256_setzero_si256();
+        for v in q {
+            sum = _mm256_dpbusd_epi32(sum, ones, v);
         }
+        neg = _mm256_mullo_epi32(sum, _mm256_set1_epi32(-offset));
     }
     Packed {
         q,
-        neg: _mm256_setzero_si256(),
+        neg,
         s: A::scales(blocks),
     }
 }
@@ -220,24 +231,17 @@ unsafe fn pack_weights<W: WeightBlock>(blocks: &[W]) -> Packed {
         h[2 * i + 1] = x.m();
     }
     let q = transpose(b);
-    let (s, neg) = if W::SYM {
+    let s = if W::SYM {
         let d = [h[0], h[2], h[4], h[6]].map(|x| x.to_bits());
-        let ones = _mm256_set1_epi8(-128);
-        let mut corr = _mm256_setzero_si256();
-        for v in q {
-            corr = _mm256_dpbusd_epi32(corr, ones, v);
-        }
-        (
-            f16x4_twice(pack4(d)),
-            _mm256_sub_epi32(_mm256_setzero_si256(), corr),
-        )
+        f16x4_twice(pack4(d))
     } else {
-        (
-            f16x8(pair2(h[0], h[1], h[2], h[3]), pair2(h[4], h[5], h[6], h[7])),
-            _mm256_setzero_si256(),
-        )
+        f16x8(pair2(h[0], h[1], h[2], h[3]), pair2(h[4], h[5], h[6], h[7]))
     };
-    Packed { q, neg, s }
+    Packed {
+        q,
+        neg: _mm256_setzero_si256(),
+        s,
+    }
 }
 
 /// `R x C` pairs over `groups` packed groups: weight rows at
@@ -280,9 +284,9 @@ unsafe fn group_step<const SYM: bool>(
     acc_m: &mut __m256,
 ) {
     if SYM {
-        let mut s = pw.neg;
+        let mut s = pa.neg;
         for k in 0..4 {
-            s = _mm256_dpbusd_epi32(s, pa.q[k], pw.q[k]);
+            s = _mm256_dpbusd_epi32(s, pw.q[k], pa.q[k]);
         }
         *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(pw.s, pa.s), *acc);
     } else {
@@ -441,7 +445,7 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
         for c in 0..cols {
             let yr = &y[c * per_row..(c + 1) * per_row];
             for ch in yr.chunks(4) {
-                pa.push(pack_act(ch, W::SYM));
+                pa.push(pack_act(ch, W::OFFSET));
             }
         }
         if cols == 1 {
