@@ -156,7 +156,14 @@ impl RowQuads {
 
     /// The rows of quad `k`; a lane past the last row repeats it.
     pub fn rows(&self, k: usize) -> [usize; 4] {
-        std::array::from_fn(|l| (k + l * self.q).min(self.rows.saturating_sub(1)))
+        let last = self.rows.saturating_sub(1);
+        let q = self.q;
+        [
+            k.min(last),
+            (k + q).min(last),
+            (k + 2 * q).min(last),
+            (k + 3 * q).min(last),
+        ]
     }
 
     /// The row lane `l` of quad `k` stands for, if it is one of its own.

@@ -225,7 +225,9 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
             let ya = widen(&y[..cols * n], ybuf);
             let quads = RowQuads::new(rows);
             for k in 0..quads.count() {
-                let xr: [&[Half]; 4] = quads.rows(k).map(|r| &x[r * n..][..n]);
+                let [a, b, c, d] = quads.rows(k);
+                let row = |r: usize| &x[r * n..][..n];
+                let xr: [&[Half]; 4] = [row(a), row(b), row(c), row(d)];
                 let mut put = |v: &[[f32; 4]]| {
                     for (c, col) in v.iter().enumerate() {
                         for (l, &o) in col.iter().enumerate() {

@@ -456,7 +456,8 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             let quads = n >= QUAD_MIN_N || size_of::<W>() >= size_of::<BlockQ8_0>();
             let q = if quads { rows / 4 } else { 0 };
             for k in 0..q {
-                let xr: [&[W]; 4] = std::array::from_fn(|j| &x[(k + j * q) * per_row..][..per_row]);
+                let row = |j: usize| &x[(k + j * q) * per_row..][..per_row];
+                let xr: [&[W]; 4] = [row(0), row(1), row(2), row(3)];
                 let v = rows_dot4(xr, pa);
                 for (j, &o) in v.iter().enumerate() {
                     out[k + j * q] = o;

@@ -483,7 +483,7 @@ unsafe fn bcast<T>(p: *const T, off: usize) -> __m512i {
     ))
 }
 
-/// A group's 16 rows against `C` activation rows over `nb` super-blocks
+/// A group's 16 rows against the first `C` activation rows of `y` over `nb` super-blocks
 /// (`g[i]` is super-block `i`); writes `out[l * stride + c]` for the
 /// group's first `rows` rows.
 #[inline]
@@ -491,7 +491,7 @@ unsafe fn bcast<T>(p: *const T, off: usize) -> __m512i {
 #[allow(clippy::needless_range_loop)]
 unsafe fn micro<const Q6: bool, const C: usize>(
     g: &[Group],
-    y: [&[ActK]; C],
+    y: &[&[ActK]; TC],
     rows: usize,
     out: &mut [f32],
     stride: usize,
@@ -558,15 +558,18 @@ const TC: usize = 8;
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
 unsafe fn micro_any<const Q6: bool>(
     g: &[Group],
-    y: &[&[ActK]],
+    y: &[&[ActK]; TC],
+    cols: usize,
     rows: usize,
     out: &mut [f32],
     stride: usize,
 ) {
+    // The array is passed whole: `array::from_fn` closures building a
+    // smaller one are not inlined.
     macro_rules! arms {
         ($($c:literal)*) => {
-            match y.len() {
-                $($c => micro::<Q6, $c>(g, std::array::from_fn(|j| y[j]), rows, out, stride),)*
+            match cols {
+                $($c => micro::<Q6, $c>(g, y, rows, out, stride),)*
                 _ => {}
             }
         };
@@ -629,12 +632,14 @@ where
             // activation rows at a time.
             let quads = RowQuads::new(rows);
             for k in 0..quads.count() {
-                let xr: [&[X]; 4] = quads.rows(k).map(|r| &x[r * nb..][..nb]);
+                let [a, b, c, d] = quads.rows(k);
+                let row = |r: usize| &x[r * nb..][..nb];
+                let xr: [&[X]; 4] = [row(a), row(b), row(c), row(d)];
                 let mut c = 0;
                 while c < cols {
                     let cc = (cols - c).min(3);
-                    let yc: [&[ActK]; 3] =
-                        std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * nb..][..nb]);
+                    let yrow = |j: usize| &ya[(c + j.min(cc - 1)) * nb..][..nb];
+                    let yc: [&[ActK]; 3] = [yrow(0), yrow(1), yrow(2)];
                     let mut put = |v: &[[f32; 4]]| {
                         for (j, col) in v.iter().enumerate() {
                             for (l, &o) in col.iter().enumerate() {
@@ -671,15 +676,25 @@ where
             let mut c = 0;
             while c < cols {
                 let cc = (cols - c).min(TC);
-                let yc: [&[ActK]; TC] =
-                    std::array::from_fn(|j| &ya[(c + j.min(cc - 1)) * nb..][..nb]);
+                let yrow = |j: usize| &ya[(c + j.min(cc - 1)) * nb..][..nb];
+                let yc: [&[ActK]; TC] = [
+                    yrow(0),
+                    yrow(1),
+                    yrow(2),
+                    yrow(3),
+                    yrow(4),
+                    yrow(5),
+                    yrow(6),
+                    yrow(7),
+                ];
                 let mut r = r0;
                 let mut gi = 0;
                 while r < r1 {
                     let rr = (r1 - r).min(GR);
                     micro_any::<Q6>(
                         &gs[gi * nb..(gi + 1) * nb],
-                        &yc[..cc],
+                        &yc,
+                        cc,
                         rr,
                         &mut out[r * cols + c..],
                         cols,
