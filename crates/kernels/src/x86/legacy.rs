@@ -402,6 +402,17 @@ macro_rules! legacy_entries {
     };
 }
 
+/// `[f(base), f(base + 1), ..]`: `array::from_fn`'s closure calls are not
+/// inlined into the target-feature kernels; this loop is.
+#[inline(always)]
+fn rows_from<'a, T: ?Sized, const N: usize>(f: impl Fn(usize) -> &'a T, base: usize) -> [&'a T; N] {
+    let mut out = [f(base); N];
+    for (k, o) in out.iter_mut().enumerate().skip(1) {
+        *o = f(base + k);
+    }
+    out
+}
+
 /// The body of a `vec_dot_tile` entry: `$x` holds weight rows and `$y`
 /// activation rows of `$per_row` blocks each; `$out[r * cols + c]` gets the
 /// product of weight row `r` with activation row `c`, for the whole rows
@@ -434,16 +445,13 @@ macro_rules! tile_loop {
                 let mut r = r0;
                 while r + $tr <= r1 {
                     if cn == $tc {
-                        let t = $core::<$tr, $tc>(
-                            std::array::from_fn(|k| xr(r + k)),
-                            std::array::from_fn(|j| yr(c + j)),
-                        );
+                        let t = $core::<$tr, $tc>(rows_from(xr, r), rows_from(yr, c));
                         for (k, tr) in t.iter().enumerate() {
                             out[(r + k) * cols + c..][..$tc].copy_from_slice(tr);
                         }
                     } else {
                         for j in c..c + cn {
-                            let t = $core::<$tr, 1>(std::array::from_fn(|k| xr(r + k)), [yr(j)]);
+                            let t = $core::<$tr, 1>(rows_from(xr, r), [yr(j)]);
                             for (k, tr) in t.iter().enumerate() {
                                 out[(r + k) * cols + j] = tr[0];
                             }
@@ -453,7 +461,7 @@ macro_rules! tile_loop {
                 }
                 for r in r..r1 {
                     if cn == $tc {
-                        let t = $core::<1, $tc>([xr(r)], std::array::from_fn(|j| yr(c + j)));
+                        let t = $core::<1, $tc>([xr(r)], rows_from(yr, c));
                         out[r * cols + c..][..$tc].copy_from_slice(&t[0]);
                     } else {
                         for j in c..c + cn {
