@@ -55,18 +55,6 @@ pub type DotF32F16Fn = fn(a: &[f32], b: &[u16]) -> f32;
 /// `y[i] += alpha * x[i]` with `x` a row of f16 bits (a weighted cached value).
 pub type AxpyF16Fn = fn(y: &mut [f32], alpha: f32, x: &[u16]);
 
-/// [`DotF32F16Fn`] on a key row already widened to `f32` (exactly), with
-/// the same bits: attention widens a tile of keys once for many queries.
-pub type DotF32Fn = fn(a: &[f32], b: &[f32]) -> f32;
-
-/// [`AxpyF16Fn`] on a value row already widened to `f32`, with the same bits.
-pub type AxpyF32Fn = fn(y: &mut [f32], alpha: f32, x: &[f32]);
-
-/// [`AxpyF32Fn`] for each row `j` of `x` in turn (`alphas.len()` rows of
-/// `y.len()` floats), with the same bits as those calls one by one; `y`
-/// stays in registers across the rows.
-pub type AxpyRowsF32Fn = fn(y: &mut [f32], alphas: &[f32], x: &[f32]);
-
 /// Scores of a block of queries against a tile of keys held transposed:
 /// `s[i * nk + j] = scale * sum_d q[i * hd + d] * kt[d * nk + j]` for the
 /// `q.len() / hd` query rows. Each score's arithmetic depends on its query
@@ -141,9 +129,6 @@ pub(crate) struct F16RowKernels {
     pub f32_to_f16: F32ToF16Fn,
     pub dot_f32_f16: DotF32F16Fn,
     pub axpy_f16: AxpyF16Fn,
-    pub dot_f32: DotF32Fn,
-    pub axpy_f32: AxpyF32Fn,
-    pub axpy_rows_f32: AxpyRowsF32Fn,
     /// The f32 route's tiles: scores and weighted values of several queries
     /// at once against keys and values widened once.
     pub qk_tile: QkTileFn,
@@ -162,9 +147,6 @@ impl F16RowKernels {
         f32_to_f16: crate::scalar::attn::f32_to_f16_row,
         dot_f32_f16: crate::scalar::attn::dot_f32_f16,
         axpy_f16: crate::scalar::attn::axpy_f16,
-        dot_f32: crate::scalar::attn::dot_f32,
-        axpy_f32: crate::scalar::attn::axpy_f32,
-        axpy_rows_f32: crate::scalar::attn::axpy_rows_f32,
         qk_tile: crate::scalar::attn::qk_tile,
         pv_tile: crate::scalar::attn::pv_tile,
         dot_f16: crate::ops::dot_f16_ggml,
@@ -347,24 +329,6 @@ impl Kernels {
     #[inline]
     pub fn dot_f32_f16(&self) -> DotF32F16Fn {
         self.f16_rows.dot_f32_f16
-    }
-
-    /// [`Kernels::dot_f32_f16`] on a widened key row (same bits).
-    #[inline]
-    pub fn dot_f32(&self) -> DotF32Fn {
-        self.f16_rows.dot_f32
-    }
-
-    /// [`Kernels::axpy_f16`] on a widened value row (same bits).
-    #[inline]
-    pub fn axpy_f32(&self) -> AxpyF32Fn {
-        self.f16_rows.axpy_f32
-    }
-
-    /// [`Kernels::axpy_f32`] over several rows in turn (same bits).
-    #[inline]
-    pub fn axpy_rows_f32(&self) -> AxpyRowsF32Fn {
-        self.f16_rows.axpy_rows_f32
     }
 
     /// Scores of a block of queries against a transposed tile of keys.

@@ -742,42 +742,6 @@ fn tiles_stay_inside(k: &Kernels) {
 }
 
 #[test]
-fn widened_attention_products_give_the_f16_ones_bits() {
-    // Attention widens a tile of cached keys and values once for many
-    // queries; the f32 entries must then give each table's f16 bits.
-    let mut rng = Rng(0x5eed_0011);
-    for k in tables() {
-        for n in [1usize, 7, 8, 31, 63, 64, 65, 128, 200] {
-            for _ in 0..20 {
-                let q = rng.normals(n, 1.0);
-                let h = f16_row(&mut rng, n, 2.0);
-                let mut wide = vec![0f32; n];
-                (k.f16_to_f32_row())(&h, &mut wide);
-                let (a, b) = ((k.dot_f32_f16())(&q, &h), (k.dot_f32())(&q, &wide));
-                assert_eq!(a.to_bits(), b.to_bits(), "{} dot n={n}", k.name());
-                let alpha = rng.normal();
-                let mut y1 = rng.normals(n, 1.0);
-                let mut y2 = y1.clone();
-                (k.axpy_f16())(&mut y1, alpha, &h);
-                (k.axpy_f32())(&mut y2, alpha, &wide);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&y1), bits(&y2), "{} axpy n={n}", k.name());
-                // Several rows at once against the same rows one by one.
-                let rows = 1 + (n % 5);
-                let alphas = rng.normals(rows, 1.0);
-                let xs = rng.normals(rows * n, 1.0);
-                let mut y3 = y1.clone();
-                for (j, &a) in alphas.iter().enumerate() {
-                    (k.axpy_f32())(&mut y1, a, &xs[j * n..(j + 1) * n]);
-                }
-                (k.axpy_rows_f32())(&mut y3, &alphas, &xs);
-                assert_eq!(bits(&y1), bits(&y3), "{} axpy_rows n={n}", k.name());
-            }
-        }
-    }
-}
-
-#[test]
 fn tiled_products_of_wide_rows_cross_their_cache_blocks() {
     // Long rows and many pairs, so that the tiled kernels' row and column
     // chunks (sized in bytes) end inside the product, at ragged places.

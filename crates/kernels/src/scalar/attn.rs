@@ -41,24 +41,15 @@ pub fn axpy_f16(y: &mut [f32], alpha: f32, x: &[u16]) {
     }
 }
 
-/// [`dot_f32_f16`] on a key row already widened: the same sum in the same order.
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut sum = 0.0f32;
-    for (&x, &y) in a.iter().zip(b) {
-        sum += x * y;
-    }
-    sum
-}
-
 /// [`axpy_f16`] on a value row already widened.
-pub fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
+fn axpy_f32(y: &mut [f32], alpha: f32, x: &[f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o += alpha * v;
     }
 }
 
 /// [`axpy_f32`] with each row `j` of `x` weighted by `alphas[j]`, in turn.
-pub fn axpy_rows_f32(y: &mut [f32], alphas: &[f32], x: &[f32]) {
+fn axpy_rows_f32(y: &mut [f32], alphas: &[f32], x: &[f32]) {
     let n = y.len();
     if n == 0 {
         return;
@@ -71,7 +62,8 @@ pub fn axpy_rows_f32(y: &mut [f32], alphas: &[f32], x: &[f32]) {
 /// Scores of a block of queries against a tile of keys:
 /// `s[i * nk + j] = scale * (q row i . key j)`, with `q` rows of `hd`
 /// floats and `kt` the keys transposed (`hd` rows of `nk` floats). Each
-/// score is [`dot_f32`]'s sum in its order, then scaled.
+/// score is [`dot_f32_f16`]'s sum in its order (rounded products added in
+/// turn), then scaled.
 pub fn qk_tile(q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]) {
     if hd == 0 || nk == 0 {
         return;
