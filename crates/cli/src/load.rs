@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use edgellama_backend::CpuBackend;
-use edgellama_gguf::GgufFile;
+use edgellama_gguf::{GgufFile, LoadMode};
 use edgellama_models::CausalLm;
 use edgellama_tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,35 @@ pub struct ModelArgs {
     /// Hugging Face access token (also -hft; default: HF_TOKEN).
     #[arg(long = "hf-token", value_name = "TOKEN")]
     pub hf_token: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+/// How a model for inference is held in memory (llama.cpp's flag names).
+/// By default the file is read into memory backed by transparent huge pages
+/// where the system grants them, and memory-mapped elsewhere.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct LoadArgs {
+    /// Memory-map the model file: instant start, the page cache's copy
+    /// shared, slower generation (the weights stream through 4 KiB pages)
+    #[arg(long = "mmap", overrides_with = "no_mmap")]
+    pub mmap: bool,
+    /// Read the model file into memory (huge pages where the system grants
+    /// them): about a second per GB to start, faster generation
+    #[arg(long = "no-mmap", overrides_with = "mmap")]
+    pub no_mmap: bool,
+}
+
+impl LoadArgs {
+    pub fn mode(&self) -> LoadMode {
+        if self.mmap {
+            LoadMode::Map
+        } else if self.no_mmap {
+            LoadMode::Read
+        } else {
+            LoadMode::fastest()
+        }
+    }
 }
 
 impl ModelArgs {
@@ -96,10 +125,11 @@ pub fn expand_hf_shorthands(
     out
 }
 
-/// A GGUF file, or a Hugging Face checkpoint directory converted in memory
-/// (no file is written; the weights keep the checkpoint's BF16/F16, as
-/// `edgellama convert` does by default).
-pub fn open_gguf(path: &Path) -> Result<Arc<GgufFile>> {
+/// A GGUF file held as `mode` says (commands that only read metadata map
+/// it), or a Hugging Face checkpoint directory converted in memory (no file
+/// is written; the weights keep the checkpoint's BF16/F16, as `edgellama
+/// convert` does by default).
+pub fn open_gguf(path: &Path, mode: LoadMode) -> Result<Arc<GgufFile>> {
     if path.is_dir() {
         let conv = edgellama_convert::Converter::open(path, edgellama_convert::OutType::Auto)
             .with_context(|| format!("cannot convert the checkpoint {}", path.display()))?;
@@ -108,8 +138,8 @@ pub fn open_gguf(path: &Path) -> Result<Arc<GgufFile>> {
             .with_context(|| format!("cannot convert the checkpoint {}", path.display()))?;
         return Ok(Arc::new(file));
     }
-    let file =
-        GgufFile::open(path).with_context(|| format!("cannot load model {}", path.display()))?;
+    let file = GgufFile::open_with(path, mode)
+        .with_context(|| format!("cannot load model {}", path.display()))?;
     Ok(Arc::new(file))
 }
 
@@ -122,4 +152,30 @@ pub fn model(file: &Arc<GgufFile>, path: &Path, threads: usize) -> Result<Box<dy
     let backend = Arc::new(CpuBackend::new(threads).context("cannot start the CPU backend")?);
     edgellama_models::load_model(file.clone(), backend)
         .with_context(|| format!("cannot load model {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        load: LoadArgs,
+    }
+
+    fn mode(args: &[&str]) -> LoadMode {
+        let argv = std::iter::once("x").chain(args.iter().copied());
+        Cmd::try_parse_from(argv).expect("parse").load.mode()
+    }
+
+    #[test]
+    fn mmap_flags_choose_the_load_mode_the_last_one_winning() {
+        assert_eq!(mode(&["--mmap"]), LoadMode::Map);
+        assert_eq!(mode(&["--no-mmap"]), LoadMode::Read);
+        assert_eq!(mode(&["--no-mmap", "--mmap"]), LoadMode::Map);
+        assert_eq!(mode(&["--mmap", "--no-mmap"]), LoadMode::Read);
+        assert_eq!(mode(&[]), LoadMode::fastest());
+    }
 }

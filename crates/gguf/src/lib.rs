@@ -26,7 +26,9 @@ mod writer;
 
 pub use error::GgufError;
 pub use metadata::{ArrayValues, MetadataArray, MetadataValue, ValueType};
-pub use reader::{GgufFile, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH};
+pub use reader::{
+    GgufFile, LoadMode, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_ARRAY_DEPTH,
+};
 pub use tensor::{TensorInfo, MAX_DIMS};
 pub use types::{GgmlType, QK_K};
 pub use writer::GgufWriter;

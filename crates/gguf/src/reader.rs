@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use crate::error::GgufError;
@@ -25,6 +26,35 @@ const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 4 + 8;
 /// Upper bound for up-front reservations; larger collections grow as parsed.
 const MAX_RESERVE: usize = 1 << 16;
+
+/// How [`GgufFile::open_with`] holds a file's bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadMode {
+    /// A read-only memory map of the file: opening is instant and the page
+    /// cache's copy is shared, but the weights sit in 4 KiB pages.
+    #[default]
+    Map,
+    /// The file read into anonymous memory that asks for transparent huge
+    /// pages (`MADV_HUGEPAGE`, on Linux): opening copies the file, but
+    /// streaming the weights then misses the TLB once per 2 MiB instead of
+    /// once per 4 KiB, so generation reads memory faster.
+    Read,
+}
+
+impl LoadMode {
+    /// [`LoadMode::Read`] where the kernel grants huge pages on request
+    /// (Linux with transparent huge pages `always` or `madvise`), else
+    /// [`LoadMode::Map`]: without huge pages a copy gains nothing.
+    pub fn fastest() -> LoadMode {
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .unwrap_or_default();
+        if thp.contains("[always]") || thp.contains("[madvise]") {
+            LoadMode::Read
+        } else {
+            LoadMode::Map
+        }
+    }
+}
 
 enum Backing {
     Mmap(memmap2::Mmap),
@@ -70,6 +100,11 @@ impl fmt::Debug for GgufFile {
 impl GgufFile {
     /// Maps the file read-only and validates it completely.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
+        GgufFile::open_with(path, LoadMode::Map)
+    }
+
+    /// Opens the file as `mode` says and validates it completely.
+    pub fn open_with(path: impl AsRef<Path>, mode: LoadMode) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
         let io_err = |source| GgufError::Io {
             path: path.to_owned(),
@@ -80,6 +115,19 @@ impl GgufFile {
         let backing = if len == 0 {
             // Mapping an empty file fails on some systems; parsing reports truncation.
             Backing::Owned(Vec::new())
+        } else if mode == LoadMode::Read {
+            let len = usize::try_from(len).map_err(|_| {
+                io_err(std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "the file is larger than this machine's address space",
+                ))
+            })?;
+            let mut anon = memmap2::MmapMut::map_anon(len).map_err(io_err)?;
+            // Only a hint: without huge pages the copy still works.
+            #[cfg(target_os = "linux")]
+            let _ = anon.advise(memmap2::Advice::HugePage);
+            (&file).read_exact(&mut anon).map_err(io_err)?;
+            Backing::Mmap(anon.make_read_only().map_err(io_err)?)
         } else {
             // SAFETY: the map is read-only and private to this struct. Like every
             // mmap-based model loader, we rely on the file not being truncated or

@@ -569,3 +569,36 @@ fn foreign_tensor_info_gives_an_empty_slice() {
     t.dims = vec![u64::MAX, u64::MAX];
     assert!(f.tensor_data(&t).is_empty());
 }
+
+/// A file read into memory is validated exactly as a mapped one: the same
+/// bytes and tensors when whole, the same error when cut short.
+#[test]
+fn read_into_memory_matches_the_map() {
+    use edgellama_gguf::LoadMode;
+    let dir = std::env::temp_dir().join(format!("edgellama-gguf-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let whole = one_tensor(&[4], 0, 0, 16).build();
+    let path = dir.join("whole.gguf");
+    std::fs::write(&path, &whole).expect("write");
+    let (m, r) = (
+        GgufFile::open_with(&path, LoadMode::Map).expect("map"),
+        GgufFile::open_with(&path, LoadMode::Read).expect("read"),
+    );
+    assert_eq!(m.bytes(), r.bytes());
+    assert_eq!(r.bytes(), &whole[..]);
+    assert_eq!(
+        r.tensor_bytes("w").expect("w").1,
+        &(0..16).collect::<Vec<u8>>()[..]
+    );
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &whole[..whole.len() - 5]).expect("write");
+    let (em, er) = (
+        GgufFile::open_with(&cut, LoadMode::Map).expect_err("map"),
+        GgufFile::open_with(&cut, LoadMode::Read).expect_err("read"),
+    );
+    assert_eq!(em.to_string(), er.to_string());
+    let empty = dir.join("empty.gguf");
+    std::fs::write(&empty, b"").expect("write");
+    assert!(GgufFile::open_with(&empty, LoadMode::Read).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -120,7 +120,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("nothing to measure: -p and -n are both 0");
     }
     let path = a.model.resolve()?;
-    let file = load::open_gguf(&path)?;
+    let file = load::open_gguf(&path, a.model.load.mode())?;
     let model = load::model(&file, &path, threads)?;
     if a.n_prompt.max(a.n_gen) > model.info().n_ctx_train.max(1 << 20) {
         bail!("test sizes exceed what the model can hold");

@@ -381,7 +381,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
         })
         .transpose()?;
     let path = a.model.resolve()?;
-    let file = load::open_gguf(&path)?;
+    let file = load::open_gguf(&path, a.model.load.mode())?;
     let tok = load::tokenizer(&file, &path)?;
     check_logit_bias(&sampling, &tok)?;
     let template = load_template(&file, &path, template_source.as_deref())?;
@@ -558,7 +558,7 @@ mod tests {
         static S: OnceLock<Smol> = OnceLock::new();
         S.get_or_init(|| {
             let path = testdata("SmolLM2-135M-Instruct.Q4_1.gguf");
-            let file = load::open_gguf(&path).unwrap();
+            let file = load::open_gguf(&path, edgellama_gguf::LoadMode::Map).unwrap();
             Smol {
                 tok: load::tokenizer(&file, &path).unwrap(),
                 template: load_template(&file, &path, None).unwrap(),
@@ -805,7 +805,7 @@ mod tests {
     #[test]
     fn rendered_prompt_has_one_bos() {
         let path = testdata("ggml-vocab-llama-bpe.gguf");
-        let file = load::open_gguf(&path).unwrap();
+        let file = load::open_gguf(&path, edgellama_gguf::LoadMode::Map).unwrap();
         let tok = load::tokenizer(&file, &path).unwrap();
         let template = load_template(&file, &path, None).unwrap();
         let req = RenderRequest::new(vec![ChatMessage::user("Hi")]).with_generation_prompt(true);

@@ -53,7 +53,7 @@ fn render(v: &MetadataValue, full: bool) -> String {
 }
 
 pub fn run(a: InspectArgs) -> Result<()> {
-    let file = load::open_gguf(&a.file)?;
+    let file = load::open_gguf(&a.file, edgellama_gguf::LoadMode::Map)?;
     println!("file: {}", a.file.display());
     println!(
         "GGUF version {}, alignment {}, {} metadata keys, {} tensors",

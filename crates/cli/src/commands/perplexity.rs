@@ -20,6 +20,8 @@ pub struct PerplexityArgs {
     /// Threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub load: load::LoadArgs,
 }
 
 pub fn run(a: PerplexityArgs) -> Result<()> {
@@ -38,7 +40,7 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
     let path = load::resolve_model(a.model.as_deref())?;
-    let file = load::open_gguf(&path)?;
+    let file = load::open_gguf(&path, a.load.mode())?;
     let tok = load::tokenizer(&file, &path)?;
     let model = load::model(&file, &path, threads)?;
     let tokens = tok.encode(&text, tok.adds_bos(), false);

@@ -273,7 +273,7 @@ fn random_seed() -> u64 {
 pub fn run(a: RunArgs) -> Result<()> {
     let cfg = validate(&a)?;
     let path = a.model.resolve()?;
-    let file = load::open_gguf(&path)?;
+    let file = load::open_gguf(&path, a.model.load.mode())?;
     let tok = load::tokenizer(&file, &path)?;
     check_logit_bias(&cfg.sampling, &tok)?;
     let prompt = match &cfg.tools {

@@ -67,7 +67,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
 
     let path = a.model.resolve()?;
-    let file = load::open_gguf(&path)?;
+    let file = load::open_gguf(&path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, &path)?);
     let template = match &template_src {
         Some(src) => ChatTemplate::from_gguf_with_source(&file, src),

@@ -89,7 +89,7 @@ fn render_prompt(a: &TemplateArgs) -> Result<String> {
         ),
         None => None,
     };
-    let file = crate::load::open_gguf(&a.model)?;
+    let file = crate::load::open_gguf(&a.model, edgellama_gguf::LoadMode::Map)?;
     let template = match &source {
         Some(src) => ChatTemplate::from_gguf_with_source(&file, src),
         None => ChatTemplate::from_gguf(&file),

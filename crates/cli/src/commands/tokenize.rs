@@ -32,7 +32,7 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
         (Some(_), Some(_)) => bail!("give the text either as an argument or with -p, not both"),
         (None, None) => bail!("no text to tokenize: pass it as an argument or with -p"),
     };
-    let file = load::open_gguf(&a.model)?;
+    let file = load::open_gguf(&a.model, edgellama_gguf::LoadMode::Map)?;
     let tok = load::tokenizer(&file, &a.model)?;
     let ids = tok.encode(&text, tok.adds_bos() && !a.no_bos, !a.no_parse_special);
     if a.ids {
