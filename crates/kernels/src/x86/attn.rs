@@ -29,15 +29,15 @@ fn block_rows(i0: usize, nq: usize) -> [usize; QB] {
     r
 }
 
-/// The query and score rows a call covers, or `None` for an empty or
-/// out-of-contract call.
+/// The rows a product `c = a . b` covers (`a` rows of `kd`, `b` `kd` rows
+/// of `n`, `c` rows of `n`), or `None` for an empty or out-of-contract call.
 #[inline(always)]
-fn extent(q_len: usize, hd: usize, k_len: usize, nk: usize, s_len: usize) -> Option<usize> {
-    if hd == 0 || nk == 0 || k_len < hd * nk {
+fn extent(a_len: usize, kd: usize, b_len: usize, n: usize, c_len: usize) -> Option<usize> {
+    if kd == 0 || n == 0 || b_len < kd * n {
         return None;
     }
-    let nq = (q_len / hd).min(s_len / nk);
-    (nq > 0).then_some(nq)
+    let m = (a_len / kd).min(c_len / n);
+    (m > 0).then_some(m)
 }
 
 /// Lanes `0..rest` of eight set, as `maskload`/`maskstore` take them.
@@ -76,93 +76,147 @@ unsafe fn store8(p: *mut f32, rest: usize, v: __m256) {
     }
 }
 
-/// [`crate::dispatch::QkTileFn`] with four queries x 16 keys in registers.
+/// Both tiles are `c = a . b` on row-major blocks: `a` rows of `kd`
+/// floats, `b` `kd` rows of `n`, `c` rows of `n`, each element a fused
+/// chain over `k` from zero (`Some(scale)`, then times the scale: scores)
+/// or from its old value (`None`: outputs). Rows past the shorter of `a`
+/// and `c` are left alone.
+///
+/// Four rows x 16 columns in registers.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemm_avx2(a: &[f32], kd: usize, b: &[f32], n: usize, c: &mut [f32], scale: Option<f32>) {
+    let Some(m) = extent(a.len(), kd, b.len(), n, c.len()) else {
+        return;
+    };
+    for i0 in (0..m).step_by(QB) {
+        let rows = block_rows(i0, m);
+        for j0 in (0..n).step_by(16) {
+            let rest = n - j0;
+            let mut acc = [[_mm256_setzero_ps(); 2]; QB];
+            if scale.is_none() {
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: row rows[r] < m of `c` holds n floats; lanes
+                    // past n are masked.
+                    let cp = c.as_ptr().add(rows[r] * n + j0);
+                    acc[0] = load8(cp, rest);
+                    acc[1] = load8(cp.wrapping_add(8), rest.saturating_sub(8));
+                }
+            }
+            for k in 0..kd {
+                // SAFETY: row k of `b` holds n floats (b.len() >= kd * n);
+                // lanes past n are masked.
+                let bp = b.as_ptr().add(k * n + j0);
+                let b0 = load8(bp, rest);
+                let b1 = load8(bp.wrapping_add(8), rest.saturating_sub(8));
+                for r in 0..QB {
+                    // SAFETY: rows[r] < m, whose row of `a` holds kd floats.
+                    let ab = _mm256_broadcast_ss(&*a.as_ptr().add(rows[r] * kd + k));
+                    acc[r][0] = _mm256_fmadd_ps(ab, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(ab, b1, acc[r][1]);
+                }
+            }
+            let sc = _mm256_set1_ps(scale.unwrap_or(1.0));
+            for (r, acc) in acc.iter().enumerate().take(m - i0) {
+                let (mut v0, mut v1) = (acc[0], acc[1]);
+                if scale.is_some() {
+                    (v0, v1) = (_mm256_mul_ps(v0, sc), _mm256_mul_ps(v1, sc));
+                }
+                // SAFETY: as the loads above, for the real row i0 + r.
+                let cp = c.as_mut_ptr().add((i0 + r) * n + j0);
+                store8(cp, rest, v0);
+                store8(cp.wrapping_add(8), rest.saturating_sub(8), v1);
+            }
+        }
+    }
+}
+
+/// [`crate::dispatch::QkTileFn`]: scores, four queries x 16 keys at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn qk_tile_avx2(q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]) {
-    let Some(nq) = extent(q.len(), hd, kt.len(), nk, s.len()) else {
-        return;
-    };
-    let sc = _mm256_set1_ps(scale);
-    for i0 in (0..nq).step_by(QB) {
-        let rows = block_rows(i0, nq);
-        for j0 in (0..nk).step_by(16) {
-            let rest = nk - j0;
-            let mut acc = [[_mm256_setzero_ps(); 2]; QB];
-            for d in 0..hd {
-                // SAFETY: key row d holds nk floats from d * nk, and
-                // kt.len() >= hd * nk; lanes past nk are masked.
-                let kp = kt.as_ptr().add(d * nk + j0);
-                let k0 = load8(kp, rest);
-                let k1 = load8(kp.wrapping_add(8), rest.saturating_sub(8));
-                for r in 0..QB {
-                    // SAFETY: rows[r] < nq, whose row holds hd floats.
-                    let qb = _mm256_broadcast_ss(&*q.as_ptr().add(rows[r] * hd + d));
-                    acc[r][0] = _mm256_fmadd_ps(qb, k0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(qb, k1, acc[r][1]);
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq - i0) {
-                // SAFETY: score row i0 + r < nq holds nk floats; lanes past
-                // nk are masked.
-                let sp = s.as_mut_ptr().add((i0 + r) * nk + j0);
-                store8(sp, rest, _mm256_mul_ps(acc[0], sc));
-                store8(
-                    sp.wrapping_add(8),
-                    rest.saturating_sub(8),
-                    _mm256_mul_ps(acc[1], sc),
-                );
-            }
-        }
-    }
+    gemm_avx2(q, hd, kt, nk, s, Some(scale))
 }
 
-/// [`crate::dispatch::PvTileFn`] with four outputs x 16 dimensions in registers.
+/// [`crate::dispatch::PvTileFn`]: outputs, four x 16 dimensions at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn pv_tile_avx2(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]) {
-    let Some(nq) = extent(out.len(), hd, v.len(), nk, p.len()) else {
+    gemm_avx2(p, nk, v, hd, out, None)
+}
+
+/// Lanes `0..rest` of sixteen set, for each of four vectors in turn.
+#[inline(always)]
+fn masks64(rest: usize) -> [__mmask16; 4] {
+    let one = |r: usize| ((1u32 << r.min(16)) - 1) as __mmask16;
+    [
+        one(rest),
+        one(rest.saturating_sub(16)),
+        one(rest.saturating_sub(32)),
+        one(rest.saturating_sub(48)),
+    ]
+}
+
+/// [`gemm_avx2`] with four rows x 64 columns in registers.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
+unsafe fn gemm_avx512(
+    a: &[f32],
+    kd: usize,
+    b: &[f32],
+    n: usize,
+    c: &mut [f32],
+    scale: Option<f32>,
+) {
+    let Some(m) = extent(a.len(), kd, b.len(), n, c.len()) else {
         return;
     };
-    for i0 in (0..nq).step_by(QB) {
-        let rows = block_rows(i0, nq);
-        for d0 in (0..hd).step_by(16) {
-            let rest = hd - d0;
-            let mut acc = [[_mm256_setzero_ps(); 2]; QB];
-            for (r, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: output row rows[r] < nq holds hd floats; lanes past
-                // hd are masked.
-                let op = out.as_ptr().add(rows[r] * hd + d0);
-                acc[0] = load8(op, rest);
-                acc[1] = load8(op.wrapping_add(8), rest.saturating_sub(8));
-            }
-            for j in 0..nk {
-                // SAFETY: value row j < nk holds hd floats (v.len() >= nk * hd).
-                let vp = v.as_ptr().add(j * hd + d0);
-                let v0 = load8(vp, rest);
-                let v1 = load8(vp.wrapping_add(8), rest.saturating_sub(8));
+    for i0 in (0..m).step_by(QB) {
+        let rows = block_rows(i0, m);
+        for j0 in (0..n).step_by(64) {
+            let mask = masks64(n - j0);
+            let mut acc = [[_mm512_setzero_ps(); 4]; QB];
+            if scale.is_none() {
                 for r in 0..QB {
-                    // SAFETY: weight row rows[r] < nq holds nk floats.
-                    let pb = _mm256_broadcast_ss(&*p.as_ptr().add(rows[r] * nk + j));
-                    acc[r][0] = _mm256_fmadd_ps(pb, v0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(pb, v1, acc[r][1]);
+                    let cp = c.as_ptr().add(rows[r] * n + j0);
+                    for v in 0..4 {
+                        // SAFETY: row rows[r] < m of `c` holds n floats;
+                        // masked lanes (past n) are not read.
+                        acc[r][v] = _mm512_maskz_loadu_ps(mask[v], cp.wrapping_add(16 * v));
+                    }
                 }
             }
-            for (r, acc) in acc.iter().enumerate().take(nq - i0) {
-                // SAFETY: as the loads above, for the real row i0 + r.
-                let op = out.as_mut_ptr().add((i0 + r) * hd + d0);
-                store8(op, rest, acc[0]);
-                store8(op.wrapping_add(8), rest.saturating_sub(8), acc[1]);
+            for k in 0..kd {
+                let bp = b.as_ptr().add(k * n + j0);
+                let mut bv = [_mm512_setzero_ps(); 4];
+                for v in 0..4 {
+                    // SAFETY: row k of `b` holds n floats; masked lanes are
+                    // not read.
+                    bv[v] = _mm512_maskz_loadu_ps(mask[v], bp.wrapping_add(16 * v));
+                }
+                for r in 0..QB {
+                    // SAFETY: rows[r] < m, whose row of `a` holds kd floats.
+                    let ab = _mm512_set1_ps(*a.as_ptr().add(rows[r] * kd + k));
+                    for v in 0..4 {
+                        acc[r][v] = _mm512_fmadd_ps(ab, bv[v], acc[r][v]);
+                    }
+                }
+            }
+            let sc = _mm512_set1_ps(scale.unwrap_or(1.0));
+            for (r, acc) in acc.iter().enumerate().take(m - i0) {
+                let cp = c.as_mut_ptr().add((i0 + r) * n + j0);
+                for v in 0..4 {
+                    let x = if scale.is_some() {
+                        _mm512_mul_ps(acc[v], sc)
+                    } else {
+                        acc[v]
+                    };
+                    // SAFETY: as the loads above, for the real row i0 + r;
+                    // masked lanes are not written.
+                    _mm512_mask_storeu_ps(cp.wrapping_add(16 * v), mask[v], x);
+                }
             }
         }
     }
 }
 
-/// Lanes `0..rest` of sixteen set.
-#[inline(always)]
-fn mask16(rest: usize) -> __mmask16 {
-    ((1u32 << rest.min(16)) - 1) as __mmask16
-}
-
-/// [`crate::dispatch::QkTileFn`] with four queries x 64 keys in registers.
+/// [`crate::dispatch::QkTileFn`]: scores, four queries x 64 keys at a time.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
 pub unsafe fn qk_tile_avx512(
     q: &[f32],
@@ -172,97 +226,11 @@ pub unsafe fn qk_tile_avx512(
     scale: f32,
     s: &mut [f32],
 ) {
-    let Some(nq) = extent(q.len(), hd, kt.len(), nk, s.len()) else {
-        return;
-    };
-    let sc = _mm512_set1_ps(scale);
-    for i0 in (0..nq).step_by(QB) {
-        let rows = block_rows(i0, nq);
-        for j0 in (0..nk).step_by(64) {
-            let rest = nk - j0;
-            let m: [__mmask16; 4] = [
-                mask16(rest),
-                mask16(rest.saturating_sub(16)),
-                mask16(rest.saturating_sub(32)),
-                mask16(rest.saturating_sub(48)),
-            ];
-            let mut acc = [[_mm512_setzero_ps(); 4]; QB];
-            for d in 0..hd {
-                // SAFETY: key row d holds nk floats from d * nk; masked
-                // lanes (past nk) are not read.
-                let kp = kt.as_ptr().add(d * nk + j0);
-                let mut k = [_mm512_setzero_ps(); 4];
-                for c in 0..4 {
-                    k[c] = _mm512_maskz_loadu_ps(m[c], kp.wrapping_add(16 * c));
-                }
-                for r in 0..QB {
-                    // SAFETY: rows[r] < nq, whose row holds hd floats.
-                    let qb = _mm512_set1_ps(*q.as_ptr().add(rows[r] * hd + d));
-                    for c in 0..4 {
-                        acc[r][c] = _mm512_fmadd_ps(qb, k[c], acc[r][c]);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq - i0) {
-                let sp = s.as_mut_ptr().add((i0 + r) * nk + j0);
-                for c in 0..4 {
-                    // SAFETY: score row i0 + r < nq holds nk floats; masked
-                    // lanes are not written.
-                    _mm512_mask_storeu_ps(sp.wrapping_add(16 * c), m[c], _mm512_mul_ps(acc[c], sc));
-                }
-            }
-        }
-    }
+    gemm_avx512(q, hd, kt, nk, s, Some(scale))
 }
 
-/// [`crate::dispatch::PvTileFn`] with four outputs x 64 dimensions in registers.
+/// [`crate::dispatch::PvTileFn`]: outputs, four x 64 dimensions at a time.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw")]
 pub unsafe fn pv_tile_avx512(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]) {
-    let Some(nq) = extent(out.len(), hd, v.len(), nk, p.len()) else {
-        return;
-    };
-    for i0 in (0..nq).step_by(QB) {
-        let rows = block_rows(i0, nq);
-        for d0 in (0..hd).step_by(64) {
-            let rest = hd - d0;
-            let m: [__mmask16; 4] = [
-                mask16(rest),
-                mask16(rest.saturating_sub(16)),
-                mask16(rest.saturating_sub(32)),
-                mask16(rest.saturating_sub(48)),
-            ];
-            let mut acc = [[_mm512_setzero_ps(); 4]; QB];
-            for r in 0..QB {
-                let op = out.as_ptr().add(rows[r] * hd + d0);
-                for c in 0..4 {
-                    // SAFETY: output row rows[r] < nq holds hd floats;
-                    // masked lanes (past hd) are not read.
-                    acc[r][c] = _mm512_maskz_loadu_ps(m[c], op.wrapping_add(16 * c));
-                }
-            }
-            for j in 0..nk {
-                let vp = v.as_ptr().add(j * hd + d0);
-                let mut vv = [_mm512_setzero_ps(); 4];
-                for c in 0..4 {
-                    // SAFETY: value row j < nk holds hd floats; masked lanes
-                    // are not read.
-                    vv[c] = _mm512_maskz_loadu_ps(m[c], vp.wrapping_add(16 * c));
-                }
-                for r in 0..QB {
-                    // SAFETY: weight row rows[r] < nq holds nk floats.
-                    let pb = _mm512_set1_ps(*p.as_ptr().add(rows[r] * nk + j));
-                    for c in 0..4 {
-                        acc[r][c] = _mm512_fmadd_ps(pb, vv[c], acc[r][c]);
-                    }
-                }
-            }
-            for (r, acc) in acc.iter().enumerate().take(nq - i0) {
-                let op = out.as_mut_ptr().add((i0 + r) * hd + d0);
-                for c in 0..4 {
-                    // SAFETY: as the loads above, for the real row i0 + r.
-                    _mm512_mask_storeu_ps(op.wrapping_add(16 * c), m[c], acc[c]);
-                }
-            }
-        }
-    }
+    gemm_avx512(p, nk, v, hd, out, None)
 }
