@@ -29,11 +29,8 @@ portable=()
 if [ -e "$LLAMA_CPP_DIR/build-portable/bin/libllama.so" ]; then
   portable=(--portable-ref "$(LLAMA_CPP_BUILD=build-portable "$here/build_ref.sh" | tail -n 1)")
 fi
-commit="$(git -C "$LLAMA_CPP_DIR" rev-parse HEAD 2>/dev/null || true)"
-if [ -z "$commit" ]; then
-  # An unpacked sdist without git metadata: the build recorded the short hash.
-  commit="$(sed -n 's/.*LLAMA_COMMIT = "\(.*\)";/\1/p' "$LLAMA_CPP_DIR/build/common/build-info.cpp")"
-fi
+source "$here/lib.sh"
+commit="$(llama_commit)"
 start=$(date +%s)
 python3 "$here/forward_goldens.py" --llama-ref "$ref" --llama-commit "$commit" --testdata "$testdata" "${portable[@]}"
 echo "forward goldens took $(( $(date +%s) - start ))s"

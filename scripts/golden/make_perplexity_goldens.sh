@@ -36,16 +36,10 @@ out="$root/crates/models/tests/golden"
 bin="$LLAMA_CPP_DIR/build/bin"
 model=SmolLM2-135M-Instruct.Q4_1.gguf
 text=shakespeare-hamlet.txt
-for f in "$model" "$text"; do
-  [ -s "$testdata/$f" ] || { echo "$testdata/$f is missing: run scripts/fetch-testdata.sh" >&2; exit 1; }
-done
-for t in llama-perplexity llama-tokenize; do
-  [ -x "$bin/$t" ] || { echo "$bin/$t is missing: build llama.cpp's tools (see build_ref.sh)" >&2; exit 1; }
-done
-commit="$(git -C "$LLAMA_CPP_DIR" rev-parse HEAD 2>/dev/null || true)"
-if [ -z "$commit" ]; then
-  commit="$(sed -n 's/.*LLAMA_COMMIT = "\(.*\)";/\1/p' "$LLAMA_CPP_DIR/build/common/build-info.cpp")"
-fi
+source "$here/lib.sh"
+require_testdata "$testdata" "$model" "$text"
+require_tools "$bin" llama-perplexity llama-tokenize
+commit="$(llama_commit)"
 mkdir -p "$out"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
