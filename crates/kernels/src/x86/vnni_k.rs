@@ -365,6 +365,29 @@ unsafe fn row_starts(stride: usize) -> __m512i {
     _mm512_mullo_epi32(lanes, _mm512_set1_epi32(stride as i32))
 }
 
+/// A group's per-row numbers, gathered row by row (`x[v][l]` for row `l`),
+/// into its vectors: scales `sc`, correction pairs `corr`, `d` and `dmin`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+unsafe fn set_lanes(
+    g: &mut Group,
+    sc: &[[i32; GR]],
+    corr: &[[i32; GR]],
+    d: &[f32; GR],
+    dmin: &[f32; GR],
+) {
+    for (v, s) in g.sc.iter_mut().zip(sc) {
+        // SAFETY: each source holds GR = 16 lanes, one 512-bit vector.
+        *v = _mm512_loadu_si512(s.as_ptr().cast());
+    }
+    for (v, c) in g.corr.iter_mut().zip(corr) {
+        // SAFETY: as above.
+        *v = _mm512_loadu_si512(c.as_ptr().cast());
+    }
+    g.d = _mm512_loadu_ps(d.as_ptr());
+    g.dmin = _mm512_loadu_ps(dmin.as_ptr());
+}
+
 impl KGroup for BlockQ4K {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
@@ -402,14 +425,7 @@ impl KGroup for BlockQ4K {
             d[l] = b.d.to_f32();
             dmin[l] = b.dmin.to_f32();
         }
-        for j in 0..8 {
-            g.sc[j] = _mm512_loadu_si512(sc[j].as_ptr().cast());
-        }
-        for k in 0..4 {
-            g.corr[k] = _mm512_loadu_si512(corr[k].as_ptr().cast());
-        }
-        g.d = _mm512_loadu_ps(d.as_ptr());
-        g.dmin = _mm512_loadu_ps(dmin.as_ptr());
+        set_lanes(g, &sc, &corr, &d, &dmin);
     }
 }
 
@@ -462,14 +478,7 @@ impl KGroup for BlockQ6K {
             }
             d[l] = b.d.to_f32();
         }
-        for j in 0..16 {
-            g.sc[j] = _mm512_loadu_si512(sc[j].as_ptr().cast());
-        }
-        for k in 0..8 {
-            g.corr[k] = _mm512_loadu_si512(corr[k].as_ptr().cast());
-        }
-        g.d = _mm512_loadu_ps(d.as_ptr());
-        g.dmin = _mm512_setzero_ps();
+        set_lanes(g, &sc, &corr, &d, &[0.0; GR]);
     }
 }
 
