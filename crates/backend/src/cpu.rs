@@ -60,7 +60,6 @@ const SCATTER_TOKENS: usize = 16;
 
 /// A task's products before they are scattered token by token (`band`,
 /// weight rows x tokens) and one block of them transposed (`block`).
-#[derive(Default)]
 struct BandBuffers {
     band: Vec<f32>,
     block: Vec<f32>,
