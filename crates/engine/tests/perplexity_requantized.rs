@@ -16,12 +16,10 @@ mod perplexity;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use perplexity::testdata;
+use perplexity::{testdata, Scorer};
 
-use edgellama_backend::CpuBackend;
 use edgellama_gguf::GgufFile;
 use edgellama_quantize::{quantize_file, FileType, NoProgress, QuantizeOptions};
-use edgellama_tokenizer::Tokenizer;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -64,16 +62,9 @@ fn check(ty: &str) {
         "{ty}: our file differs from llama-quantize's"
     );
 
-    let file = Arc::new(GgufFile::open(&out).expect("model"));
-    let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
-    let text = std::fs::read_to_string(testdata(&g.file)).expect("text");
-    let tokens = tok.encode(&text, tok.adds_bos(), false);
-    let model = edgellama_models::load_model(file, Arc::new(CpuBackend::new(2).expect("backend")))
-        .expect("load");
-    let bos = if tok.adds_bos() { tok.bos_id() } else { None };
-    let r = edgellama_engine::perplexity(&*model, &tokens, run.c, Some(run.chunks), bos, |_, _| {})
-        .expect("perplexity");
-    drop(model);
+    let scorer = Scorer::new(Arc::new(GgufFile::open(&out).expect("model")), &g.file);
+    let r = scorer.score(run.c, run.chunks);
+    drop(scorer);
     let _ = std::fs::remove_file(&out);
     let rel = (r.ppl - run.ppl).abs() / run.ppl;
     eprintln!(

@@ -45,6 +45,41 @@ pub fn testdata(name: &str) -> PathBuf {
     p
 }
 
+/// A model with a text tokenized as llama-perplexity tokenizes it (BOS
+/// only if the model adds it, special tokens not parsed), ready to score.
+pub struct Scorer {
+    pub tokens: Vec<u32>,
+    model: Box<dyn edgellama_models::CausalLm>,
+    bos: Option<u32>,
+}
+
+impl Scorer {
+    /// `file` on the CPU backend with 2 threads, and test text `text`.
+    pub fn new(file: Arc<GgufFile>, text: &str) -> Scorer {
+        let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
+        let text = std::fs::read_to_string(testdata(text)).expect("text");
+        let tokens = tok.encode(&text, tok.adds_bos(), false);
+        let model =
+            edgellama_models::load_model(file, Arc::new(CpuBackend::new(2).expect("backend")))
+                .expect("load");
+        let bos = if tok.adds_bos() { tok.bos_id() } else { None };
+        Scorer { tokens, model, bos }
+    }
+
+    /// llama-perplexity's estimate over `chunks` chunks of `c` tokens.
+    pub fn score(&self, c: usize, chunks: usize) -> edgellama_engine::PerplexityResult {
+        edgellama_engine::perplexity(
+            &*self.model,
+            &self.tokens,
+            c,
+            Some(chunks),
+            self.bos,
+            |_, _| {},
+        )
+        .expect("perplexity")
+    }
+}
+
 /// Scores the text at every (context, chunks) pair the golden has runs for
 /// with `settings`, and checks the final estimate (and, with
 /// `check_running`, every running one) is within `rel_tol` (relative) or
@@ -55,23 +90,16 @@ pub fn check(settings: &str, rel_tol: f64, abs_tol: f64, check_running: bool) {
     let g: Golden = serde_json::from_str(&std::fs::read_to_string(golden_path).expect("golden"))
         .expect("parse golden");
     let file = Arc::new(GgufFile::open(testdata(&g.model)).expect("model"));
-    let tok = Tokenizer::from_gguf(&file).expect("tokenizer");
-    let text = std::fs::read_to_string(testdata(&g.file)).expect("text");
-    let tokens = tok.encode(&text, tok.adds_bos(), false);
+    let scorer = Scorer::new(file, &g.file);
     assert_eq!(
-        tokens.len(),
+        scorer.tokens.len(),
         g.text_n_tokens,
         "tokenization differs from llama.cpp's"
     );
-    let model = edgellama_models::load_model(file, Arc::new(CpuBackend::new(2).expect("backend")))
-        .expect("load");
-    let bos = if tok.adds_bos() { tok.bos_id() } else { None };
     let runs: Vec<&Run> = g.runs.iter().filter(|r| r.settings == settings).collect();
     assert!(!runs.is_empty(), "the golden has no '{settings}' runs");
     for run in runs {
-        let r =
-            edgellama_engine::perplexity(&*model, &tokens, run.c, Some(run.chunks), bos, |_, _| {})
-                .expect("perplexity");
+        let r = scorer.score(run.c, run.chunks);
         assert_eq!(r.n_chunks, run.chunks);
         let rel = |a: f64, b: f64| (a - b).abs() / b;
         eprintln!(
