@@ -36,7 +36,7 @@ use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 use super::legacy::{
     even_lanes, f16x4_twice, hsum_odd_ps, pair2, unpack_q4, unpack_q4_1, unpack_q5_0, unpack_q5_1,
 };
-use super::simd::{f16x8, hsum_ps, load_i8x32, pack4, prefetch_ahead};
+use super::simd::{f16x8, hsum_ps, load_i8x32, pack4, prefetch_ahead, RowQuads};
 use crate::blocks::{
     as_blocks, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, Half, QK,
 };
@@ -449,22 +449,25 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             }
         }
         if cols == 1 {
-            // Quad `k` is rows `k, k + q, k + 2q, k + 3q`: four long
-            // sequential streams of weights; a ragged last quad's missing
-            // rows go one by one. Rows shorter than QUAD_MIN_N run one at a
-            // time (measured: the quads cost more than they save there).
-            let quads = n >= QUAD_MIN_N || size_of::<W>() >= size_of::<BlockQ8_0>();
-            let q = if quads { rows / 4 } else { 0 };
-            for k in 0..q {
-                let row = |j: usize| &x[(k + j * q) * per_row..][..per_row];
-                let xr: [&[W]; 4] = [row(0), row(1), row(2), row(3)];
-                let v = rows_dot4(xr, pa);
-                for (j, &o) in v.iter().enumerate() {
-                    out[k + j * q] = o;
+            // Four long sequential streams of weights at a time (RowQuads).
+            // Rows shorter than QUAD_MIN_N run one at a time (measured: the
+            // quads cost more than they save there).
+            if n >= QUAD_MIN_N || size_of::<W>() >= size_of::<BlockQ8_0>() {
+                let quads = RowQuads::new(rows);
+                for k in 0..quads.count() {
+                    let [a, b, c, d] = quads.rows(k);
+                    let row = |r: usize| &x[r * per_row..][..per_row];
+                    let v = rows_dot4([row(a), row(b), row(c), row(d)], pa);
+                    for (l, &o) in v.iter().enumerate() {
+                        if let Some(r) = quads.lane(k, l) {
+                            out[r] = o;
+                        }
+                    }
                 }
-            }
-            for r in 4 * q..rows {
-                out[r] = row_dot(&x[r * per_row..(r + 1) * per_row], pa);
+            } else {
+                for (r, o) in out[..rows].iter_mut().enumerate() {
+                    *o = row_dot(&x[r * per_row..(r + 1) * per_row], pa);
+                }
             }
             return;
         }
