@@ -6,6 +6,14 @@
 //! therefore spin on a generation counter for a while after each job before
 //! they sleep, the calling thread takes tasks like any worker, and tasks are
 //! claimed from one atomic counter (no queues, no allocation per job).
+//!
+//! A worker takes part in a job only if it joins while the job is open, and
+//! the caller closes the job once every task is claimed, then waits for the
+//! workers that joined. A worker the operating system has not scheduled
+//! (more threads than cores: two programs, or tests running side by side)
+//! is therefore never waited for; its share is done by whoever is running.
+//! Waiting for every worker instead costs a scheduler time slice per step,
+//! which made generation a hundred times slower when oversubscribed.
 
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
@@ -19,31 +27,42 @@ use std::time::{Duration, Instant};
 /// rope, sampling), short enough that an idle server does not burn a core.
 const SPIN: Duration = Duration::from_micros(1500);
 
+/// Spins between two yields of the processor while waiting: rare enough to
+/// cost nothing when each thread has its core, often enough that a thread
+/// sharing a core with the one it waits for lets that one run.
+const SPINS_PER_YIELD: u32 = 1 << 12;
+
+/// `state` packs the job's generation (high 32 bits), whether it is open
+/// to joining workers, and how many joined workers have not yet left.
+const OPEN: u64 = 1 << 31;
+const JOINED: u64 = OPEN - 1;
+
+fn generation(state: u64) -> u32 {
+    (state >> 32) as u32
+}
+
 type Task<'a> = dyn Fn(usize) + Sync + 'a;
 
 struct Job {
     /// Lifetime-erased `&Task`: valid while the submitting call waits, which
-    /// it does until every worker has finished with this generation.
+    /// it does until the job is closed and every worker that joined it left.
     task: Option<*const Task<'static>>,
     n_tasks: usize,
 }
 
 struct Shared {
     job: UnsafeCell<Job>,
-    /// Bumped once per job; workers wait for it to move.
-    generation: AtomicU64,
+    state: AtomicU64,
     next: AtomicUsize,
-    /// Workers that have not yet finished the current generation.
-    active: AtomicUsize,
     panicked: AtomicBool,
     shutdown: AtomicBool,
     sleep_lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the submitter, under `submit`, while no
-// worker is between seeing a new generation and decrementing `active`;
-// workers only read it in that window (see `Pool::run`).
+// SAFETY: `job` is written only by the submitter, under `submit`, while the
+// previous job is closed and no worker is joined to it; workers read it only
+// between joining an open job and leaving it (see `Pool::run`).
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
@@ -61,9 +80,8 @@ impl Pool {
                 task: None,
                 n_tasks: 0,
             }),
-            generation: AtomicU64::new(0),
+            state: AtomicU64::new(0),
             next: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleep_lock: Mutex::new(()),
@@ -113,9 +131,10 @@ impl Pool {
         // One job at a time: the backend may be shared by several callers.
         let _guard = self.submit.lock().unwrap_or_else(|e| e.into_inner());
         let sh = &*self.shared;
-        // SAFETY: every worker decremented `active` for the previous job,
-        // so none is reading `job`; the erased lifetime is honoured because
-        // this function waits below until `active` is zero again.
+        // SAFETY: the previous job was closed and every worker that joined
+        // it has left, so none is reading `job`; the erased lifetime is
+        // honoured because this function waits below until the workers
+        // that join this job have left it.
         unsafe {
             let task: *const Task<'_> = f;
             *sh.job.get() = Job {
@@ -125,20 +144,25 @@ impl Pool {
         }
         sh.next.store(0, Ordering::Relaxed);
         sh.panicked.store(false, Ordering::Relaxed);
-        sh.active.store(self.workers.len(), Ordering::Relaxed);
+        let gen = generation(sh.state.load(Ordering::Relaxed)).wrapping_add(1);
         {
-            // Taking the lock orders the bump against a worker that checked
-            // the generation and is about to sleep.
+            // Taking the lock orders the new generation against a worker
+            // that checked the old one and is about to sleep.
             let _l = sh.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-            sh.generation.fetch_add(1, Ordering::Release);
+            sh.state
+                .store((u64::from(gen) << 32) | OPEN, Ordering::Release);
         }
         sh.wake.notify_all();
 
         let mine = panic::catch_unwind(AssertUnwindSafe(|| claim_tasks(sh, f, n_tasks)));
+        // Every task is claimed (or this thread panicked): a worker joining
+        // now would find nothing to do, so stop admitting them and wait only
+        // for those still running a task.
+        sh.state.fetch_and(!OPEN, Ordering::AcqRel);
         let mut spins = 0u32;
-        while sh.active.load(Ordering::Acquire) != 0 {
+        while sh.state.load(Ordering::Acquire) & JOINED != 0 {
             spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(1 << 12) {
+            if spins.is_multiple_of(SPINS_PER_YIELD) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -163,49 +187,68 @@ fn claim_tasks(sh: &Shared, f: &(dyn Fn(usize) + Sync), n_tasks: usize) {
     }
 }
 
-fn worker(sh: &Shared) {
-    let mut seen = 0u64;
+/// Waits until the generation differs from `seen` (spinning, then
+/// sleeping) and returns the state then, or `None` at shutdown.
+fn wait_for_job(sh: &Shared, seen: u32) -> Option<u64> {
+    let start = Instant::now();
+    let mut spins = 0u32;
     loop {
-        // Wait for the next generation: spin, then sleep.
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            if sh.shutdown.load(Ordering::Acquire) {
-                return;
+        if sh.shutdown.load(Ordering::Acquire) {
+            return None;
+        }
+        let s = sh.state.load(Ordering::Acquire);
+        if generation(s) != seen {
+            return Some(s);
+        }
+        spins = spins.wrapping_add(1);
+        if spins.is_multiple_of(256) && start.elapsed() > SPIN {
+            let mut l = sh.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
+            while generation(sh.state.load(Ordering::Acquire)) == seen
+                && !sh.shutdown.load(Ordering::Acquire)
+            {
+                l = sh.wake.wait(l).unwrap_or_else(|e| e.into_inner());
             }
-            if sh.generation.load(Ordering::Acquire) != seen {
-                break;
-            }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(256) && start.elapsed() > SPIN {
-                let mut l = sh.sleep_lock.lock().unwrap_or_else(|e| e.into_inner());
-                while sh.generation.load(Ordering::Acquire) == seen
-                    && !sh.shutdown.load(Ordering::Acquire)
-                {
-                    l = sh.wake.wait(l).unwrap_or_else(|e| e.into_inner());
-                }
-                break;
-            }
+            continue;
+        }
+        if spins.is_multiple_of(SPINS_PER_YIELD) {
+            std::thread::yield_now();
+        } else {
             std::hint::spin_loop();
         }
-        if sh.shutdown.load(Ordering::Acquire) {
-            return;
+    }
+}
+
+fn worker(sh: &Shared) {
+    let mut seen = 0u32;
+    while let Some(s) = wait_for_job(sh, seen) {
+        if s & OPEN == 0 {
+            // Finished without this worker; wait for the next one.
+            seen = generation(s);
+            continue;
         }
-        seen = sh.generation.load(Ordering::Acquire);
-        // SAFETY: the submitter wrote `job` before bumping the generation
-        // and keeps the task alive until `active` reaches zero.
+        // Join: fails if the job was closed, or another worker joined first
+        // (then the state is read again).
+        if sh
+            .state
+            .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        seen = generation(s);
+        // SAFETY: the submitter wrote `job` before opening this generation
+        // and keeps it, and the task, alive until this worker leaves.
         let (task, n_tasks) = unsafe {
             let j = &*sh.job.get();
             (j.task.map(|t| &*t), j.n_tasks)
         };
-        let Some(task) = task else {
-            sh.active.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        };
-        if panic::catch_unwind(AssertUnwindSafe(|| claim_tasks(sh, task, n_tasks))).is_err() {
-            sh.panicked.store(true, Ordering::Relaxed);
+        if let Some(task) = task {
+            if panic::catch_unwind(AssertUnwindSafe(|| claim_tasks(sh, task, n_tasks))).is_err() {
+                sh.panicked.store(true, Ordering::Relaxed);
+            }
         }
-        sh.active.fetch_sub(1, Ordering::AcqRel);
+        // Leave.
+        sh.state.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -280,6 +323,32 @@ mod tests {
             .collect();
         for h in handles {
             assert_eq!(h.join().unwrap(), 200 * 45);
+        }
+    }
+
+    #[test]
+    fn pools_with_more_threads_than_cores_run_every_task_once() {
+        // Workers are preempted between seeing a job and joining it, and
+        // jobs close while others try to join: no task may be lost or run
+        // twice, and a late worker must not touch the next job's task.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let handles: Vec<_> = (0..cores * 2)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let pool = Pool::new(3).unwrap();
+                    for round in 0..1500usize {
+                        let n = 1 + round % 9;
+                        let hits: Vec<AtomicU32> = (0..n).map(|_| AtomicU32::new(0)).collect();
+                        pool.run(n, &|i| {
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
         }
     }
 
