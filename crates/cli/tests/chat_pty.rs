@@ -22,7 +22,9 @@ fn testdata(name: &str) -> PathBuf {
     p
 }
 
-const WAIT: Duration = Duration::from_secs(20);
+/// Only a hang detector: replies take a second or two, but a CI machine
+/// running other tests beside these may be much slower.
+const WAIT: Duration = Duration::from_secs(60);
 
 /// A program running in a pseudo-terminal, and everything it printed.
 struct Term {
