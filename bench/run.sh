@@ -26,7 +26,8 @@
 #       edgellama bench -m F -p 512 -n 128 -t T -r REPS -o json
 #     alternating which program goes first (ABBA...), each under
 #     /usr/bin/time for its peak RSS; both programs run with their defaults
-#     otherwise (F16 KV cache, memory-mapped weights, one warm-up).
+#     otherwise (F16 KV cache, one warm-up; llama.cpp memory-maps the file,
+#     edgellama reads it into huge pages where the system grants them).
 #  6. bench/report.py: medians over the rounds of each round's mean t/s, the
 #     ratio edgellama / llama.cpp, peak RSS (max over rounds), the share of
 #     the CPUs other processes used during the runs (timings are only
