@@ -13,7 +13,7 @@
 //! (more threads than cores: two programs, or tests running side by side)
 //! is therefore never waited for; its share is done by whoever is running.
 //! Waiting for every worker instead costs a scheduler time slice per step,
-//! which made generation a hundred times slower when oversubscribed.
+//! which made generation tens of times slower when oversubscribed.
 
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
