@@ -7,9 +7,11 @@
 mod cpu;
 mod kv;
 mod pool;
+mod threads;
 
 pub use cpu::{CpuBackend, FA_TILE_Q};
 pub use kv::KvCache;
+pub use threads::default_threads;
 
 use edgellama_gguf::GgmlType;
 use thiserror::Error;

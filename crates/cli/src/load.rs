@@ -8,8 +8,15 @@ use edgellama_tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// The thread count used when `-t` is not given: one per available core.
+/// The thread count for inference when `-t` is not given: one per
+/// physical core (see [`edgellama_backend::default_threads`]).
 pub fn default_threads() -> usize {
+    edgellama_backend::default_threads()
+}
+
+/// The thread count for converting and quantizing when `-t` is not given:
+/// every available CPU, since their blocks are independent and long.
+pub fn all_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 

@@ -24,7 +24,7 @@ pub struct BenchArgs {
     /// Tokens generated one at a time (0: skip the generation test).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
-    /// Threads (default: all cores).
+    /// Threads (default: one per physical core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Repetitions of each test.

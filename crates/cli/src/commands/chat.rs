@@ -29,7 +29,7 @@ pub struct ChatArgs {
     /// Context size in tokens (0: the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Threads (default: all cores).
+    /// Threads (default: one per physical core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Most tokens in one reply (-1: until the model ends its turn).

@@ -21,14 +21,14 @@ pub struct ConvertArgs {
     /// them, else F16), f32, f16, bf16 or q8_0. 1-D and norm tensors stay F32.
     #[arg(long = "outtype", default_value = "auto")]
     pub outtype: String,
-    /// Threads converting rows (default: all cores).
+    /// Threads converting rows (default: every available CPU).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
     let outtype: OutType = a.outtype.parse()?;
-    let threads = a.threads.unwrap_or_else(crate::load::default_threads);
+    let threads = a.threads.unwrap_or_else(crate::load::all_cpus);
     if threads == 0 || threads > 1024 {
         bail!("-t must be between 1 and 1024, got {threads}");
     }

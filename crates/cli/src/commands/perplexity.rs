@@ -17,7 +17,7 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks (-1: all).
     #[arg(long = "chunks", default_value_t = -1, allow_negative_numbers = true)]
     pub chunks: i64,
-    /// Threads (default: all cores).
+    /// Threads (default: one per physical core).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     #[command(flatten)]

@@ -19,7 +19,7 @@ pub struct QuantizeArgs {
     /// (any case; Q3_K, Q4_K, Q5_K mean the _M mixes).
     #[arg(value_name = "TYPE")]
     pub ftype: String,
-    /// Threads converting rows (default: all cores).
+    /// Threads converting rows (default: every available CPU).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
     /// Allow converting tensors that are already quantized (quality suffers).
@@ -57,7 +57,7 @@ impl Progress for Bar {
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
     let ftype = FileType::parse(&a.ftype)?;
-    let threads = a.threads.unwrap_or_else(crate::load::default_threads);
+    let threads = a.threads.unwrap_or_else(crate::load::all_cpus);
     if threads == 0 || threads > 1024 {
         bail!("-t must be between 1 and 1024, got {threads}");
     }
