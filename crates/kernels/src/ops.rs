@@ -9,6 +9,12 @@ use crate::convert::{f16_to_f32, f32_to_f16};
 
 /// RMS normalisation followed by an element-wise weight:
 /// `out[i] = x[i] / sqrt(mean(x^2) + eps) * w[i]`.
+///
+/// One version for every CPU: llama.cpp sums the squares as a single chain
+/// of `f64` additions in element order, and a vector sum in any other order
+/// changes the bits the forward passes are compared on. The chain is about
+/// 1% of a forward pass (SmolLM2 Q4_1, one thread: 1.4% of prompt
+/// processing, 0.7% of generation).
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     debug_assert_eq!(x.len(), w.len());
     debug_assert_eq!(x.len(), out.len());
