@@ -70,6 +70,11 @@ thread_local! {
         const { std::cell::RefCell::new(BandBuffers { band: Vec::new(), block: Vec::new() }) };
 }
 
+/// Below these sizes a step runs on the calling thread: handing it out
+/// would cost more than it saves (a decoding step's one row).
+const PAR_MIN_ROWS: usize = 4;
+const PAR_MIN_FLOATS: usize = 16 * 1024;
+
 /// Rows handed to one task: several tasks per thread so that a thread that
 /// starts late (or is interrupted) does not hold up the others, and at least
 /// a few rows so that claiming a task stays a small part of it. Batches:
@@ -150,6 +155,44 @@ impl Backend for CpuBackend {
 
     fn n_threads(&self) -> usize {
         self.pool.n_threads()
+    }
+
+    fn rms_norm(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        eps: f32,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        crate::check_rows("rms_norm", x.len(), out.len(), w.len())?;
+        let n = w.len();
+        let rows = x.len() / n;
+        // Row by row, so the bits do not depend on the split; a row's sum is
+        // one sequential chain, so only a batch of rows runs in parallel.
+        let per = rows.div_ceil(self.n_threads() * 2).max(PAR_MIN_ROWS);
+        self.par_chunks_mut(out, per * n, |i, dst| {
+            let xs = &x[i * per * n..][..dst.len()];
+            for (xr, or) in xs.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
+                k::ops::rms_norm(xr, w, eps, or);
+            }
+        });
+        Ok(())
+    }
+
+    fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError> {
+        crate::check_rows("swiglu", gate.len(), up.len(), n)?;
+        let f = k::kernels().swiglu();
+        let rows = gate.len() / n;
+        let per = rows
+            .div_ceil(self.n_threads() * 2)
+            .max(PAR_MIN_FLOATS.div_ceil(n));
+        self.par_chunks_mut(gate, per * n, |i, g| {
+            let us = &up[i * per * n..][..g.len()];
+            for (gr, ur) in g.chunks_exact_mut(n).zip(us.chunks_exact(n)) {
+                f(gr, ur);
+            }
+        });
+        Ok(())
     }
 
     fn matmul(
@@ -641,6 +684,81 @@ fn attend_f32_group<'a>(
 #[cfg(test)]
 mod tests {
     use super::rows_per_task;
+    use crate::{Backend, BackendError, CpuBackend};
+    use edgellama_kernels as k;
+
+    /// Floats spread over a few orders of magnitude, both signs.
+    fn floats(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                (u - 0.5) * 8.0 * if s & 1 == 0 { 1.0 } else { 0.01 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_norm_and_swiglu_give_the_kernels_bits_row_by_row() {
+        for threads in 1..=3 {
+            let be = CpuBackend::new(threads).unwrap();
+            for (n, rows) in [
+                (576usize, 1usize),
+                (576, 3),
+                (576, 17),
+                (37, 64),
+                (2048, 9),
+                (1531, 40),
+            ] {
+                let x = floats(n * rows, n as u64);
+                let w = floats(n, 7);
+                let mut want = vec![0f32; n * rows];
+                for (xr, or) in x.chunks_exact(n).zip(want.chunks_exact_mut(n)) {
+                    k::ops::rms_norm(xr, &w, 1e-5, or);
+                }
+                let mut got = vec![f32::NAN; n * rows];
+                be.rms_norm(&x, &w, 1e-5, &mut got).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "rms_norm {threads} threads, {rows}x{n}"
+                );
+
+                let up = floats(n * rows, 3);
+                let mut want = x.clone();
+                for (g, u) in want.chunks_exact_mut(n).zip(up.chunks_exact(n)) {
+                    (k::kernels().swiglu())(g, u);
+                }
+                let mut got = x.clone();
+                be.swiglu(&mut got, &up, n).unwrap();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "swiglu {threads} threads, {rows}x{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn norm_and_swiglu_shape_errors() {
+        let be = CpuBackend::new(2).unwrap();
+        let shape = |r: Result<(), BackendError>| matches!(r, Err(BackendError::Shape { .. }));
+        let mut out = vec![0f32; 8];
+        assert!(shape(be.rms_norm(&[0.0; 8], &[1.0; 3], 1e-5, &mut out)));
+        assert!(shape(be.rms_norm(&[0.0; 8], &[], 1e-5, &mut out)));
+        assert!(shape(be.rms_norm(&[0.0; 4], &[1.0; 4], 1e-5, &mut out)));
+        assert!(shape(be.swiglu(&mut out, &[0.0; 7], 7)));
+        assert!(shape(be.swiglu(&mut out, &[0.0; 8], 3)));
+        assert!(shape(be.swiglu(&mut out, &[0.0; 8], 0)));
+        assert!(be.rms_norm(&[], &[1.0; 4], 1e-5, &mut []).is_ok());
+    }
 
     #[test]
     fn batched_bands_are_whole_row_blocks_in_equal_shares() {

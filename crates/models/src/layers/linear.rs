@@ -94,11 +94,15 @@ impl NormWeight {
     }
 
     /// RMS-normalises each `n`-float row of `x` into `out`.
-    pub fn rms_norm(&self, x: &[f32], eps: f32, out: &mut [f32]) {
-        let n = self.w.len();
-        for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-            k::ops::rms_norm(xr, &self.w, eps, or);
-        }
+    pub fn rms_norm(
+        &self,
+        backend: &dyn Backend,
+        x: &[f32],
+        eps: f32,
+        out: &mut [f32],
+    ) -> Result<(), ModelError> {
+        backend.rms_norm(x, &self.w, eps, out)?;
+        Ok(())
     }
 }
 

@@ -136,7 +136,7 @@ impl Llama {
 
         for (il, b) in self.blocks.iter().enumerate() {
             // Attention.
-            b.attn_norm.rms_norm(x, c.rms_eps, &mut xn);
+            b.attn_norm.rms_norm(be, x, c.rms_eps, &mut xn)?;
             be.matmul_group(
                 &[b.wq.matrix(f), b.wk.matrix(f), b.wv.matrix(f)],
                 &xn,
@@ -186,14 +186,14 @@ impl Llama {
             ops::add_inplace(x, &o);
 
             // Feed-forward.
-            b.ffn_norm.rms_norm(x, c.rms_eps, &mut xn);
+            b.ffn_norm.rms_norm(be, x, c.rms_eps, &mut xn)?;
             be.matmul_group(
                 &[b.w_gate.matrix(f), b.w_up.matrix(f)],
                 &xn,
                 n,
                 &mut [&mut gate, &mut up],
             )?;
-            (edgellama_kernels::kernels().swiglu())(&mut gate, &up);
+            be.swiglu(&mut gate, &up, c.n_ff)?;
             b.w_down.forward(f, be, &gate, n, &mut o)?;
             ops::add_inplace(x, &o);
         }
@@ -205,7 +205,8 @@ impl Llama {
         let c = &self.cfg;
         let m = rows.len() / c.n_embd;
         let mut xn = vec![0f32; rows.len()];
-        self.output_norm.rms_norm(rows, c.rms_eps, &mut xn);
+        self.output_norm
+            .rms_norm(&*self.backend, rows, c.rms_eps, &mut xn)?;
         let start = logits.len();
         logits.resize(start + m * c.n_vocab, 0.0);
         self.output
