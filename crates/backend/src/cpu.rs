@@ -70,6 +70,18 @@ thread_local! {
         const { std::cell::RefCell::new(BandBuffers { band: Vec::new(), block: Vec::new() }) };
 }
 
+/// Checks an element-wise step's operands: `a` and `b` the same length, a
+/// whole number of rows of `row` (non-zero) elements.
+fn check_rows(op: &'static str, a: usize, b: usize, row: usize) -> Result<(), BackendError> {
+    if row == 0 || a != b || !a.is_multiple_of(row) {
+        return Err(BackendError::Shape {
+            op,
+            detail: format!("{a} and {b} floats in rows of {row}"),
+        });
+    }
+    Ok(())
+}
+
 /// Below these sizes a step runs on the calling thread: handing it out
 /// would cost more than it saves (a decoding step's one row).
 const PAR_MIN_ROWS: usize = 4;
@@ -164,7 +176,7 @@ impl Backend for CpuBackend {
         eps: f32,
         out: &mut [f32],
     ) -> Result<(), BackendError> {
-        crate::check_rows("rms_norm", x.len(), out.len(), w.len())?;
+        check_rows("rms_norm", x.len(), out.len(), w.len())?;
         let n = w.len();
         let rows = x.len() / n;
         // Row by row, so the bits do not depend on the split; a row's sum is
@@ -180,7 +192,7 @@ impl Backend for CpuBackend {
     }
 
     fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError> {
-        crate::check_rows("swiglu", gate.len(), up.len(), n)?;
+        check_rows("swiglu", gate.len(), up.len(), n)?;
         let f = k::kernels().swiglu();
         let rows = gate.len() / n;
         let per = rows

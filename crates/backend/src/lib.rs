@@ -111,31 +111,13 @@ pub trait Backend: Send + Sync {
 
     /// RMS-normalises each `w.len()`-float row of `x` into `out`, times the
     /// weight `w` ([`edgellama_kernels::ops::rms_norm`] row by row).
-    fn rms_norm(
-        &self,
-        x: &[f32],
-        w: &[f32],
-        eps: f32,
-        out: &mut [f32],
-    ) -> Result<(), BackendError> {
-        check_rows("rms_norm", x.len(), out.len(), w.len())?;
-        for (xr, or) in x.chunks_exact(w.len()).zip(out.chunks_exact_mut(w.len())) {
-            edgellama_kernels::ops::rms_norm(xr, w, eps, or);
-        }
-        Ok(())
-    }
+    fn rms_norm(&self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32])
+        -> Result<(), BackendError>;
 
-    /// `gate[i] = silu(gate[i]) * up[i]` by the table's `swiglu`, a row of
-    /// `n` at a time (as llama.cpp: a row's last `n % 8` take the scalar
-    /// `exp`).
-    fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError> {
-        check_rows("swiglu", gate.len(), up.len(), n)?;
-        let f = edgellama_kernels::kernels().swiglu();
-        for (g, u) in gate.chunks_exact_mut(n).zip(up.chunks_exact(n)) {
-            f(g, u);
-        }
-        Ok(())
-    }
+    /// `gate[i] = silu(gate[i]) * up[i]` by the kernel table's `swiglu`, a
+    /// row of `n` at a time (as llama.cpp: a row's last `n % 8` take the
+    /// scalar `exp`).
+    fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError>;
 
     /// [`Backend::attention`] of several sequences over the same layer (a
     /// continuous-batching step), which a backend can run as one step.
@@ -145,16 +127,4 @@ pub trait Backend: Send + Sync {
         }
         Ok(())
     }
-}
-
-/// Checks an element-wise step's operands: `a` and `b` the same length, a
-/// whole number of rows of `row` (non-zero) elements.
-fn check_rows(op: &'static str, a: usize, b: usize, row: usize) -> Result<(), BackendError> {
-    if row == 0 || a != b || !a.is_multiple_of(row) {
-        return Err(BackendError::Shape {
-            op,
-            detail: format!("{a} and {b} floats in rows of {row}"),
-        });
-    }
-    Ok(())
 }
