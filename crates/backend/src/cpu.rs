@@ -36,6 +36,22 @@ impl CpuBackend {
             f(i, part);
         });
     }
+
+    /// [`Self::par_chunks_mut`] over rows of `n` elements: runs of whole
+    /// rows, at least `min_rows` each (fewer rows stay on the calling
+    /// thread), and `f(first_row, run)`. Row-wise steps give the same bits
+    /// however the rows are split.
+    fn par_rows_mut<T: Send>(
+        &self,
+        data: &mut [T],
+        n: usize,
+        min_rows: usize,
+        f: impl Fn(usize, &mut [T]) + Sync,
+    ) {
+        let rows = data.len() / n.max(1);
+        let per = rows.div_ceil(self.n_threads() * 2).max(min_rows.max(1));
+        self.par_chunks_mut(data, per * n, |i, run| f(i * per, run));
+    }
 }
 
 /// A raw pointer that tasks on other threads may use for disjoint parts of
@@ -178,12 +194,10 @@ impl Backend for CpuBackend {
     ) -> Result<(), BackendError> {
         check_rows("rms_norm", x.len(), out.len(), w.len())?;
         let n = w.len();
-        let rows = x.len() / n;
-        // Row by row, so the bits do not depend on the split; a row's sum is
-        // one sequential chain, so only a batch of rows runs in parallel.
-        let per = rows.div_ceil(self.n_threads() * 2).max(PAR_MIN_ROWS);
-        self.par_chunks_mut(out, per * n, |i, dst| {
-            let xs = &x[i * per * n..][..dst.len()];
+        // A row's sum is one sequential chain: only a batch of rows runs in
+        // parallel.
+        self.par_rows_mut(out, n, PAR_MIN_ROWS, |r0, dst| {
+            let xs = &x[r0 * n..][..dst.len()];
             for (xr, or) in xs.chunks_exact(n).zip(dst.chunks_exact_mut(n)) {
                 k::ops::rms_norm(xr, w, eps, or);
             }
@@ -194,12 +208,8 @@ impl Backend for CpuBackend {
     fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError> {
         check_rows("swiglu", gate.len(), up.len(), n)?;
         let f = k::kernels().swiglu();
-        let rows = gate.len() / n;
-        let per = rows
-            .div_ceil(self.n_threads() * 2)
-            .max(PAR_MIN_FLOATS.div_ceil(n));
-        self.par_chunks_mut(gate, per * n, |i, g| {
-            let us = &up[i * per * n..][..g.len()];
+        self.par_rows_mut(gate, n, PAR_MIN_FLOATS.div_ceil(n), |r0, g| {
+            let us = &up[r0 * n..][..g.len()];
             for (gr, ur) in g.chunks_exact_mut(n).zip(us.chunks_exact(n)) {
                 f(gr, ur);
             }
