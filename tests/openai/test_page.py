@@ -122,6 +122,14 @@ def test_chat_page_streams_a_reply(server, browser):
     browser.call("Page.navigate", url=server.base + "/")
     wait_for(browser, "document.readyState === 'complete' && !!document.getElementById('input')",
              20, "the page")
+    # The page sends no length limit and the server samples at random, so a
+    # first reply can run until the context is full and leave no room for
+    # the second turn. Cap each reply, as a user's max_tokens would: the
+    # page's own request body goes out with that one field added.
+    browser.eval(
+        "(() => { const f = window.fetch; window.fetch = (url, opts) => {"
+        " const b = JSON.parse(opts.body); b.max_tokens = 96;"
+        " return f(url, Object.assign({}, opts, { body: JSON.stringify(b) })); }; return true })()")
     browser.eval("document.getElementById('input').focus()")
     browser.type_text("What is the capital of France?")
     assert browser.eval("document.getElementById('input').value") == "What is the capital of France?"
