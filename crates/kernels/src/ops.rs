@@ -123,6 +123,91 @@ pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// Layer normalisation of one row in place: `x = (x - mean) / sqrt(var +
+/// eps) * w + b`, with the biased variance as PyTorch's `LayerNorm`. Mean and
+/// variance accumulate in `f64` (two passes), so the result is within a few
+/// ulps of any careful f32 implementation whatever its summation order.
+pub fn layer_norm_inplace(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    debug_assert_eq!(x.len(), w.len());
+    debug_assert_eq!(x.len(), b.len());
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    for ((v, &wv), &bv) in x.iter_mut().zip(w).zip(b) {
+        *v = (((*v as f64 - mean) * inv) as f32) * wv + bv;
+    }
+}
+
+/// GELU with the exact error function, `x / 2 * (1 + erf(x / sqrt 2))`
+/// (PyTorch's default `gelu`, which CLIP-style vision towers use).
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    let x = x as f64;
+    (0.5 * x * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2))) as f32
+}
+
+/// [`gelu_erf`] of every element.
+pub fn gelu_erf_inplace(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = gelu_erf(*v));
+}
+
+/// The error function to about 1e-16 relative error: its Maclaurin series
+/// for small arguments, the continued fraction of `erfc` beyond. `f64`
+/// carries far more precision than the `f32` results need.
+pub fn erf(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let r = if a < 2.5 {
+        // erf(a) = 2/sqrt(pi) * sum (-1)^n a^(2n+1) / (n! (2n+1))
+        let a2 = a * a;
+        // At a = 2.5 the terms fall below 1e-17 of the sum by n = 60.
+        let (mut term, mut sum) = (a, a);
+        for n in 1..80 {
+            let n = n as f64;
+            term *= -a2 / n;
+            let add = term / (2.0 * n + 1.0);
+            sum += add;
+            if add.abs() <= 1e-17 * sum.abs() {
+                break;
+            }
+        }
+        sum * std::f64::consts::FRAC_2_SQRT_PI
+    } else if a < 27.0 {
+        // erfc(a) = exp(-a^2)/sqrt(pi) * 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + ...))))
+        let mut f = a;
+        for k in (1..60).rev() {
+            f = a + (k as f64 / 2.0) / f;
+        }
+        1.0 - (-a * a).exp() / (f * std::f64::consts::PI.sqrt())
+    } else {
+        1.0
+    };
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
+}
+
+/// `x[t][i] += b[i]` for every row `t` of `b.len()` floats.
+pub fn add_bias(x: &mut [f32], b: &[f32]) {
+    for row in x.chunks_exact_mut(b.len()) {
+        add_inplace(row, b);
+    }
+}
+
+/// `acc[i] += g * x[i]`: a gated residual (the gate already passed through
+/// its `tanh`).
+pub fn add_scaled(acc: &mut [f32], g: f32, x: &[f32]) {
+    debug_assert_eq!(acc.len(), x.len());
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += g * v;
+    }
+}
+
 /// `acc[i] += x[i]`.
 pub fn add_inplace(acc: &mut [f32], x: &[f32]) {
     debug_assert_eq!(acc.len(), x.len());
@@ -388,5 +473,49 @@ mod tests {
         let want: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
         let got = exp_sum_ggml(&mut x, max);
         assert!((got - want).abs() / want < 1e-6);
+    }
+
+    #[test]
+    fn erf_matches_published_values() {
+        // Abramowitz & Stegun table 7.1 and known values to 1e-15.
+        let table = [
+            (0.0, 0.0),
+            (0.1, 0.112_462_916_018_284_9),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.0, 0.995_322_265_018_952_7),
+            (2.5, 0.999_593_047_982_555),
+            (3.0, 0.999_977_909_503_001_4),
+            (4.0, 0.999_999_984_582_742_1),
+        ];
+        for (x, want) in table {
+            assert!((erf(x) - want).abs() < 1e-14, "erf({x}) = {}", erf(x));
+            assert!((erf(-x) + want).abs() < 1e-14);
+        }
+        assert_eq!(erf(40.0), 1.0);
+        assert!(erf(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn gelu_known_points() {
+        assert_eq!(gelu_erf(0.0), 0.0);
+        // gelu(1) = 0.5 * (1 + erf(1/sqrt 2)) = 0.841344746...
+        assert!((gelu_erf(1.0) - 0.841_344_75).abs() < 1e-7);
+        assert!((gelu_erf(-1.0) + 0.158_655_25).abs() < 1e-7);
+        assert!((gelu_erf(-10.0)).abs() < 1e-20);
+    }
+
+    #[test]
+    fn layer_norm_zero_mean_unit_variance() {
+        let mut x: Vec<f32> = (0..37)
+            .map(|i| (i as f32 * 0.7).sin() * 3.0 + 1.5)
+            .collect();
+        let w = vec![1.0; 37];
+        let b = vec![0.0; 37];
+        layer_norm_inplace(&mut x, &w, &b, 0.0);
+        let mean: f64 = x.iter().map(|&v| v as f64).sum::<f64>() / 37.0;
+        let var: f64 = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / 37.0;
+        assert!(mean.abs() < 1e-6, "mean {mean}");
+        assert!((var - 1.0).abs() < 1e-5, "var {var}");
     }
 }

@@ -18,8 +18,8 @@ pub enum ModelError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Kernel(#[from] edgellama_kernels::KernelError),
-    #[error("unsupported architecture '{0}' (supported: llama)")]
-    UnsupportedArchitecture(String),
+    #[error("unsupported architecture '{arch}' (supported: {})", supported_list())]
+    UnsupportedArchitecture { arch: String },
     #[error("missing tensor '{0}'")]
     MissingTensor(String),
     #[error("tensor '{name}' has shape {got:?}, expected {want:?}")]
@@ -56,6 +56,15 @@ pub struct ModelInfo {
     pub n_layer: usize,
     pub n_params: u64,
     pub weight_bytes: u64,
+    /// The token that stands for an image in the prompt, for models that
+    /// take images; `None` for text-only models.
+    pub image_token: Option<u32>,
+}
+
+impl ModelInfo {
+    pub fn takes_images(&self) -> bool {
+        self.image_token.is_some()
+    }
 }
 
 /// Per-sequence state: the KV cache and how much of it is filled.
@@ -82,6 +91,17 @@ pub enum Logits {
     All,
     /// Every position from this index of the batch on.
     From(usize),
+}
+
+impl Logits {
+    /// The first of `n` batch rows that gets logits.
+    pub fn first_row(self, n: usize) -> usize {
+        match self {
+            Logits::All => 0,
+            Logits::Last => n.saturating_sub(1),
+            Logits::From(i) => i.min(n),
+        }
+    }
 }
 
 /// One sequence's part of a batched step.
@@ -118,14 +138,38 @@ pub trait CausalLm: Send + Sync {
     }
 }
 
+/// Builds a model of one architecture from its file.
+type LoadFn = fn(Arc<GgufFile>, Arc<dyn Backend>) -> Result<Box<dyn CausalLm>, ModelError>;
+
+/// The architectures this crate runs, keyed by `general.architecture`.
+/// A new architecture is a folder under `models/` and a row here.
+pub const ARCHITECTURES: &[(&str, LoadFn)] = &[("llama", |file, backend| {
+    Ok(Box::new(llama::Llama::load(file, backend)?))
+})];
+
+fn supported_list() -> String {
+    ARCHITECTURES
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Builds the model named by the file's `general.architecture`.
 pub fn load_model(
     file: Arc<GgufFile>,
     backend: Arc<dyn Backend>,
 ) -> Result<Box<dyn CausalLm>, ModelError> {
     let arch = file.architecture()?.to_string();
-    match arch.as_str() {
-        "llama" => Ok(Box::new(llama::Llama::load(file, backend)?)),
-        _ => Err(ModelError::UnsupportedArchitecture(arch)),
+    match ARCHITECTURES.iter().find(|(name, _)| *name == arch) {
+        Some((_, load)) => load(file, backend),
+        None => Err(ModelError::UnsupportedArchitecture { arch }),
     }
+}
+
+/// Elements and bytes of every tensor in the file.
+pub(crate) fn count_weights(file: &GgufFile) -> (u64, u64) {
+    file.tensors()
+        .iter()
+        .fold((0, 0), |(n, b), t| (n + t.n_elements(), b + t.n_bytes()))
 }

@@ -77,35 +77,6 @@ impl Linear {
     }
 }
 
-/// A 1-D weight (normalisation scale), dequantized to floats at load.
-#[derive(Debug, Clone)]
-pub struct NormWeight {
-    pub name: String,
-    pub w: Vec<f32>,
-}
-
-impl NormWeight {
-    pub fn load(file: &GgufFile, name: &str, n: usize) -> Result<NormWeight, ModelError> {
-        let w = load_vector(file, name, n)?;
-        Ok(NormWeight {
-            name: name.to_string(),
-            w,
-        })
-    }
-
-    /// RMS-normalises each `n`-float row of `x` into `out`.
-    pub fn rms_norm(
-        &self,
-        backend: &dyn Backend,
-        x: &[f32],
-        eps: f32,
-        out: &mut [f32],
-    ) -> Result<(), ModelError> {
-        backend.rms_norm(x, &self.w, eps, out)?;
-        Ok(())
-    }
-}
-
 /// Reads a 1-D tensor of `n` elements as floats.
 pub fn load_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, ModelError> {
     let info = file
@@ -121,4 +92,43 @@ pub fn load_vector(file: &GgufFile, name: &str, n: usize) -> Result<Vec<f32>, Mo
     let mut w = vec![0f32; n];
     k::dequantize_row(info.ggml_type, file.tensor_data(info), &mut w)?;
     Ok(w)
+}
+
+/// A matrix with an optional bias: `y = W x + b`.
+#[derive(Debug, Clone)]
+pub struct Affine {
+    pub w: Linear,
+    pub b: Option<Vec<f32>>, // [n_out]
+}
+
+impl Affine {
+    /// Loads `{stem}.weight` and, when the file has it, `{stem}.bias`.
+    pub fn load(
+        file: &GgufFile,
+        stem: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Affine, ModelError> {
+        let w = Linear::load(file, &format!("{stem}.weight"), n_in, n_out)?;
+        let bias = format!("{stem}.bias");
+        let b = match file.tensor(&bias) {
+            Some(_) => Some(load_vector(file, &bias, n_out)?),
+            None => None,
+        };
+        Ok(Affine { w, b })
+    }
+
+    pub fn forward(
+        &self,
+        ctx: super::Ctx<'_>,
+        x: &[f32],
+        n_tokens: usize,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
+        self.w.forward(ctx.file, ctx.backend, x, n_tokens, y)?;
+        if let Some(b) = &self.b {
+            k::ops::add_bias(y, b);
+        }
+        Ok(())
+    }
 }

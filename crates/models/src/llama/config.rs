@@ -24,6 +24,14 @@ const MAX_DIM: u64 = 1 << 20;
 const MAX_LAYERS: u64 = 4096;
 
 impl LlamaConfig {
+    pub fn head_dims(&self) -> crate::layers::HeadDims {
+        crate::layers::HeadDims {
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            head_dim: self.head_dim,
+        }
+    }
+
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig, ModelError> {
         let arch = file.architecture()?.to_string();
         let key = |k: &str| format!("{arch}.{k}");

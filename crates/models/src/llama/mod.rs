@@ -8,9 +8,12 @@ mod config;
 pub use config::LlamaConfig;
 
 use crate::layers::rope::rope_params;
-use crate::layers::{Linear, NormWeight};
+use crate::layers::{
+    AttnScratch, Ctx, Embedding, FfnScratch, Linear, RmsNorm, Segment, SelfAttention, SwiGlu,
+};
 use crate::{BatchItem, CausalLm, Logits, ModelError, ModelInfo, SeqState};
-use edgellama_backend::{AttnJob, AttnShape, Backend, KvCache};
+use edgellama_backend::{Backend, KvCache};
+use edgellama_gguf::names::TensorKind as T;
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
 use std::sync::Arc;
@@ -20,15 +23,10 @@ use std::sync::Arc;
 const UBATCH: usize = 512;
 
 struct Block {
-    attn_norm: NormWeight, // blk.{i}.attn_norm.weight  [n_embd]
-    wq: Linear,            // blk.{i}.attn_q.weight      [n_embd, n_head * head_dim]
-    wk: Linear,            // blk.{i}.attn_k.weight      [n_embd, n_head_kv * head_dim]
-    wv: Linear,            // blk.{i}.attn_v.weight      [n_embd, n_head_kv * head_dim]
-    wo: Linear,            // blk.{i}.attn_output.weight [n_head * head_dim, n_embd]
-    ffn_norm: NormWeight,  // blk.{i}.ffn_norm.weight    [n_embd]
-    w_gate: Linear,        // blk.{i}.ffn_gate.weight    [n_embd, n_ff]
-    w_up: Linear,          // blk.{i}.ffn_up.weight      [n_embd, n_ff]
-    w_down: Linear,        // blk.{i}.ffn_down.weight    [n_ff, n_embd]
+    attn_norm: RmsNorm,  // blk.{i}.attn_norm.weight  [n_embd]
+    attn: SelfAttention, // blk.{i}.attn_{q,k,v,output}.weight
+    ffn_norm: RmsNorm,   // blk.{i}.ffn_norm.weight    [n_embd]
+    ffn: SwiGlu,         // blk.{i}.ffn_{gate,up,down}.weight
 }
 
 pub struct Llama {
@@ -37,45 +35,39 @@ pub struct Llama {
     file: Arc<GgufFile>,
     backend: Arc<dyn Backend>,
     rope: RopeParams,
-    tok_embd: Linear,        // token_embd.weight  [n_embd, n_vocab]
-    output_norm: NormWeight, // output_norm.weight [n_embd]
-    output: Linear,          // output.weight      [n_embd, n_vocab], or token_embd when tied
+    tok_embd: Embedding,  // token_embd.weight  [n_embd, n_vocab]
+    output_norm: RmsNorm, // output_norm.weight [n_embd]
+    output: Linear,       // output.weight      [n_embd, n_vocab], or token_embd when tied
     blocks: Vec<Block>,
 }
 
 impl Llama {
     pub fn load(file: Arc<GgufFile>, backend: Arc<dyn Backend>) -> Result<Llama, ModelError> {
         let cfg = LlamaConfig::from_gguf(&file)?;
-        let (d, hd) = (cfg.n_embd, cfg.head_dim);
+        let d = cfg.n_embd;
         let f = &*file;
-        let tok_embd = Linear::load(f, "token_embd.weight", d, cfg.n_vocab)?;
-        let output = if f.tensor("output.weight").is_some() {
-            Linear::load(f, "output.weight", d, cfg.n_vocab)?
+        let ctx = Ctx {
+            file: f,
+            backend: &*backend,
+        };
+        let tok_embd = Embedding::load(f, &T::TokenEmbd.weight(0), d, cfg.n_vocab)?;
+        let output = if f.tensor(&T::Output.weight(0)).is_some() {
+            Linear::load(f, &T::Output.weight(0), d, cfg.n_vocab)?
         } else {
-            tok_embd.clone()
+            tok_embd.table.clone()
         };
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let n = |s: &str| format!("blk.{i}.{s}.weight");
             blocks.push(Block {
-                attn_norm: NormWeight::load(f, &n("attn_norm"), d)?,
-                wq: Linear::load(f, &n("attn_q"), d, cfg.n_head * hd)?,
-                wk: Linear::load(f, &n("attn_k"), d, cfg.n_head_kv * hd)?,
-                wv: Linear::load(f, &n("attn_v"), d, cfg.n_head_kv * hd)?,
-                wo: Linear::load(f, &n("attn_output"), cfg.n_head * hd, d)?,
-                ffn_norm: NormWeight::load(f, &n("ffn_norm"), d)?,
-                w_gate: Linear::load(f, &n("ffn_gate"), d, cfg.n_ff)?,
-                w_up: Linear::load(f, &n("ffn_up"), d, cfg.n_ff)?,
-                w_down: Linear::load(f, &n("ffn_down"), cfg.n_ff, d)?,
+                attn_norm: RmsNorm::load(f, &T::AttnNorm.weight(i), d, cfg.rms_eps)?,
+                attn: SelfAttention::load(ctx, i, d, cfg.head_dims(), cfg.n_rot)?,
+                ffn_norm: RmsNorm::load(f, &T::FfnNorm.weight(i), d, cfg.rms_eps)?,
+                ffn: SwiGlu::load(ctx, i, d, cfg.n_ff)?,
             });
         }
         let rope = rope_params(f, &cfg.arch, cfg.n_rot)?;
-        let output_norm = NormWeight::load(f, "output_norm.weight", d)?;
-        let (mut n_params, mut weight_bytes) = (0u64, 0u64);
-        for t in f.tensors() {
-            n_params += t.n_elements();
-            weight_bytes += t.n_bytes();
-        }
+        let output_norm = RmsNorm::load(f, &T::OutputNorm.weight(0), d, cfg.rms_eps)?;
+        let (n_params, weight_bytes) = crate::count_weights(f);
         let info = ModelInfo {
             architecture: cfg.arch.clone(),
             n_vocab: cfg.n_vocab,
@@ -84,6 +76,7 @@ impl Llama {
             n_layer: cfg.n_layer,
             n_params,
             weight_bytes,
+            image_token: None,
         };
         Ok(Llama {
             cfg,
@@ -112,89 +105,35 @@ impl Llama {
         x: &mut [f32],
     ) -> Result<(), ModelError> {
         let c = &self.cfg;
-        let f = &*self.file;
-        let be = &*self.backend;
+        let ctx = Ctx {
+            file: &self.file,
+            backend: &*self.backend,
+        };
         let n = tokens.len();
-        let (d, hd) = (c.n_embd, c.head_dim);
-        let (dq, dkv) = (c.n_head * hd, c.n_head_kv * hd);
-
-        for (t, &id) in tokens.iter().enumerate() {
-            self.tok_embd
-                .row(f, id as usize, &mut x[t * d..(t + 1) * d])?;
-        }
+        let d = c.n_embd;
+        self.tok_embd.lookup(ctx.file, tokens, x)?;
         let mut xn = vec![0f32; n * d];
-        let mut q = vec![0f32; n * dq];
-        let mut k = vec![0f32; n * dkv];
-        let mut v = vec![0f32; n * dkv];
-        let mut attn = vec![0f32; n * dq];
         let mut o = vec![0f32; n * d];
-        let mut gate = vec![0f32; n * c.n_ff];
-        let mut up = vec![0f32; n * c.n_ff];
-        let mut rope_cache = vec![0f32; c.n_rot];
+        let mut attn_s = AttnScratch::new(n, c.head_dims(), c.n_rot);
+        let mut ffn_s = FfnScratch::new(n, c.n_ff);
         // Each token's position in its own sequence.
         let positions: Vec<usize> = segs.iter().flat_map(|s| s.pos0..s.pos0 + s.n).collect();
 
         for (il, b) in self.blocks.iter().enumerate() {
-            // Attention.
-            b.attn_norm.rms_norm(be, x, c.rms_eps, &mut xn)?;
-            be.matmul_group(
-                &[b.wq.matrix(f), b.wk.matrix(f), b.wv.matrix(f)],
+            b.attn_norm.forward(ctx.backend, x, &mut xn)?;
+            b.attn.forward(
+                ctx,
+                &self.rope,
+                il,
+                segs,
+                &positions,
                 &xn,
-                n,
-                &mut [&mut q, &mut k, &mut v],
+                &mut attn_s,
+                &mut o,
             )?;
-            for (t, &pos) in positions.iter().enumerate() {
-                self.rope.cache(pos, &mut rope_cache);
-                for head in q[t * dq..(t + 1) * dq].chunks_exact_mut(hd) {
-                    ops::rope_normal(&mut head[..c.n_rot], &rope_cache);
-                }
-                for head in k[t * dkv..(t + 1) * dkv].chunks_exact_mut(hd) {
-                    ops::rope_normal(&mut head[..c.n_rot], &rope_cache);
-                }
-            }
-            let mut t0 = 0;
-            for seg in segs.iter_mut() {
-                let t1 = t0 + seg.n;
-                seg.kv
-                    .store(il, seg.pos0, &k[t0 * dkv..t1 * dkv], &v[t0 * dkv..t1 * dkv]);
-                t0 = t1;
-            }
-            // Every sequence's attention in one backend call.
-            let mut jobs = Vec::with_capacity(segs.len());
-            let (mut rest_q, mut rest_out) = (&q[..], &mut attn[..]);
-            for seg in segs.iter() {
-                let (sq, tq) = rest_q.split_at(seg.n * dq);
-                let (so, to) = std::mem::take(&mut rest_out).split_at_mut(seg.n * dq);
-                (rest_q, rest_out) = (tq, to);
-                jobs.push(AttnJob {
-                    q: sq,
-                    kv: &*seg.kv,
-                    shape: AttnShape {
-                        n_head: c.n_head,
-                        n_head_kv: c.n_head_kv,
-                        head_dim: hd,
-                        pos0: seg.pos0,
-                        n_tokens: seg.n,
-                        scale: 1.0 / (hd as f32).sqrt(),
-                    },
-                    out: so,
-                });
-            }
-            be.attention_many(il, &mut jobs)?;
-            drop(jobs);
-            b.wo.forward(f, be, &attn, n, &mut o)?;
             ops::add_inplace(x, &o);
-
-            // Feed-forward.
-            b.ffn_norm.rms_norm(be, x, c.rms_eps, &mut xn)?;
-            be.matmul_group(
-                &[b.w_gate.matrix(f), b.w_up.matrix(f)],
-                &xn,
-                n,
-                &mut [&mut gate, &mut up],
-            )?;
-            be.swiglu(&mut gate, &up, c.n_ff)?;
-            b.w_down.forward(f, be, &gate, n, &mut o)?;
+            b.ffn_norm.forward(ctx.backend, x, &mut xn)?;
+            b.ffn.forward(ctx, &xn, n, &mut ffn_s, &mut o)?;
             ops::add_inplace(x, &o);
         }
         Ok(())
@@ -205,8 +144,7 @@ impl Llama {
         let c = &self.cfg;
         let m = rows.len() / c.n_embd;
         let mut xn = vec![0f32; rows.len()];
-        self.output_norm
-            .rms_norm(&*self.backend, rows, c.rms_eps, &mut xn)?;
+        self.output_norm.forward(&*self.backend, rows, &mut xn)?;
         let start = logits.len();
         logits.resize(start + m * c.n_vocab, 0.0);
         self.output
@@ -219,21 +157,6 @@ impl Llama {
             Some(&id) => Err(ModelError::TokenOutOfRange { id, n_vocab }),
             None => Ok(()),
         }
-    }
-}
-
-/// A run of consecutive tokens of one sequence inside a batch.
-struct Segment<'a> {
-    kv: &'a mut KvCache,
-    pos0: usize,
-    n: usize,
-}
-
-fn first_logit_row(which: Logits, n: usize) -> usize {
-    match which {
-        Logits::All => 0,
-        Logits::Last => n.saturating_sub(1),
-        Logits::From(i) => i.min(n),
     }
 }
 
@@ -271,7 +194,7 @@ impl CausalLm for Llama {
             });
         }
         let d = self.cfg.n_embd;
-        let first_out = first_logit_row(which, tokens.len());
+        let first_out = which.first_row(tokens.len());
         let mut logits = Vec::new();
         for (ci, chunk) in tokens.chunks(UBATCH).enumerate() {
             let n = chunk.len();
@@ -323,7 +246,7 @@ impl CausalLm for Llama {
         for it in items.iter_mut() {
             let n = it.tokens.len();
             it.state.n_past += n;
-            let first = first_logit_row(it.logits, n);
+            let first = it.logits.first_row(n);
             let mut logits = Vec::new();
             if first < n {
                 self.head(&x[(t0 + first) * d..(t0 + n) * d], &mut logits)?;
