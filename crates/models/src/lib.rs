@@ -4,6 +4,7 @@
 
 pub mod layers;
 pub mod llama;
+pub mod mllama;
 
 use edgellama_backend::{Backend, BackendError, KvCache};
 use edgellama_gguf::{GgufError, GgufFile};
@@ -18,6 +19,8 @@ pub enum ModelError {
     Backend(#[from] BackendError),
     #[error(transparent)]
     Kernel(#[from] edgellama_kernels::KernelError),
+    #[error(transparent)]
+    Image(#[from] mllama::preprocess::ImageError),
     #[error("unsupported architecture '{arch}' (supported: {})", supported_list())]
     UnsupportedArchitecture { arch: String },
     #[error("missing tensor '{0}'")]

@@ -1,0 +1,3 @@
+//! Llama 3.2 Vision (mllama).
+
+pub mod preprocess;
