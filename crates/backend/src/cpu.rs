@@ -205,6 +205,38 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn attention_segments(
+        &self,
+        q: &[f32],
+        segs: &[crate::KvSegment<'_>],
+        shape: crate::DenseShape,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        let (wq, wkv) = (shape.q_width(), shape.kv_width());
+        let bad_seg = segs
+            .iter()
+            .any(|s| s.k.len() != s.v.len() || wkv == 0 || !s.k.len().is_multiple_of(wkv));
+        let groups = shape.n_head_kv > 0 && shape.n_head.is_multiple_of(shape.n_head_kv);
+        if wq == 0 || q.len() != out.len() || !q.len().is_multiple_of(wq) || bad_seg || !groups {
+            return Err(BackendError::Shape {
+                op: "attention_segments",
+                detail: format!(
+                    "{} query floats, {} output floats, {} heads over {} KV heads of {}",
+                    q.len(),
+                    out.len(),
+                    shape.n_head,
+                    shape.n_head_kv,
+                    shape.head_dim
+                ),
+            });
+        }
+        self.par_rows_mut(out, wq, 1, |r0, dst| {
+            let qs = &q[r0 * wq..][..dst.len()];
+            k::dense_attn::attention_segments(qs, segs, shape, &mut Vec::new(), dst);
+        });
+        Ok(())
+    }
+
     fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError> {
         check_rows("swiglu", gate.len(), up.len(), n)?;
         let f = k::kernels().swiglu();

@@ -14,6 +14,7 @@ pub use kv::KvCache;
 pub use threads::default_threads;
 
 use edgellama_gguf::GgmlType;
+pub use edgellama_kernels::dense_attn::{DenseShape, KvSegment};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -118,6 +119,19 @@ pub trait Backend: Send + Sync {
     /// row of `n` at a time (as llama.cpp: a row's last `n % 8` take the
     /// scalar `exp`).
     fn swiglu(&self, gate: &mut [f32], up: &[f32], n: usize) -> Result<(), BackendError>;
+
+    /// Attention of the query rows `q` (`[n][n_head * head_dim]`) over every
+    /// key of `segs`, f32 rows held outside the cache (the vision tower's
+    /// attention, cross-attention to image features), as
+    /// [`edgellama_kernels::dense_attn::attention_segments`]. Rows are
+    /// independent: any split over threads gives the same bits.
+    fn attention_segments(
+        &self,
+        q: &[f32],
+        segs: &[KvSegment<'_>],
+        shape: DenseShape,
+        out: &mut [f32],
+    ) -> Result<(), BackendError>;
 
     /// [`Backend::attention`] of several sequences over the same layer (a
     /// continuous-batching step), which a backend can run as one step.

@@ -257,10 +257,7 @@ mod tests {
         }
 
         fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError> {
-            Ok(SeqState {
-                kv: KvCache::new(1, n_ctx, 1),
-                n_past: 0,
-            })
+            Ok(SeqState::new(KvCache::new(1, n_ctx, 1)))
         }
 
         fn forward(

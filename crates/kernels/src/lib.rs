@@ -13,6 +13,7 @@
 
 pub mod blocks;
 pub mod convert;
+pub mod dense_attn;
 mod dispatch;
 mod error;
 pub mod ops;

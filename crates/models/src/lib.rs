@@ -37,6 +37,10 @@ pub enum ModelError {
         ty: edgellama_gguf::GgmlType,
         what: &'static str,
     },
+    #[error("the {arch} architecture takes no images")]
+    NoImageInput { arch: String },
+    #[error("{images} images for {tokens} image tokens in the prompt")]
+    ImageCount { images: usize, tokens: usize },
     #[error("invalid model configuration: {0}")]
     Config(String),
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
@@ -70,22 +74,93 @@ impl ModelInfo {
     }
 }
 
-/// Per-sequence state: the KV cache and how much of it is filled.
+/// Per-sequence state: the KV cache, how much of it is filled, and the
+/// images the sequence has seen.
 pub struct SeqState {
     pub kv: KvCache,
     pub n_past: usize,
+    pub cross: CrossState,
 }
 
 impl SeqState {
+    /// A state over `kv` with nothing in it yet.
+    pub fn new(kv: KvCache) -> SeqState {
+        SeqState {
+            kv,
+            n_past: 0,
+            cross: CrossState::default(),
+        }
+    }
+
     pub fn n_ctx(&self) -> usize {
         self.kv.n_ctx()
     }
 
-    /// Forgets everything after the first `n` positions.
+    /// Forgets everything after the first `n` positions, images included.
     pub fn truncate(&mut self, n: usize) {
         self.n_past = self.n_past.min(n);
+        self.cross.images.retain(|im| im.pos < n);
+        self.cross.pending.clear();
     }
 }
+
+/// Cross-attention state of a sequence: the images it has attached, each
+/// bound to the position of its image token.
+#[derive(Default, Clone)]
+pub struct CrossState {
+    pub images: Vec<AttachedImage>,
+    /// Encoded images waiting for their image token (attached by
+    /// [`CausalLm::forward_inputs`] before the token is processed).
+    pub pending: Vec<Arc<ImageKv>>,
+}
+
+/// An image whose token sits at `pos`.
+#[derive(Clone)]
+pub struct AttachedImage {
+    pub pos: usize,
+    pub kv: Arc<ImageKv>,
+}
+
+/// An image's keys and values for every cross-attention layer, computed
+/// once from its encoding and shared by every sequence that shows it.
+pub struct ImageKv {
+    /// sha256 of the image (see [`PreparedImage::hash`]).
+    pub hash: [u8; 32],
+    /// Key/value rows per image.
+    pub n_tokens: usize,
+    /// Per cross-attention layer: keys and values, `[n_tokens][n_head_kv * head_dim]`.
+    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl CrossState {
+    /// The images position `pos` attends to: the run of consecutive image
+    /// tokens that ends last at or before `pos`, those of its members at or
+    /// before `pos` (transformers' `get_cross_attention_token_mask`: an image
+    /// is seen from its own token to the next image token, and images in a
+    /// run of adjacent tokens all reach past the run). Empty before the first
+    /// image.
+    pub fn visible_at(&self, pos: usize) -> &[AttachedImage] {
+        let upto = self.images.partition_point(|im| im.pos <= pos);
+        if upto == 0 {
+            return &[];
+        }
+        let mut start = upto - 1;
+        while start > 0 && self.images[start - 1].pos + 1 == self.images[start].pos {
+            start -= 1;
+        }
+        &self.images[start..upto]
+    }
+}
+
+/// A piece of a prompt: a run of tokens, or an image, which stands where the
+/// model's image token would ([`ModelInfo::image_token`]).
+#[derive(Debug, Clone)]
+pub enum Input {
+    Tokens(Vec<u32>),
+    Image(Arc<PreparedImage>),
+}
+
+pub use mllama::preprocess::PreparedImage;
 
 /// Which positions of a batch need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +204,61 @@ pub trait CausalLm: Send + Sync {
         which: Logits,
     ) -> Result<Vec<f32>, ModelError>;
 
+    /// Encodes `image` (or reuses an encoding of the same image) and queues
+    /// it for the sequence's next image token. Models without image input
+    /// refuse.
+    fn attach_image(
+        &self,
+        _state: &mut SeqState,
+        _image: &PreparedImage,
+    ) -> Result<(), ModelError> {
+        Err(ModelError::NoImageInput {
+            arch: self.info().architecture.clone(),
+        })
+    }
+
+    /// Appends a prompt of token runs and images, each image standing where
+    /// the model's image token goes. Image tokens inside a token run are
+    /// refused: an image comes with its pixels or not at all.
+    fn forward_inputs(
+        &self,
+        state: &mut SeqState,
+        inputs: &[Input],
+        which: Logits,
+    ) -> Result<Vec<f32>, ModelError> {
+        let image_token = self.info().image_token;
+        let mut tokens = Vec::new();
+        let n_images = inputs
+            .iter()
+            .filter(|i| matches!(i, Input::Image(_)))
+            .count();
+        for input in inputs {
+            match input {
+                Input::Tokens(t) => {
+                    if let Some(id) = image_token {
+                        if t.contains(&id) {
+                            return Err(ModelError::ImageCount {
+                                images: n_images,
+                                tokens: n_images + t.iter().filter(|&&x| x == id).count(),
+                            });
+                        }
+                    }
+                    tokens.extend_from_slice(t)
+                }
+                Input::Image(img) => {
+                    let Some(id) = image_token else {
+                        return Err(ModelError::NoImageInput {
+                            arch: self.info().architecture.clone(),
+                        });
+                    };
+                    self.attach_image(state, img)?;
+                    tokens.push(id);
+                }
+            }
+        }
+        self.forward(state, &tokens, which)
+    }
+
     /// Advances several sequences in one pass: their tokens share every
     /// matrix product, each attends only to its own cache. Per sequence the
     /// result is the same as [`CausalLm::forward`] on its tokens alone, bit
@@ -146,9 +276,14 @@ type LoadFn = fn(Arc<GgufFile>, Arc<dyn Backend>) -> Result<Box<dyn CausalLm>, M
 
 /// The architectures this crate runs, keyed by `general.architecture`.
 /// A new architecture is a folder under `models/` and a row here.
-pub const ARCHITECTURES: &[(&str, LoadFn)] = &[("llama", |file, backend| {
-    Ok(Box::new(llama::Llama::load(file, backend)?))
-})];
+pub const ARCHITECTURES: &[(&str, LoadFn)] = &[
+    ("llama", |file, backend| {
+        Ok(Box::new(llama::Llama::load(file, backend)?))
+    }),
+    ("mllama", |file, backend| {
+        Ok(Box::new(mllama::Mllama::load(file, backend)?))
+    }),
+];
 
 fn supported_list() -> String {
     ARCHITECTURES

@@ -42,6 +42,38 @@ impl Linear {
         Ok(Linear { info, n_in, n_out })
     }
 
+    /// [`Linear::load`] of a tensor stored with more than two dimensions
+    /// (a convolution kernel `[kx, ky, c, n_out]`), taken as `n_out` rows of
+    /// all its other dimensions.
+    pub fn load_flat(
+        file: &GgufFile,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Linear, ModelError> {
+        let info = file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
+        let (last, rest) = info.dims.split_last().unwrap_or((&0, &[]));
+        if *last != n_out as u64 || rest.iter().product::<u64>() != n_in as u64 {
+            return Err(ModelError::TensorShape {
+                name: name.to_string(),
+                got: info.dims.clone(),
+                want: vec![n_in as u64, n_out as u64],
+            });
+        }
+        let mut info = info.clone();
+        info.dims = vec![n_in as u64, n_out as u64];
+        if !k::supports(info.ggml_type) {
+            return Err(ModelError::TensorType {
+                name: name.to_string(),
+                ty: info.ggml_type,
+                what: "has no matrix kernel",
+            });
+        }
+        Ok(Linear { info, n_in, n_out })
+    }
+
     pub fn matrix<'a>(&self, file: &'a GgufFile) -> QMatrix<'a> {
         QMatrix {
             ty: self.info.ggml_type,

@@ -169,14 +169,11 @@ impl CausalLm for Llama {
         if n_ctx == 0 {
             return Err(ModelError::Config("context size must be at least 1".into()));
         }
-        Ok(SeqState {
-            kv: KvCache::new(
-                self.cfg.n_layer,
-                n_ctx,
-                self.cfg.n_head_kv * self.cfg.head_dim,
-            ),
-            n_past: 0,
-        })
+        Ok(SeqState::new(KvCache::new(
+            self.cfg.n_layer,
+            n_ctx,
+            self.cfg.n_head_kv * self.cfg.head_dim,
+        )))
     }
 
     fn forward(

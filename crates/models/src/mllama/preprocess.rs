@@ -257,7 +257,7 @@ impl PreprocessConfig {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ImageError> {
+    pub fn validate(&self) -> Result<(), ImageError> {
         let bad = |m: String| Err(ImageError::Config(m));
         if !(1..=MAX_TILE_SIZE).contains(&self.tile_size) {
             return bad(format!(
