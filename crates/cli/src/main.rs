@@ -2,6 +2,7 @@
 
 mod commands;
 mod fetch;
+mod images;
 mod load;
 
 use clap::{Parser, Subcommand};

@@ -243,6 +243,7 @@ mod tests {
                     n_params: 0,
                     weight_bytes: 0,
                     image_token: None,
+                    preprocess: None,
                 },
                 prompt_len,
                 script,

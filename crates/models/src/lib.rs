@@ -66,6 +66,8 @@ pub struct ModelInfo {
     /// The token that stands for an image in the prompt, for models that
     /// take images; `None` for text-only models.
     pub image_token: Option<u32>,
+    /// How images are prepared for this model (with `image_token`).
+    pub preprocess: Option<PreprocessConfig>,
 }
 
 impl ModelInfo {
@@ -160,7 +162,7 @@ pub enum Input {
     Image(Arc<PreparedImage>),
 }
 
-pub use mllama::preprocess::PreparedImage;
+pub use mllama::preprocess::{PreparedImage, PreprocessConfig};
 
 /// Which positions of a batch need logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -192,15 +192,26 @@ fn argmax(v: &[f32]) -> u32 {
     best as u32
 }
 
-/// f32 in a different operation order than torch: the tower's and the
-/// decoder's outputs agree to about 1e-6 of their scale; 1e-4 leaves room
-/// and still fails on any wrong step (a wrong mask, gate or layer moves
-/// them by 1e-1 and more).
+/// The tower runs in f32 in another operation order than torch: it agrees
+/// to about 1e-6 of its output's scale; 1e-4 leaves room and still fails on
+/// any wrong step (a wrong mask, gate or layer moves it by 1e-1 and more).
 const TOL: f32 = 1e-4;
+
+/// The decoder keeps its self-attention keys and values in F16 and attends
+/// with llama.cpp's F16 arithmetic (as it does for Llama), which the f32
+/// reference does not: about 1e-3 of the logits' scale, the same with and
+/// without images (case e has none). A wrong cross-attention step moves
+/// the image cases by 1e-1 and more.
+const TOL_LOGITS: f32 = 3e-3;
 
 fn check_case(g: &Golden, name: &str) {
     let case = g.case(name);
-    let source = case.inputs_from.as_deref().unwrap_or(name);
+    // Cases that repeat another's inputs store them once, under its name.
+    let source = case
+        .inputs_from
+        .as_deref()
+        .or(case.same_as.as_deref())
+        .unwrap_or(name);
     let model = load_model(&case.model, &case.model_sha256);
     let image_token = model.info().image_token.expect("vision model");
     let src_case = g.case(source);
@@ -248,13 +259,16 @@ fn check_case(g: &Golden, name: &str) {
         )
         .expect("forward");
     let n_vocab = model.info().n_vocab;
-    assert_eq!(logits.len(), case.tokens.len() * n_vocab);
+    assert_eq!(logits.len(), src_case.tokens.len() * n_vocab);
     let got: Vec<f32> = logits
         .chunks_exact(n_vocab)
         .flat_map(|row| cols.iter().map(move |&c| row[c as usize]))
         .collect();
     let d = rel_diff(&got, &want);
-    assert!(d < TOL, "case {name}: logits differ by {d} (relative)");
+    assert!(
+        d < TOL_LOGITS,
+        "case {name}: logits differ by {d} (relative)"
+    );
     eprintln!("case {name}: logits within {d:e}");
 
     // Greedy continuation, one token at a time through the cache.
@@ -315,7 +329,11 @@ fn in_memory_checkpoint_layout() {
 #[test]
 fn preprocessing_matches_reference_pixels() {
     let g = load_golden();
-    for case in g.cases.iter().filter(|c| c.inputs_from.is_none()) {
+    for case in g
+        .cases
+        .iter()
+        .filter(|c| c.inputs_from.is_none() && c.same_as.is_none())
+    {
         let refs = reference_images(&g, case);
         for (im, want) in case.images.iter().zip(&refs) {
             let bytes = std::fs::read(golden("mllama").join(&im.file)).expect("image");

@@ -10,8 +10,10 @@ use edgellama_engine::batch::{
 use edgellama_engine::tools::{
     parse_reply_with, streamable_prefix_len, ToolCall, ToolParseOptions,
 };
+use edgellama_models::PreparedImage;
 use edgellama_sampler::SamplingParams;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Choices per request at most.
@@ -33,6 +35,8 @@ pub struct Plan {
     pub tools: Option<Vec<String>>,
     /// Completions' `echo`: the prompt text each choice starts with.
     pub echo: Vec<String>,
+    /// The prompt's images, in the order of its image tokens.
+    pub images: Vec<Arc<PreparedImage>>,
 }
 
 #[derive(Clone)]
@@ -222,6 +226,7 @@ pub fn submit(state: &AppState, plan: &Plan) -> Result<Vec<UnboundedReceiver<Eve
                 Some(c) => Some(c.build()?),
                 None => None,
             },
+            images: plan.images.clone(),
         };
         let rx = state.engine.submit(req).map_err(|e| match e {
             SubmitError::QueueFull(waiting) => ApiError::Busy { waiting },

@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::generate::{self as gen, Choice, ConstraintSpec, Plan};
 use crate::types::{ChatRequest, Common, CompletionRequest, Prompt, TemplateRequest};
-use crate::{metrics as prom, unix_now, AppState};
+use crate::{images, metrics as prom, unix_now, AppState};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
@@ -123,17 +123,12 @@ fn check_messages(messages: &[ChatMessage]) -> AppResult<()> {
         if let Some(MessageContent::Parts(parts)) = &m.content {
             for p in parts {
                 match p.kind.as_str() {
+                    // Image parts were taken out by `images::take_images`.
                     "text" => {}
-                    k if k.contains("image") => {
-                        return Err(ApiError::Unsupported(format!(
-                            "messages[{i}]: image input is not supported by this server yet \
-                             (only text parts are accepted)"
-                        )))
-                    }
                     k => {
                         return Err(ApiError::Unsupported(format!(
                             "messages[{i}]: content parts of type '{k}' are not supported \
-                             (only text parts are accepted)"
+                             (text and image_url parts are accepted)"
                         )))
                     }
                 }
@@ -218,7 +213,8 @@ pub async fn apply_template(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
-    let req: TemplateRequest = parse(body, st.config.max_body_bytes)?;
+    let mut req: TemplateRequest = parse(body, st.config.max_body_bytes)?;
+    images::take_images(&mut req.messages, st.config.images.as_ref())?;
     check_messages(&req.messages)?;
     let prompt = render(&st, req.messages, req.tools, req.add_generation_prompt)?;
     Ok(Json(json!({ "prompt": prompt })))
@@ -283,6 +279,7 @@ fn common_plan(st: &AppState, c: &Common, prompt: Vec<u32>) -> AppResult<Plan> {
         constraint: None,
         tools: None,
         echo: Vec::new(),
+        images: Vec::new(),
     })
 }
 
@@ -312,7 +309,8 @@ pub async fn chat(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
-    let req: ChatRequest = parse(body, st.config.max_body_bytes)?;
+    let mut req: ChatRequest = parse(body, st.config.max_body_bytes)?;
+    let images = images::take_images(&mut req.messages, st.config.images.as_ref())?;
     check_messages(&req.messages)?;
     let mut tools = req.tools.clone().filter(|t| !t.is_empty());
     let mut forced: Option<Vec<String>> = None;
@@ -354,7 +352,22 @@ pub async fn chat(
     let text = render(&st, req.messages.clone(), tools.clone(), true)?;
     let prompt = encode_rendered(&st, &text);
     check_prompt_fits(&st, &prompt)?;
+    if let Some(sup) = &st.config.images {
+        let n_tokens = prompt.iter().filter(|&&t| t == sup.token).count();
+        if n_tokens != images.len() {
+            return Err(ApiError::bad_param(
+                "messages",
+                format!(
+                    "the prompt has {n_tokens} image tokens for {} images (is '{}' written in a \
+                     message's text?)",
+                    images.len(),
+                    sup.token_text
+                ),
+            ));
+        }
+    }
     let mut plan = common_plan(&st, &req.common, prompt)?;
+    plan.images = images;
     if req.logprobs {
         plan.logprobs = Some(gen::top_logprobs(req.top_logprobs)?);
     }

@@ -10,10 +10,12 @@
 mod error;
 mod generate;
 mod handlers;
+mod images;
 mod metrics;
 pub mod types;
 
 pub use error::{ApiError, RETRY_AFTER_SECS};
+pub use images::ImageSupport;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
@@ -34,6 +36,8 @@ pub struct ServerConfig {
     pub api_key: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Set for a vision model: image parts are accepted.
+    pub images: Option<ImageSupport>,
 }
 
 impl Default for ServerConfig {
@@ -42,6 +46,7 @@ impl Default for ServerConfig {
             model_id: "edgellama".into(),
             api_key: None,
             max_body_bytes: 4 << 20,
+            images: None,
         }
     }
 }

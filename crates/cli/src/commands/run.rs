@@ -2,7 +2,7 @@
 //! chat message that may call tools and print the parsed reply as JSON.
 
 use crate::commands::chat::{encode_rendered, load_template};
-use crate::load;
+use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_engine::tools::{parse_reply_with, ToolParseOptions};
@@ -184,6 +184,11 @@ pub struct RunArgs {
     /// Print the prompt, as the model receives it, to stderr first.
     #[arg(long = "verbose-prompt")]
     pub verbose_prompt: bool,
+    /// An image for a vision model (PNG, JPEG, WebP, GIF); repeat for
+    /// several. Each goes where the prompt has `<|image|>`, or, when it has
+    /// none, all go before the text.
+    #[arg(long = "image")]
+    pub images: Vec<PathBuf>,
 }
 
 /// A validated run: every flag checked before anything is loaded.
@@ -193,6 +198,7 @@ struct RunConfig {
     sampling: SamplingParams,
     tools: Option<Vec<Value>>,
     template_source: Option<String>,
+    images: Vec<images::ImageFile>,
 }
 
 fn validate(a: &RunArgs) -> Result<RunConfig> {
@@ -208,12 +214,14 @@ fn validate(a: &RunArgs) -> Result<RunConfig> {
                 .with_context(|| format!("cannot read the chat template {}", p.display()))
         })
         .transpose()?;
+    let images = images::read(&a.images)?;
     Ok(RunConfig {
         max_tokens,
         threads,
         sampling,
         tools,
         template_source,
+        images,
     })
 }
 
@@ -289,16 +297,25 @@ pub fn run(a: RunArgs) -> Result<()> {
             encode_rendered(&tok, &template, &text)
         }
     };
+    let model = load::model(&file, &path, cfg.threads)?;
+    let prompt = match model.info().image_token {
+        Some(id) => images::place(prompt, id, cfg.images.len(), tok.bos_id())?,
+        None if !cfg.images.is_empty() => bail!(
+            "this model ({}) takes no images; --image needs a vision model such as Llama 3.2 Vision",
+            model.info().architecture
+        ),
+        None => prompt,
+    };
     if a.verbose_prompt {
         eprintln!("prompt ({} tokens):", prompt.len());
         eprintln!("{}", tok.decode(&prompt, true));
     }
-    let model = load::model(&file, &path, cfg.threads)?;
     let n_ctx = match a.ctx_size {
         0 => model.info().n_ctx_train,
         n => n,
     };
     let mut state = model.new_state(n_ctx)?;
+    images::attach(&*model, &mut state, &cfg.images)?;
     let params = GenerateParams {
         max_tokens: cfg.max_tokens,
         sampling: cfg.sampling,

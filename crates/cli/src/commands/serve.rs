@@ -4,7 +4,7 @@ use crate::load;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_engine::batch::{Engine, EngineConfig};
-use edgellama_server::{router, AppState, ServerConfig};
+use edgellama_server::{router, AppState, ImageSupport, ServerConfig};
 use edgellama_tokenizer::ChatTemplate;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Use this Jinja chat template instead of the model's.
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<PathBuf>,
+    /// Let image parts name local files under DIR (by path or file://);
+    /// without it only data: URLs are accepted.
+    #[arg(long = "allow-image-path", value_name = "DIR")]
+    pub allow_image_path: Option<PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -65,6 +69,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
         ),
         None => None,
     };
+
+    if let Some(dir) = &a.allow_image_path {
+        if !dir.is_dir() {
+            bail!("--allow-image-path {} is not a directory", dir.display());
+        }
+    }
 
     let path = a.model.resolve()?;
     let file = load::open_gguf(&path, a.model.load.mode())?;
@@ -86,6 +96,16 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         batch_tokens: a.batch_size,
     };
+    let images = match (model.info().image_token, &model.info().preprocess) {
+        (Some(token), Some(preprocess)) => Some(ImageSupport {
+            token,
+            token_text: tokenizer.decode(&[token], true),
+            preprocess: preprocess.clone(),
+            limits: Default::default(),
+            allow_dir: a.allow_image_path.clone(),
+        }),
+        _ => None,
+    };
     let engine =
         Engine::start(model, tokenizer.clone(), config).context("cannot start the engine")?;
     let model_id = a.alias.clone().unwrap_or_else(|| {
@@ -100,6 +120,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             model_id,
             api_key: a.api_key.clone(),
             max_body_bytes: a.max_body,
+            images,
         },
     ));
     let app = router(state);

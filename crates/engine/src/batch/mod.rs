@@ -25,7 +25,7 @@ mod scheduler;
 pub use json::{JsonConstraint, JsonSchemaError};
 pub use metrics::{EngineMetrics, Histogram, MetricsSnapshot};
 
-use edgellama_models::CausalLm;
+use edgellama_models::{CausalLm, PreparedImage};
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::Tokenizer;
 use scheduler::{Pending, Shared};
@@ -106,11 +106,14 @@ pub struct Request {
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
     pub constraint: Option<Box<dyn Constraint>>,
+    /// The images of the prompt's image tokens, in order (vision models).
+    pub images: Vec<Arc<PreparedImage>>,
 }
 
 impl Request {
     pub fn new(prompt: Vec<u32>, sampling: SamplingParams) -> Request {
         Request {
+            images: Vec::new(),
             prompt,
             max_tokens: None,
             sampling,

@@ -97,6 +97,8 @@ impl Shared {
 struct Active {
     tx: UnboundedSender<Event>,
     prompt: Vec<u32>,
+    /// Hashes of the prompt's images, in the order of its image tokens.
+    image_hashes: Vec<[u8; 32]>,
     /// Prompt tokens in the cache so far (reused ones included).
     n_prompt_done: usize,
     n_reused: usize,
@@ -124,6 +126,10 @@ struct Slot {
     state: SeqState,
     /// The tokens whose keys and values are in `state`, in order.
     cached: Vec<u32>,
+    /// Hashes of the images bound to the image tokens of `cached`, in order:
+    /// part of the prefix key, so a prompt reuses cached positions only
+    /// where its images are the same too.
+    cached_images: Vec<[u8; 32]>,
     /// Positions `[0, n_f32)` were computed with the f32 attention route,
     /// the rest with the F16 one.
     n_f32: usize,
@@ -144,6 +150,11 @@ pub(super) struct Scheduler {
     step: u64,
 }
 
+/// Image tokens among `tokens`.
+fn count_images(tokens: &[u32], image_token: Option<u32>) -> usize {
+    image_token.map_or(0, |id| tokens.iter().filter(|&&t| t == id).count())
+}
+
 enum Outcome {
     Continue,
     Finished(FinishReason),
@@ -162,6 +173,7 @@ impl Scheduler {
             slots.push(Slot {
                 state: model.new_state(config.n_ctx)?,
                 cached: Vec::new(),
+                cached_images: Vec::new(),
                 n_f32: 0,
                 last_used: 0,
                 active: None,
@@ -228,12 +240,31 @@ impl Scheduler {
 
     /// How many leading tokens of `prompt` may be taken from `slot`'s
     /// cache so that the result is bit-identical to computing all of it.
-    fn reusable(slot: &Slot, prompt: &[u32]) -> usize {
+    fn reusable(
+        slot: &Slot,
+        prompt: &[u32],
+        images: &[[u8; 32]],
+        image_token: Option<u32>,
+    ) -> usize {
+        let mut seen = 0;
         let common = slot
             .cached
             .iter()
             .zip(prompt)
-            .take_while(|(a, b)| a == b)
+            .take_while(|(a, b)| {
+                if a != b {
+                    return false;
+                }
+                if Some(**a) != image_token {
+                    return true;
+                }
+                // The same image token stands for the same image only if
+                // both hold the same bytes.
+                let same = slot.cached_images.get(seen).is_some()
+                    && slot.cached_images.get(seen) == images.get(seen);
+                seen += 1;
+                same
+            })
             .count()
             .min(slot.state.n_past);
         // The last prompt token is always computed: its logits are needed.
@@ -261,6 +292,8 @@ impl Scheduler {
         let Pending {
             req, tx, submitted, ..
         } = p;
+        let image_token = self.model.info().image_token;
+        let hashes: Vec<[u8; 32]> = req.images.iter().map(|im| im.hash).collect();
         // The free slot sharing the longest usable prefix; among equals the
         // least recently used, so popular prefixes stay cached longer.
         let best = self
@@ -270,7 +303,7 @@ impl Scheduler {
             .filter(|(_, s)| s.active.is_none())
             .map(|(i, s)| {
                 (
-                    Self::reusable(s, &req.prompt),
+                    Self::reusable(s, &req.prompt, &hashes, image_token),
                     std::cmp::Reverse(s.last_used),
                     i,
                 )
@@ -296,8 +329,20 @@ impl Scheduler {
         let slot = &mut self.slots[i];
         slot.state.truncate(reuse);
         slot.cached.truncate(reuse);
+        let n_bound = count_images(&slot.cached, image_token);
+        slot.cached_images.truncate(n_bound);
         slot.n_f32 = slot.n_f32.min(reuse);
         slot.last_used = self.step;
+        // The images past the reused prefix wait for their tokens (an image
+        // seen before keeps its encoding in the model's cache).
+        for img in req.images.iter().skip(n_bound) {
+            if let Err(e) = self.model.attach_image(&mut slot.state, img) {
+                slot.state.truncate(reuse);
+                self.shared.release();
+                let _ = tx.send(Event::Error(e.to_string()));
+                return;
+            }
+        }
         let mut active = Active {
             tx,
             route32: req.prompt.len() >= ROUTE_SPLIT,
@@ -316,6 +361,7 @@ impl Scheduler {
             first_token: None,
             last_token: None,
             prompt: req.prompt,
+            image_hashes: hashes,
         };
         // Penalties look at the last tokens of the prompt, as in
         // `generate_after`.
@@ -446,6 +492,7 @@ impl Scheduler {
                     }
                     slot.state.truncate(0);
                     slot.cached.clear();
+                    slot.cached_images.clear();
                     slot.n_f32 = 0;
                     self.shared
                         .metrics
@@ -461,6 +508,12 @@ impl Scheduler {
                 continue;
             };
             slot.cached.extend_from_slice(&slot.feed);
+            // `cached_images` holds one hash per image token of `cached`.
+            for _ in 0..count_images(&slot.feed, self.model.info().image_token) {
+                if let Some(h) = a.image_hashes.get(slot.cached_images.len()) {
+                    slot.cached_images.push(*h);
+                }
+            }
             if a.next.take().is_none() {
                 a.n_prompt_done += slot.feed.len();
                 if a.route32 {

@@ -77,6 +77,7 @@ impl Llama {
             n_params,
             weight_bytes,
             image_token: None,
+            preprocess: None,
         };
         Ok(Llama {
             cfg,

@@ -170,6 +170,7 @@ impl Mllama {
             n_params,
             weight_bytes,
             image_token: Some(cfg.image_token),
+            preprocess: Some(cfg.vision.preprocess()),
         };
         Ok(Mllama {
             cfg,
