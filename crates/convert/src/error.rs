@@ -22,7 +22,8 @@ pub enum ConvertError {
     MissingFile { path: PathBuf },
 
     #[error(
-        "architecture {found:?} is not supported (supported: LlamaForCausalLM, LLaMAForCausalLM)"
+        "architecture {found:?} is not supported (supported: {})",
+        crate::arch::supported_architectures().collect::<Vec<_>>().join(", ")
     )]
     UnsupportedArchitecture { found: Option<String> },
 

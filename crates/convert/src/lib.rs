@@ -1,5 +1,13 @@
-//! Hugging Face checkpoints to GGUF, written the way llama.cpp's
-//! `convert_hf_to_gguf.py` writes them.
+//! Hugging Face checkpoints to GGUF: Llama (`LlamaForCausalLM`) the way
+//! llama.cpp's `convert_hf_to_gguf.py` writes it, Llama 3.2 Vision
+//! (`MllamaForConditionalGeneration`) in the layout of ollama's unified
+//! mllama files (see `mllama.rs`).
+//!
+//! The converter is generic: reading, planning, output types and writing are
+//! here; what differs between model families (metadata keys, tensor names
+//! and shapes, generated tensors) sits behind the `Architecture` trait, one
+//! implementation per family, picked by config.json's `architectures[0]`
+//! through a table ([`supported_architectures`]).
 //!
 //! [`Converter::open`] reads a checkpoint directory (`config.json`,
 //! `tokenizer.json`, `tokenizer_config.json`, `generation_config.json` if
@@ -39,8 +47,10 @@
 //! # Ok::<(), edgellama_convert::ConvertError>(())
 //! ```
 
+mod arch;
 mod error;
 mod llama;
+mod mllama;
 pub mod naming;
 mod outtype;
 mod tensors;
@@ -51,10 +61,12 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use edgellama_gguf::formats::{read_json, Checkpoint, Dtype, LlamaConfig};
+use edgellama_gguf::formats::{read_json, Checkpoint, Dtype};
 use edgellama_gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue};
 use serde_json::Value;
 
+pub use arch::supported_architectures;
+use arch::{Architecture, GateFn, Mapped, Target, Transform};
 pub use error::ConvertError;
 pub use llama::permuted_row;
 pub use naming::ModelNaming;
@@ -72,6 +84,11 @@ enum Source {
         permute_heads: Option<u64>,
     },
     Values(Vec<f32>),
+    /// One checkpoint gate with its activation applied, as F32.
+    Gate {
+        name: String,
+        f: GateFn,
+    },
 }
 
 /// One tensor of the output file.
@@ -211,8 +228,7 @@ impl Converter {
             return Err(ConvertError::MissingFile { path: config_path });
         }
         let config_json = read_json(&config_path)?;
-        let cfg = LlamaConfig::from_json(&config_json, &config_path)?;
-        llama::check_config(&cfg, &config_path)?;
+        let arch = arch::open(&config_json, &config_path)?;
         let generation = optional_json(&dir.join("generation_config.json"))?;
         let checkpoint = Checkpoint::open(dir)?;
 
@@ -226,7 +242,7 @@ impl Converter {
             what: "output type left unresolved".into(),
         })?;
 
-        let tensors = plan_tensors(&checkpoint, &cfg, outtype)?;
+        let tensors = plan_tensors(&checkpoint, &*arch, outtype)?;
         let total_params: u64 = tensors.iter().map(PlannedTensor::n_elements).sum();
         let dir_name = dir
             .file_name()
@@ -235,22 +251,24 @@ impl Converter {
         let naming = ModelNaming::infer(&name_or_path(dir), &dir_name, total_params);
 
         let mut metadata: Vec<(String, MetadataValue)> = vec![
-            ("general.architecture".into(), llama::ARCH.into()),
+            ("general.architecture".into(), arch.name().into()),
             ("general.type".into(), "model".into()),
         ];
         if let Some(gen) = &generation {
             metadata.extend(sampling_metadata(gen));
         }
         metadata.extend(naming_metadata(&naming));
-        metadata.extend(llama::hparams_metadata(&cfg, file_type)?);
+        metadata.extend(arch.hparams_metadata(file_type)?);
         metadata.push((
             "general.quantization_version".into(),
             QUANTIZATION_VERSION.into(),
         ));
+        let vocab_len = arch.vocab_len();
         metadata.extend(vocab::vocab_metadata(&vocab::VocabInput {
             dir,
             config: &config_json,
-            vocab_size: cfg.vocab_size,
+            vocab_size: vocab_len.vocab_size,
+            id_limit: vocab_len.id_limit,
         })?);
 
         Ok(Converter {
@@ -462,18 +480,27 @@ impl Converter {
 
     /// The bytes of one planned tensor.
     pub fn tensor_data(&self, t: &PlannedTensor) -> Result<Vec<u8>, ConvertError> {
+        let view = |name: &String| {
+            self.checkpoint
+                .get(name)
+                .ok_or_else(|| ConvertError::MissingTensor {
+                    tensor: name.clone(),
+                })
+        };
         match &t.source {
             Source::Values(v) => Ok(tensors::f32_bytes(v)),
+            Source::Gate { name, f } => {
+                let values: Vec<f32> = tensors::decode(&view(name)?)
+                    .into_iter()
+                    .map(|g| f.apply(g))
+                    .collect();
+                Ok(tensors::f32_bytes(&values))
+            }
             Source::Checkpoint {
                 name,
                 permute_heads,
             } => {
-                let view =
-                    self.checkpoint
-                        .get(name)
-                        .ok_or_else(|| ConvertError::MissingTensor {
-                            tensor: name.clone(),
-                        })?;
+                let view = view(name)?;
                 let rows = row_plan(view.shape, *permute_heads, &t.name)?;
                 tensors::encode(&view, rows, t.ggml_type, &t.name, self.threads)
             }
@@ -511,18 +538,15 @@ fn row_plan(
 
 fn plan_tensors(
     ck: &Checkpoint,
-    cfg: &LlamaConfig,
+    arch: &dyn Architecture,
     outtype: OutType,
 ) -> Result<Vec<PlannedTensor>, ConvertError> {
     let mut planned = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for (_, t) in ck.tensors() {
-        let (gguf_name, permute_heads) = match llama::map_name(&t.name, cfg)? {
-            llama::Mapped::Skip => continue,
-            llama::Mapped::Tensor {
-                name,
-                permute_heads,
-            } => (name, permute_heads),
+        let targets = match arch.map_name(&t.name)? {
+            Mapped::Skip => continue,
+            Mapped::To(targets) => targets,
         };
         if !matches!(t.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
             return Err(ConvertError::UnsupportedDtype {
@@ -530,69 +554,85 @@ fn plan_tensors(
                 dtype: t.dtype,
             });
         }
-        if let Some(expected) = llama::expected_shape(&gguf_name, cfg) {
-            if t.shape != expected {
-                return Err(ConvertError::ShapeMismatch {
-                    tensor: t.name.clone(),
-                    found: t.shape.clone(),
-                    expected,
-                });
-            }
-        }
-        if t.shape.contains(&0) {
-            return Err(ConvertError::ShapeMismatch {
-                tensor: t.name.clone(),
-                found: t.shape.clone(),
-                expected: Vec::new(),
-            });
-        }
-        if let Some(h) = permute_heads {
-            if t.shape[0] % (2 * h) != 0 {
-                return Err(ConvertError::ShapeMismatch {
-                    tensor: t.name.clone(),
-                    found: t.shape.clone(),
-                    expected: vec![2 * h * (t.shape[0] / (2 * h)).max(1)],
-                });
-            }
-        }
-        if let Some(first) = seen.insert(gguf_name.clone(), t.name.clone()) {
-            return Err(ConvertError::DuplicateTensor {
-                first,
-                second: t.name.clone(),
-                gguf_name,
-            });
-        }
-        let row_len = t.shape.last().copied().unwrap_or(1);
-        let ggml_type = tensors::target_type(&gguf_name, t.shape.len(), row_len, outtype);
-        planned.push(PlannedTensor {
-            dims: t.shape.iter().rev().copied().collect(),
-            ggml_type,
-            source_name: Some(t.name.clone()),
-            source: Source::Checkpoint {
-                name: t.name.clone(),
-                permute_heads,
-            },
+        for Target {
             name: gguf_name,
-        });
+            transform,
+        } in targets
+        {
+            if let Some(expected) = arch.expected_shape(&gguf_name) {
+                if t.shape != expected {
+                    return Err(ConvertError::ShapeMismatch {
+                        tensor: t.name.clone(),
+                        found: t.shape.clone(),
+                        expected,
+                    });
+                }
+            }
+            if t.shape.contains(&0) {
+                return Err(ConvertError::ShapeMismatch {
+                    tensor: t.name.clone(),
+                    found: t.shape.clone(),
+                    expected: Vec::new(),
+                });
+            }
+            if let Transform::PermuteHeads(h) = transform {
+                if t.shape[0] % (2 * h) != 0 {
+                    return Err(ConvertError::ShapeMismatch {
+                        tensor: t.name.clone(),
+                        found: t.shape.clone(),
+                        expected: vec![2 * h * (t.shape[0] / (2 * h)).max(1)],
+                    });
+                }
+            }
+            if let Some(first) = seen.insert(gguf_name.clone(), t.name.clone()) {
+                return Err(ConvertError::DuplicateTensor {
+                    first,
+                    second: t.name.clone(),
+                    gguf_name,
+                });
+            }
+            let row_len = t.shape.last().copied().unwrap_or(1);
+            let (ggml_type, source) = match transform {
+                Transform::Gate(f) => (
+                    GgmlType::F32,
+                    Source::Gate {
+                        name: t.name.clone(),
+                        f,
+                    },
+                ),
+                Transform::Copy | Transform::PermuteHeads(_) => (
+                    arch.tensor_type(&gguf_name, t.shape.len(), row_len, outtype),
+                    Source::Checkpoint {
+                        name: t.name.clone(),
+                        permute_heads: match transform {
+                            Transform::PermuteHeads(h) => Some(h),
+                            _ => None,
+                        },
+                    },
+                ),
+            };
+            planned.push(PlannedTensor {
+                dims: t.shape.iter().rev().copied().collect(),
+                ggml_type,
+                source_name: Some(t.name.clone()),
+                source,
+                name: gguf_name,
+            });
+        }
     }
-    if let Some(tensor) = llama::first_missing(cfg, ck.len(), |n| seen.contains_key(n)) {
+    if let Some(tensor) = arch.first_missing(ck.len(), &|n| seen.contains_key(n)) {
         return Err(ConvertError::MissingTensor { tensor });
     }
     // Generated first, as the converter does; computed only now that the
     // shapes have confirmed head_dim.
-    if let Some(freqs) = llama::rope_freqs(cfg) {
-        planned.insert(
-            0,
-            PlannedTensor {
-                name: "rope_freqs.weight".into(),
-                dims: vec![freqs.len() as u64],
-                ggml_type: GgmlType::F32,
-                source_name: None,
-                source: Source::Values(freqs),
-            },
-        );
-    }
-    Ok(planned)
+    let extra = arch.extra_tensors().into_iter().map(|e| PlannedTensor {
+        dims: vec![e.values.len() as u64],
+        name: e.name,
+        ggml_type: GgmlType::F32,
+        source_name: None,
+        source: Source::Values(e.values),
+    });
+    Ok(extra.chain(planned).collect())
 }
 
 struct FileLayout {

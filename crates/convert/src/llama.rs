@@ -6,34 +6,72 @@ use std::path::Path;
 
 use edgellama_gguf::formats::{LlamaConfig, RopeScaling};
 use edgellama_gguf::MetadataValue;
+use serde_json::Value;
 
+use crate::arch::{Architecture, Extra, Mapped, VocabLen};
 use crate::ConvertError;
 
 pub const ARCH: &str = "llama";
 
-/// What becomes of a checkpoint tensor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mapped {
-    /// Written under `name`; `permute_heads` is the head count of the Q/K
-    /// permutation when it applies.
-    Tensor {
-        name: String,
-        permute_heads: Option<u64>,
-    },
-    /// Not written (RoPE caches, attention masks, vision towers).
-    Skip,
+/// `LlamaForCausalLM`.
+pub struct Llama {
+    cfg: LlamaConfig,
 }
 
-/// Checks what the writer relies on, before anything is planned.
-pub fn check_config(cfg: &LlamaConfig, path: &Path) -> Result<(), ConvertError> {
-    match cfg.architecture() {
-        Some("LlamaForCausalLM" | "LLaMAForCausalLM") => {}
-        other => {
-            return Err(ConvertError::UnsupportedArchitecture {
-                found: other.map(str::to_owned),
+/// Reads and checks config.json (a multimodal config's `text_config`
+/// merged over it).
+pub fn open(config: &Value, path: &Path) -> Result<Box<dyn Architecture>, ConvertError> {
+    let cfg = LlamaConfig::from_json(config, path)?;
+    check_config(&cfg, path)?;
+    Ok(Box::new(Llama { cfg }))
+}
+
+impl Architecture for Llama {
+    fn name(&self) -> &'static str {
+        ARCH
+    }
+
+    fn hparams_metadata(
+        &self,
+        file_type: u32,
+    ) -> Result<Vec<(String, MetadataValue)>, ConvertError> {
+        hparams_metadata(&self.cfg, file_type)
+    }
+
+    fn map_name(&self, hf_name: &str) -> Result<Mapped, ConvertError> {
+        map_name(hf_name, &self.cfg)
+    }
+
+    fn expected_shape(&self, gguf_name: &str) -> Option<Vec<u64>> {
+        expected_shape(gguf_name, &self.cfg)
+    }
+
+    fn first_missing(&self, n_tensors: usize, present: &dyn Fn(&str) -> bool) -> Option<String> {
+        first_missing(&self.cfg, n_tensors, present)
+    }
+
+    fn extra_tensors(&self) -> Vec<Extra> {
+        rope_freqs(&self.cfg)
+            .map(|values| Extra {
+                name: "rope_freqs.weight".into(),
+                values,
             })
+            .into_iter()
+            .collect()
+    }
+
+    fn vocab_len(&self) -> VocabLen {
+        VocabLen {
+            vocab_size: self.cfg.vocab_size,
+            id_limit: None,
         }
     }
+}
+
+/// Checks what the writer relies on, before anything is planned (the
+/// architecture itself was matched by the table in `arch`). Shared with the
+/// text model of mllama.
+pub fn check_config(cfg: &LlamaConfig, path: &Path) -> Result<(), ConvertError> {
     if cfg.hidden_act != "silu" {
         return Err(ConvertError::UnsupportedActivation {
             found: cfg.hidden_act.clone(),
@@ -77,7 +115,7 @@ pub fn check_config(cfg: &LlamaConfig, path: &Path) -> Result<(), ConvertError> 
     Ok(())
 }
 
-fn u32_field(what: &str, v: u64) -> Result<MetadataValue, ConvertError> {
+pub fn u32_field(what: &str, v: u64) -> Result<MetadataValue, ConvertError> {
     u32::try_from(v)
         .map(MetadataValue::U32)
         .map_err(|_| ConvertError::TooLarge {
@@ -240,10 +278,7 @@ pub fn map_name(hf_name: &str, cfg: &LlamaConfig) -> Result<Mapped, ConvertError
         _ => None,
     };
     if let Some(f) = fixed {
-        return Ok(Mapped::Tensor {
-            name: format!("{f}.{suffix}"),
-            permute_heads: None,
-        });
+        return Ok(Mapped::one(format!("{f}.{suffix}"), None));
     }
     let rest = stem.strip_prefix("model.layers.").ok_or_else(unknown)?;
     let (bid, part) = rest.split_once('.').ok_or_else(unknown)?;
@@ -264,10 +299,10 @@ pub fn map_name(hf_name: &str, cfg: &LlamaConfig) -> Result<Mapped, ConvertError
         "mlp.down_proj" => ("ffn_down", None),
         _ => return Err(unknown()),
     };
-    Ok(Mapped::Tensor {
-        name: format!("blk.{bid}.{gguf}.{suffix}"),
+    Ok(Mapped::one(
+        format!("blk.{bid}.{gguf}.{suffix}"),
         permute_heads,
-    })
+    ))
 }
 
 /// The checkpoint (row-major) shape the config implies for a GGUF tensor.
@@ -303,7 +338,7 @@ pub fn expected_shape(gguf_name: &str, cfg: &LlamaConfig) -> Option<Vec<u64>> {
 pub fn first_missing(
     cfg: &LlamaConfig,
     n_tensors: usize,
-    present: impl Fn(&str) -> bool,
+    present: &dyn Fn(&str) -> bool,
 ) -> Option<String> {
     let fixed = ["token_embd.weight", "output_norm.weight"];
     if let Some(f) = fixed.iter().find(|n| !present(n)) {

@@ -183,6 +183,13 @@ fn encode_row(
     }
 }
 
+/// Every value of a checkpoint tensor as f32 (exact from F16 and BF16).
+pub fn decode(src: &TensorView<'_>) -> Vec<f32> {
+    let mut out = vec![0f32; src.data.len() / src.dtype.size().max(1)];
+    decode_row(src.dtype, src.data, &mut out);
+    out
+}
+
 /// F32 values as little-endian bytes (generated tensors).
 pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|x| x.to_le_bytes()).collect()

@@ -428,6 +428,12 @@ pub struct VocabInput<'a> {
     /// `config.json` as written (not merged with defaults).
     pub config: &'a Value,
     pub vocab_size: u64,
+    /// `None`: exactly `vocab_size` tokens, as llama.cpp's converter lists
+    /// them. `Some(limit)`: as many as the tokenizer defines when that is
+    /// more (mllama's `<|image|>` is id `vocab_size`: a real token with an
+    /// embedding row but no output row); an id at or past `limit` (the
+    /// embedding's rows) is refused.
+    pub id_limit: Option<u64>,
 }
 
 pub fn vocab_metadata(
@@ -467,7 +473,13 @@ pub fn vocab_metadata(
         md.push(("tokenizer.ggml.add_space_prefix".into(), (*b).into()));
     }
 
-    let (tokens, types) = token_list(&tokenizer_json, &tok, &tok_path, input.vocab_size)?;
+    let (tokens, types) = token_list(
+        &tokenizer_json,
+        &tok,
+        &tok_path,
+        input.vocab_size,
+        input.id_limit,
+    )?;
     let hash = pre_tokenizer_hash(&tok);
     let pre = PRE_TOKENIZER_HASHES
         .iter()
@@ -571,12 +583,14 @@ fn set(md: &mut Vec<(String, MetadataValue)>, key: &str, v: MetadataValue) {
     }
 }
 
-/// `get_vocab_base`: every id below vocab_size, with its type.
+/// `get_vocab_base`: every id below vocab_size (or, with `id_limit`, up to
+/// the highest id defined), with its type.
 fn token_list(
     tj: &Value,
     tok: &Tokenizer,
     path: &Path,
     vocab_size: u64,
+    id_limit: Option<u64>,
 ) -> Result<(Vec<String>, Vec<i32>), ConvertError> {
     struct Added {
         special: bool,
@@ -600,6 +614,33 @@ fn token_list(
         .and_then(Value::as_array)
         .unwrap_or(&empty);
     let entries = vocab.len() + added.len();
+    let (n, vocab_size) = match id_limit {
+        None => (n, vocab_size),
+        Some(limit) => {
+            let highest = vocab
+                .values()
+                .chain(added.iter().filter_map(|t| t.get("id")))
+                .filter_map(Value::as_u64)
+                .max();
+            match highest {
+                Some(id) if id >= limit => {
+                    return Err(ConvertError::VocabTooSmall {
+                        path: path.to_owned(),
+                        id,
+                        vocab_size: limit,
+                    })
+                }
+                Some(id) if id >= vocab_size => {
+                    let n = usize::try_from(id + 1).map_err(|_| ConvertError::TooLarge {
+                        what: "token id".into(),
+                        value: id,
+                    })?;
+                    (n, id + 1)
+                }
+                _ => (n, vocab_size),
+            }
+        }
+    };
     if n > 2 * entries + 1024 {
         return Err(ConvertError::BadConfig {
             path: path.to_owned(),
