@@ -307,6 +307,53 @@ pub fn load_model(
     }
 }
 
+/// Lines describing what the file's architecture adds to a text decoder
+/// (`inspect` prints them): the vision tower of a vision model. Empty for
+/// text-only architectures; an error line for settings that do not load.
+pub fn describe(file: &GgufFile) -> Vec<String> {
+    if file.architecture().ok() != Some("mllama") {
+        return Vec::new();
+    }
+    let c = match mllama::MllamaConfig::from_gguf(file) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("vision: cannot be read: {e}")],
+    };
+    let v = &c.vision;
+    let (n, bytes) = file
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("v.") || t.name.starts_with("mm."))
+        .fold((0u64, 0u64), |(n, b), t| (n + t.n_elements(), b + t.n_bytes()));
+    vec![
+        format!(
+            "vision: up to {} tiles of {} px in patches of {} px ({} tokens per tile), {} local + {} global layers of width {}, {} heads",
+            v.max_num_tiles,
+            v.image_size,
+            v.patch_size,
+            v.n_tile_tokens(),
+            v.n_layer,
+            v.n_global,
+            v.n_embd,
+            v.n_head
+        ),
+        format!(
+            "vision: intermediate layers {:?} -> output width {}; image mean {:?}, std {:?}",
+            v.intermediate_layers,
+            v.output_dim(),
+            v.image_mean,
+            v.image_std
+        ),
+        format!(
+            "text: cross-attention at layers {:?} of {}; image token {}",
+            c.cross_layers, c.text.n_layer, c.image_token
+        ),
+        format!(
+            "vision tower and projector: {n} parameters, {:.2} MiB",
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
+    ]
+}
+
 /// Elements and bytes of every tensor in the file.
 pub(crate) fn count_weights(file: &GgufFile) -> (u64, u64) {
     file.tensors()

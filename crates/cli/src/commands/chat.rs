@@ -5,12 +5,13 @@
 //! the rest, so the history is not processed again.
 
 use crate::commands::run::{check_logit_bias, max_tokens, threads, SamplingArgs};
-use crate::load;
+use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_engine::{generate_after, GenerateParams, GenerationStats, StopReason};
 use edgellama_gguf::GgufFile;
-use edgellama_models::{CausalLm, SeqState};
+use edgellama_models::mllama::preprocess::{self, ImageLimits};
+use edgellama_models::{CausalLm, PreparedImage, SeqState};
 use edgellama_tokenizer::chat::{ChatMessage, ChatTemplate, RenderRequest};
 use edgellama_tokenizer::Tokenizer;
 use serde_json::Value;
@@ -154,6 +155,10 @@ pub struct ChatSession<'m> {
     messages: Vec<ChatMessage>,
     system: Option<String>,
     params: GenerateParams,
+    /// The images of the conversation's image tokens, in order.
+    images: Vec<Arc<PreparedImage>>,
+    /// Images `/image` queued for the next message.
+    queued: Vec<Arc<PreparedImage>>,
 }
 
 impl<'m> ChatSession<'m> {
@@ -177,6 +182,8 @@ impl<'m> ChatSession<'m> {
             messages: Vec::new(),
             system,
             params,
+            images: Vec::new(),
+            queued: Vec::new(),
         };
         s.clear();
         Ok(s)
@@ -194,10 +201,47 @@ impl<'m> ChatSession<'m> {
     /// next turn reuses whatever prefix still matches.
     pub fn clear(&mut self) {
         self.messages = self.system.iter().map(ChatMessage::system).collect();
+        self.images.clear();
+        self.queued.clear();
     }
 
+    /// Replaces the conversation. Saved conversations hold no image data:
+    /// one that names images cannot be continued.
     pub fn set_messages(&mut self, messages: Vec<ChatMessage>) {
         self.messages = messages;
+        self.images.clear();
+    }
+
+    /// The image token's text, for models that take images.
+    fn image_text(&self) -> Option<String> {
+        self.model
+            .info()
+            .image_token
+            .map(|id| self.tok.decode(&[id], true))
+    }
+
+    /// Prepares an image file for the next message.
+    pub fn queue_image(&mut self, bytes: &[u8]) -> Result<usize> {
+        let Some(cfg) = self.model.info().preprocess.as_ref() else {
+            bail!("this model takes no images");
+        };
+        let img = preprocess::prepare(bytes, &ImageLimits::default(), cfg)?;
+        self.queued.push(Arc::new(img));
+        Ok(self.queued.len())
+    }
+
+    /// `text` as the next user message: after the queued images' tokens.
+    pub fn with_images(&self, text: &str) -> String {
+        match self.image_text() {
+            Some(t) if !self.queued.is_empty() => t.repeat(self.queued.len()) + text,
+            _ => text.to_string(),
+        }
+    }
+
+    /// Image tokens in the conversation's messages.
+    fn image_tokens_in_messages(&self) -> usize {
+        let Some(t) = self.image_text() else { return 0 };
+        self.messages.iter().map(|m| m.text().matches(&t).count()).sum()
     }
 
     /// Tokens of the conversation, with `pending` as a further user
@@ -224,9 +268,13 @@ impl<'m> ChatSession<'m> {
     pub fn make_room(&mut self, pending: Option<&str>) -> Result<usize> {
         let mut dropped = 0;
         while self.prompt_tokens(pending)?.len() > self.n_ctx() / 2 {
+            let before = self.image_tokens_in_messages();
             if !drop_oldest_turn(&mut self.messages) {
                 break;
             }
+            // The dropped turns' images go with them.
+            let gone = before - self.image_tokens_in_messages();
+            self.images.drain(..gone.min(self.images.len()));
             dropped += 1;
         }
         Ok(dropped)
@@ -253,8 +301,31 @@ impl<'m> ChatSession<'m> {
         // The last prompt token is evaluated in any case: its logits start
         // the reply.
         keep = keep.min(tokens.len() - 1);
+        let images: Vec<Arc<PreparedImage>> =
+            self.images.iter().chain(&self.queued).cloned().collect();
+        let count = |t: &[u32]| {
+            self.model
+                .info()
+                .image_token
+                .map_or(0, |id| t.iter().filter(|&&x| x == id).count())
+        };
+        if count(&tokens) != images.len() {
+            bail!(
+                "the conversation has {} image tokens for {} images (a loaded conversation \
+                 keeps no images, and an image token typed in a message has none)",
+                count(&tokens),
+                images.len()
+            );
+        }
         self.state.truncate(keep);
         self.cached.truncate(keep);
+        // The images past the kept prefix wait for their tokens (an image
+        // seen before keeps its encoding in the model's cache).
+        for img in &images[count(&tokens[..keep])..] {
+            self.model
+                .attach_image(&mut self.state, img)
+                .context("cannot encode the image")?;
+        }
         let stats = generate_after(
             self.model,
             &mut self.state,
@@ -271,6 +342,8 @@ impl<'m> ChatSession<'m> {
         self.messages.push(ChatMessage::user(user));
         self.messages
             .push(ChatMessage::assistant(stats.text.clone()));
+        self.images = images;
+        self.queued.clear();
         Ok(Turn {
             reused: keep,
             evaluated: tokens.len() - keep,
@@ -287,6 +360,7 @@ enum Input<'a> {
     Clear,
     Save(&'a str),
     Load(&'a str),
+    Image(&'a str),
     Help,
     Unknown(&'a str),
 }
@@ -303,6 +377,7 @@ fn parse_input(line: &str) -> Input<'_> {
         "/clear" => Input::Clear,
         "/save" => Input::Save(arg),
         "/load" => Input::Load(arg),
+        "/image" => Input::Image(arg),
         "/help" => Input::Help,
         _ => Input::Unknown(cmd),
     }
@@ -313,6 +388,7 @@ Type a message and press Enter. Ctrl-C stops a reply; Ctrl-D or /exit quits.
   /clear        start over
   /save FILE    save the conversation as JSON (a list of messages)
   /load FILE    load a conversation saved as JSON
+  /image FILE   attach an image to the next message (vision models)
   /exit         quit";
 
 /// One line from the terminal, without its line ending; `None` at the end
@@ -439,11 +515,21 @@ pub fn run(a: ChatArgs) -> Result<()> {
                     crate::report(&e)
                 )?,
             },
+            Input::Image("") => writeln!(out, "usage: /image FILE")?,
+            Input::Image(p) => {
+                let queued = images::read(&[PathBuf::from(p)])
+                    .and_then(|f| session.queue_image(&f[0].bytes));
+                match queued {
+                    Ok(n) => writeln!(out, "({n} image(s) attached to the next message)")?,
+                    Err(e) => writeln!(out, "error: {}", crate::report(&e))?,
+                }
+            }
             Input::Unknown(c) => writeln!(out, "unknown command {c}; /help lists them")?,
             Input::Say(text) => {
+                let text = session.with_images(text);
                 say(
                     &mut session,
-                    text,
+                    &text,
                     &interrupt,
                     &mut input,
                     &mut out,

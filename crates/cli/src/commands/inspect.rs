@@ -67,6 +67,13 @@ pub fn run(a: InspectArgs) -> Result<()> {
     for (k, v) in file.metadata() {
         println!("  {k} = {}", render(v, a.full));
     }
+    let extra = edgellama_models::describe(&file);
+    if !extra.is_empty() {
+        println!();
+        for line in extra {
+            println!("{line}");
+        }
+    }
     println!();
     println!("tensors:");
     println!(
