@@ -323,7 +323,9 @@ pub fn describe(file: &GgufFile) -> Vec<String> {
         .tensors()
         .iter()
         .filter(|t| t.name.starts_with("v.") || t.name.starts_with("mm."))
-        .fold((0u64, 0u64), |(n, b), t| (n + t.n_elements(), b + t.n_bytes()));
+        .fold((0u64, 0u64), |(n, b), t| {
+            (n + t.n_elements(), b + t.n_bytes())
+        });
     vec![
         format!(
             "vision: up to {} tiles of {} px in patches of {} px ({} tokens per tile), {} local + {} global layers of width {}, {} heads",

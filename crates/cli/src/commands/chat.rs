@@ -241,7 +241,10 @@ impl<'m> ChatSession<'m> {
     /// Image tokens in the conversation's messages.
     fn image_tokens_in_messages(&self) -> usize {
         let Some(t) = self.image_text() else { return 0 };
-        self.messages.iter().map(|m| m.text().matches(&t).count()).sum()
+        self.messages
+            .iter()
+            .map(|m| m.text().matches(&t).count())
+            .sum()
     }
 
     /// Tokens of the conversation, with `pending` as a further user
