@@ -1,5 +1,6 @@
 """The chat page at `/` in headless Chromium, driven as a person would use
-it: type a message, press Enter, watch the reply stream in.
+it: type a message, press Enter, watch the reply stream in; attach images
+(the file picker, a drop, a paste) on the tiny vision model.
 
 Chromium is Debian's package (`apt-get install chromium`), driven over the
 DevTools protocol on a loopback port.
@@ -117,19 +118,31 @@ def wait_for(browser, expr, seconds, what):
         time.sleep(0.05)
 
 
-def test_chat_page_streams_a_reply(server, browser):
+def open_page(browser, server):
     browser.call("Page.enable")
     browser.call("Page.navigate", url=server.base + "/")
     wait_for(browser, "document.readyState === 'complete' && !!document.getElementById('input')",
              20, "the page")
+
+
+def add_to_requests(browser, fields):
+    """Adds `fields` to each request body the page sends (as a user's own
+    settings would) and keeps the bodies in `window.sentBodies`."""
+    browser.eval(
+        "(() => { const f = window.fetch; window.sentBodies = [];"
+        " window.fetch = (url, opts) => { if (!opts || !opts.body) return f(url, opts);"
+        f" const b = Object.assign(JSON.parse(opts.body), {json.dumps(fields)});"
+        " window.sentBodies.push(b);"
+        " return f(url, Object.assign({}, opts, { body: JSON.stringify(b) })); }; return true })()")
+
+
+def test_chat_page_streams_a_reply(server, browser):
+    open_page(browser, server)
     # The page sends no length limit and the server samples at random, so a
     # first reply can run until the context is full and leave no room for
     # the second turn. Cap each reply, as a user's max_tokens would: the
     # page's own request body goes out with that one field added.
-    browser.eval(
-        "(() => { const f = window.fetch; window.fetch = (url, opts) => {"
-        " const b = JSON.parse(opts.body); b.max_tokens = 96;"
-        " return f(url, Object.assign({}, opts, { body: JSON.stringify(b) })); }; return true })()")
+    add_to_requests(browser, {"max_tokens": 96})
     browser.eval("document.getElementById('input').focus()")
     browser.type_text("What is the capital of France?")
     assert browser.eval("document.getElementById('input').value") == "What is the capital of France?"
@@ -164,3 +177,126 @@ def test_chat_page_streams_a_reply(server, browser):
     shot = browser.call("Page.captureScreenshot", format="png")
     out = ROOT / "target" / "chat-page.png"
     out.write_bytes(base64.b64decode(shot["data"]))
+    # The header names the model the page talks to.
+    wait_for(browser, "document.getElementById('model').textContent", 10, "the model's name")
+    assert browser.eval("document.getElementById('model').textContent") == \
+        "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+GOLDEN = ROOT / "crates" / "models" / "tests" / "golden" / "mllama"
+
+
+def js_file(path, name, mime):
+    """A JS expression for a File holding the bytes of `path`."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (f"new File([Uint8Array.from(atob('{data}'), c => c.charCodeAt(0))],"
+            f" {json.dumps(name)}, {{ type: {json.dumps(mime)} }})")
+
+
+def test_chat_page_sends_images(vision_server, browser):
+    open_page(browser, vision_server)
+    wait_for(browser, "document.getElementById('model').textContent", 10, "the model's name")
+    assert browser.eval("document.getElementById('model').textContent") == "tiny-mllama-f32.gguf"
+    # Greedy and short: the reply is then transformers' for the same prompt
+    # (case a of the mllama goldens, as tests/openai/test_vision.py checks).
+    add_to_requests(browser, {"max_tokens": 8, "temperature": 0})
+    # The file picker: set the file on the page's file input.
+    png = GOLDEN / "img-a-40x30.png"
+    doc = browser.call("DOM.getDocument")
+    node = browser.call("DOM.querySelector", nodeId=doc["root"]["nodeId"], selector="#file")
+    browser.call("DOM.setFileInputFiles", files=[str(png)], nodeId=node["nodeId"])
+    wait_for(browser, "(() => { const i = document.querySelector('#attachments img');"
+             " return i && i.complete && i.naturalWidth === 40 })()", 10, "the thumbnail")
+    browser.eval("document.getElementById('input').focus()")
+    browser.type_text("Describe this.")
+    browser.press_enter()
+    wait_for(browser, "(() => { const m = document.querySelector('.msg.assistant, .msg.error');"
+             " return m && m.dataset.state !== 'streaming' })()", 60, "the reply")
+    state, reply = browser.eval(
+        "(() => { const m = document.querySelector('.msg.assistant, .msg.error');"
+        " return [m.dataset.state, m.textContent] })()")
+    assert state == "done", reply
+    assert reply.strip()
+    # The conversation shows the image in the user's message, above its text;
+    # the attachments are gone from the form.
+    user = browser.eval(
+        "(() => { const m = document.querySelector('.msg.user'); const i = m.querySelector('img');"
+        " return { text: m.textContent, w: i && i.naturalWidth, h: i && i.naturalHeight,"
+        " shown: i && i.getBoundingClientRect().height > 0 } })()")
+    assert user == {"text": "Describe this.", "w": 40, "h": 30, "shown": True}
+    assert browser.eval("document.getElementById('attachments').hidden") is True
+    # What went out: the image as a data: URL of the file's own bytes, then the text.
+    sent = browser.eval("window.sentBodies[0].messages")
+    assert sent == [{"role": "user", "content": [
+        {"type": "image_url",
+         "image_url": {"url": "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()}},
+        {"type": "text", "text": "Describe this."}]}]
+
+    # A paste and a drop attach images too; a file that is no image is refused
+    # with a note; an attachment can be removed before sending.
+    jpg, png2 = GOLDEN / "img-b-120x50.jpg", GOLDEN / "img-d2-64x48.png"
+    browser.eval(
+        "(() => { const dt = new DataTransfer();"
+        f" dt.items.add({js_file(jpg, 'photo.jpg', 'image/jpeg')});"
+        " document.getElementById('input').dispatchEvent(new ClipboardEvent('paste',"
+        " { clipboardData: dt, bubbles: true, cancelable: true })); return true })()")
+    browser.eval(
+        "(() => { const dt = new DataTransfer();"
+        f" dt.items.add({js_file(png2, 'drawing.png', 'image/png')});"
+        " dt.items.add(new File(['hello'], 'notes.txt', { type: 'text/plain' }));"
+        " for (const t of ['dragenter', 'dragover', 'drop'])"
+        " document.getElementById('log').dispatchEvent(new DragEvent(t,"
+        " { dataTransfer: dt, bubbles: true, cancelable: true })); return true })()")
+    wait_for(browser, "document.querySelectorAll('#attachments img').length === 2", 10,
+             "the pasted and dropped images")
+    assert browser.eval("[...document.querySelectorAll('#attachments img')].map(i => i.alt)") == \
+        ["photo.jpg", "drawing.png"]
+    assert "notes.txt" in browser.eval("document.getElementById('note').textContent")
+    assert browser.eval("document.body.classList.contains('dragging')") is False
+    browser.eval("document.querySelector('#attachments .pending button').click()")
+    assert browser.eval("[...document.querySelectorAll('#attachments img')].map(i => i.alt)") == \
+        ["drawing.png"]
+    # A large file (a 2000x1500 PNG of noise, some MB) goes out scaled down as
+    # a JPEG of at most four 560x560 tiles' pixels.
+    browser.eval(
+        "(async () => { const c = document.createElement('canvas'); c.width = 2000; c.height = 1500;"
+        " const g = c.getContext('2d'); const d = g.createImageData(2000, 1500);"
+        " for (let i = 0; i < d.data.length; i++) d.data[i] = (i % 4 === 3) ? 255 : Math.random() * 256;"
+        " g.putImageData(d, 0, 0);"
+        " const blob = await new Promise((r) => c.toBlob(r, 'image/png'));"
+        " window.bigSize = blob.size; const dt = new DataTransfer();"
+        " dt.items.add(new File([blob], 'big.png', { type: 'image/png' }));"
+        " document.body.dispatchEvent(new DragEvent('drop',"
+        " { dataTransfer: dt, bubbles: true, cancelable: true })); return true })()")
+    wait_for(browser, "document.querySelectorAll('#attachments img').length === 2", 20,
+             "the large image")
+    big = browser.eval(
+        "(async () => { const i = document.querySelectorAll('#attachments img')[1]; await i.decode();"
+        " return [window.bigSize, i.src.slice(0, 23), i.src.length, i.naturalWidth, i.naturalHeight] })()")
+    assert big[0] > 4 << 20, big
+    assert big[1] == "data:image/jpeg;base64,", big
+    assert big[2] < big[0] / 2 and big[3] * big[4] <= 4 * 560 * 560 \
+        and abs(big[3] / big[4] - 4 / 3) < 0.01, big
+    browser.eval("document.querySelectorAll('#attachments .pending button')[1].click()")
+    assert browser.eval("document.querySelectorAll('#attachments img').length") == 1
+    # A second turn with that image: the conversation now holds two.
+    browser.eval("document.getElementById('input').focus()")
+    browser.type_text("And this?")
+    browser.press_enter()
+    wait_for(browser, "document.querySelectorAll('.msg.assistant, .msg.error').length === 2 &&"
+             " document.querySelectorAll('.msg.assistant, .msg.error')[1].dataset.state !== 'streaming'",
+             60, "the second reply")
+    assert browser.eval("document.querySelectorAll('.msg.assistant')[1].dataset.state") == "done"
+    assert browser.eval("document.querySelectorAll('.msg.user img').length") == 2
+    second = browser.eval("window.sentBodies[1].messages")
+    assert [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[0] == sent[0]
+    assert second[2]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert second[2]["content"][1] == {"type": "text", "text": "And this?"}
+    shot = browser.call("Page.captureScreenshot", format="png")
+    (ROOT / "target" / "chat-page-images.png").write_bytes(base64.b64decode(shot["data"]))
+    # The first reply was transformers' greedy continuation of case a (the
+    # decoded golden ids; see test_vision.py).
+    assert reply == (" weap Src weap Src(Action Trader/"
+                     "***************************************************************************"
+                     "\n malicious")
