@@ -123,8 +123,8 @@ fn check_messages(messages: &[ChatMessage]) -> AppResult<()> {
         if let Some(MessageContent::Parts(parts)) = &m.content {
             for p in parts {
                 match p.kind.as_str() {
-                    // Image parts were taken out by `images::take_images`.
-                    "text" => {}
+                    // Image parts were made bare by `images::take_images`.
+                    "text" | "image" => {}
                     k => {
                         return Err(ApiError::Unsupported(format!(
                             "messages[{i}]: content parts of type '{k}' are not supported \
@@ -145,13 +145,16 @@ fn render(
     add_generation_prompt: bool,
 ) -> AppResult<String> {
     // Text parts become one string, as llama-server passes them: most
-    // templates add `message['content']` to strings. (Other parts were
-    // refused by `check_messages`.)
+    // templates add `message['content']` to strings. Messages with images
+    // keep their parts: vision templates render each image part as the
+    // image token. (Other parts were refused by `check_messages`.)
     let messages = messages
         .into_iter()
         .map(|mut m| {
-            if let Some(MessageContent::Parts(_)) = &m.content {
-                m.content = Some(MessageContent::Text(m.text()));
+            if let Some(MessageContent::Parts(parts)) = &m.content {
+                if parts.iter().all(|p| p.kind == "text") {
+                    m.content = Some(MessageContent::Text(m.text()));
+                }
             }
             m
         })

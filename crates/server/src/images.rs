@@ -1,7 +1,9 @@
 //! Image parts of chat messages (`{"type": "image_url", "image_url": {"url":
 //! ...}}`) for vision models: decoded and prepared before the request is
 //! queued, so a bad image is a 400 and never reaches the engine. Each part
-//! becomes the model's image token in the rendered prompt.
+//! becomes an `{"type": "image"}` part, which the vision model's chat
+//! template renders as its image token (and which tells the template the
+//! conversation has images, as transformers' processor passes it).
 
 use crate::error::ApiError;
 use base64::Engine as _;
@@ -25,8 +27,8 @@ pub struct ImageSupport {
     pub allow_dir: Option<PathBuf>,
 }
 
-/// Replaces every image part of `messages` by a text part holding the
-/// image token and returns the prepared images in prompt order.
+/// Replaces every image part of `messages` by a bare `image` part and
+/// returns the prepared images in prompt order.
 pub fn take_images(
     messages: &mut [ChatMessage],
     support: Option<&ImageSupport>,
@@ -61,8 +63,8 @@ pub fn take_images(
             })?;
             out.push(Arc::new(img));
             *p = ContentPart {
-                kind: "text".into(),
-                text: Some(sup.token_text.clone()),
+                kind: "image".into(),
+                text: None,
                 extra: Default::default(),
             };
         }

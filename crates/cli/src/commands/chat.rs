@@ -12,7 +12,9 @@ use edgellama_engine::{generate_after, GenerateParams, GenerationStats, StopReas
 use edgellama_gguf::GgufFile;
 use edgellama_models::mllama::preprocess::{self, ImageLimits};
 use edgellama_models::{CausalLm, PreparedImage, SeqState};
-use edgellama_tokenizer::chat::{ChatMessage, ChatTemplate, RenderRequest};
+use edgellama_tokenizer::chat::{
+    ChatMessage, ChatTemplate, ContentPart, MessageContent, RenderRequest,
+};
 use edgellama_tokenizer::Tokenizer;
 use serde_json::Value;
 use std::io::{BufRead, Write};
@@ -212,14 +214,6 @@ impl<'m> ChatSession<'m> {
         self.images.clear();
     }
 
-    /// The image token's text, for models that take images.
-    fn image_text(&self) -> Option<String> {
-        self.model
-            .info()
-            .image_token
-            .map(|id| self.tok.decode(&[id], true))
-    }
-
     /// Prepares an image file for the next message.
     pub fn queue_image(&mut self, bytes: &[u8]) -> Result<usize> {
         let Some(cfg) = self.model.info().preprocess.as_ref() else {
@@ -230,20 +224,34 @@ impl<'m> ChatSession<'m> {
         Ok(self.queued.len())
     }
 
-    /// `text` as the next user message: after the queued images' tokens.
-    pub fn with_images(&self, text: &str) -> String {
-        match self.image_text() {
-            Some(t) if !self.queued.is_empty() => t.repeat(self.queued.len()) + text,
-            _ => text.to_string(),
+    /// The user message `text`, after the queued images: as content parts
+    /// when there are images (vision templates render each image part as
+    /// the image token, and leave out their system header for images, as
+    /// transformers' processor has them do), as a string otherwise.
+    fn user_message(&self, text: &str) -> ChatMessage {
+        if self.queued.is_empty() {
+            return ChatMessage::user(text);
         }
+        let part = |kind: &str, text: Option<&str>| ContentPart {
+            kind: kind.into(),
+            text: text.map(str::to_string),
+            extra: Default::default(),
+        };
+        let mut parts: Vec<ContentPart> = self.queued.iter().map(|_| part("image", None)).collect();
+        parts.push(part("text", Some(text)));
+        let mut m = ChatMessage::user("");
+        m.content = Some(MessageContent::Parts(parts));
+        m
     }
 
-    /// Image tokens in the conversation's messages.
-    fn image_tokens_in_messages(&self) -> usize {
-        let Some(t) = self.image_text() else { return 0 };
+    /// Image parts in the conversation's messages.
+    fn images_in_messages(&self) -> usize {
         self.messages
             .iter()
-            .map(|m| m.text().matches(&t).count())
+            .map(|m| match &m.content {
+                Some(MessageContent::Parts(p)) => p.iter().filter(|p| p.kind == "image").count(),
+                _ => 0,
+            })
             .sum()
     }
 
@@ -251,7 +259,7 @@ impl<'m> ChatSession<'m> {
     /// message, ending with the assistant's header.
     pub fn prompt_tokens(&self, pending: Option<&str>) -> Result<Vec<u32>> {
         let mut messages = self.messages.clone();
-        messages.extend(pending.map(ChatMessage::user));
+        messages.extend(pending.map(|t| self.user_message(t)));
         let req = RenderRequest::new(messages).with_generation_prompt(true);
         let text = self
             .template
@@ -271,12 +279,12 @@ impl<'m> ChatSession<'m> {
     pub fn make_room(&mut self, pending: Option<&str>) -> Result<usize> {
         let mut dropped = 0;
         while self.prompt_tokens(pending)?.len() > self.n_ctx() / 2 {
-            let before = self.image_tokens_in_messages();
+            let before = self.images_in_messages();
             if !drop_oldest_turn(&mut self.messages) {
                 break;
             }
             // The dropped turns' images go with them.
-            let gone = before - self.image_tokens_in_messages();
+            let gone = before - self.images_in_messages();
             self.images.drain(..gone.min(self.images.len()));
             dropped += 1;
         }
@@ -342,7 +350,7 @@ impl<'m> ChatSession<'m> {
         self.cached.extend_from_slice(&tokens[keep..]);
         self.cached.extend_from_slice(&stats.tokens);
         self.cached.truncate(self.state.n_past);
-        self.messages.push(ChatMessage::user(user));
+        self.messages.push(self.user_message(user));
         self.messages
             .push(ChatMessage::assistant(stats.text.clone()));
         self.images = images;
@@ -529,10 +537,9 @@ pub fn run(a: ChatArgs) -> Result<()> {
             }
             Input::Unknown(c) => writeln!(out, "unknown command {c}; /help lists them")?,
             Input::Say(text) => {
-                let text = session.with_images(text);
                 say(
                     &mut session,
-                    &text,
+                    text,
                     &interrupt,
                     &mut input,
                     &mut out,

@@ -190,6 +190,10 @@ pub enum SubmitError {
     PromptTooLong { n_prompt: usize, n_ctx: usize },
     #[error("token id {id} is outside the vocabulary of {n_vocab}")]
     TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error("the prompt has {tokens} image tokens for {images} images")]
+    ImageCount { images: usize, tokens: usize },
+    #[error("this model takes no images")]
+    NoImageInput,
     #[error(transparent)]
     Sampling(#[from] edgellama_sampler::SamplerError),
     #[error("the engine has stopped")]
@@ -238,6 +242,7 @@ impl Engine {
                 shared,
                 config,
                 n_vocab: model.info().n_vocab,
+                image_token: model.info().image_token,
                 metrics,
                 thread: Some(thread),
             }),
@@ -249,6 +254,8 @@ struct Inner {
     shared: Arc<Shared>,
     config: EngineConfig,
     n_vocab: usize,
+    /// Allowed in prompts beyond `n_vocab` (vision models).
+    image_token: Option<u32>,
     metrics: Arc<EngineMetrics>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -293,8 +300,21 @@ impl EngineHandle {
             });
         }
         let n_vocab = self.inner.n_vocab;
-        if let Some(&id) = req.prompt.iter().find(|&&id| id as usize >= n_vocab) {
+        let image_token = self.inner.image_token;
+        let outside = |id: u32| id as usize >= n_vocab && Some(id) != image_token;
+        if let Some(&id) = req.prompt.iter().find(|&&id| outside(id)) {
             return Err(SubmitError::TokenOutOfRange { id, n_vocab });
+        }
+        if image_token.is_none() && !req.images.is_empty() {
+            return Err(SubmitError::NoImageInput);
+        }
+        let n_image_tokens =
+            image_token.map_or(0, |t| req.prompt.iter().filter(|&&x| x == t).count());
+        if n_image_tokens != req.images.len() {
+            return Err(SubmitError::ImageCount {
+                images: req.images.len(),
+                tokens: n_image_tokens,
+            });
         }
         req.sampling.validate()?;
         let (tx, rx) = mpsc::unbounded_channel();
