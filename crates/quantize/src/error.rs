@@ -14,6 +14,9 @@ pub enum QuantizeError {
     #[error("unknown quantization type '{name}'; valid types: {valid}")]
     UnknownFileType { name: String, valid: String },
 
+    #[error("unknown vision type '{name}'; valid types: {valid}")]
+    UnknownVisionType { name: String, valid: String },
+
     /// The input is a GGUF file but not a model this tool can quantize.
     #[error("not a model file: {reason}")]
     NotAModel { reason: String },

@@ -1,6 +1,7 @@
 //! The file types (quantization mixes) a model can be quantized to, numbered as
 //! `enum llama_ftype` in llama.cpp's `llama.h`; the number is what
-//! `general.file_type` holds.
+//! `general.file_type` holds. Also the types a vision tower may be kept at
+//! ([`VisionType`]).
 
 use std::fmt;
 use std::str::FromStr;
@@ -187,6 +188,80 @@ impl FromStr for FileType {
     }
 }
 
+/// The type of a multimodal model's vision tower and projector (the `v.*` and
+/// `mm.*` matrices of a Llama 3.2 Vision file), which never takes the text
+/// model's mix: the tower is small next to the text model and its quality
+/// drops fast below 8 bits. Text-only models have no such tensors.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum VisionType {
+    F32,
+    #[default]
+    F16,
+    BF16,
+    Q8_0,
+}
+
+impl VisionType {
+    pub const ALL: [VisionType; 4] = [
+        VisionType::F32,
+        VisionType::F16,
+        VisionType::BF16,
+        VisionType::Q8_0,
+    ];
+
+    /// The name taken on the command line (any case).
+    pub const fn name(self) -> &'static str {
+        match self {
+            VisionType::F32 => "f32",
+            VisionType::F16 => "f16",
+            VisionType::BF16 => "bf16",
+            VisionType::Q8_0 => "q8_0",
+        }
+    }
+
+    /// The tensor type of every vision matrix whose rows hold whole blocks.
+    pub const fn ggml_type(self) -> GgmlType {
+        match self {
+            VisionType::F32 => GgmlType::F32,
+            VisionType::F16 => GgmlType::F16,
+            VisionType::BF16 => GgmlType::BF16,
+            VisionType::Q8_0 => GgmlType::Q8_0,
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<VisionType, QuantizeError> {
+        let lower = s.trim().to_ascii_lowercase();
+        VisionType::ALL
+            .into_iter()
+            .find(|t| t.name() == lower)
+            .ok_or_else(|| QuantizeError::UnknownVisionType {
+                name: s.to_owned(),
+                valid: VisionType::valid_names(),
+            })
+    }
+
+    /// The accepted names, comma-separated, for error messages and help.
+    pub fn valid_names() -> String {
+        let names: Vec<&str> = VisionType::ALL.into_iter().map(VisionType::name).collect();
+        names.join(", ")
+    }
+}
+
+impl fmt::Display for VisionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for VisionType {
+    type Err = QuantizeError;
+
+    fn from_str(s: &str) -> Result<VisionType, QuantizeError> {
+        VisionType::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +289,19 @@ mod tests {
         // Formats llama.cpp has but this build cannot write.
         for name in ["IQ2_XXS", "Q2_K_S", "COPY", "4", "1024"] {
             assert!(FileType::parse(name).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn vision_types_parse_in_any_case_and_list_the_valid_ones() {
+        for t in VisionType::ALL {
+            assert_eq!(VisionType::parse(t.name()).unwrap(), t);
+            assert_eq!(VisionType::parse(&t.name().to_uppercase()).unwrap(), t);
+        }
+        assert_eq!(VisionType::default(), VisionType::F16);
+        for name in ["q4_0", "Q4_K_M", "f8", "", "16"] {
+            let msg = VisionType::parse(name).unwrap_err().to_string();
+            assert!(msg.contains("f32, f16, bf16, q8_0"), "{msg}");
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   `ffn_down` promoted in some layers of the `_M` mixes, and a fallback to a
 //!   32-element block type when a row does not fill 256-element K-quant
 //!   blocks (SmolLM2's 576-wide rows, for instance). 1-D tensors stay as they are.
+//!   A Llama 3.2 Vision model's text half follows the same rules; its vision
+//!   tower and projector are kept at a [`VisionType`] (F16 by default).
 //! - [`quantize_file`]: writes the file llama-quantize writes (same metadata
 //!   order, tensor order, alignment and bytes), streaming tensor by tensor from
 //!   the input's memory map and converting rows on several threads.
@@ -32,5 +34,5 @@ pub use driver::{
     QUANTIZATION_VERSION_KEY,
 };
 pub use error::QuantizeError;
-pub use ftype::FileType;
+pub use ftype::{FileType, VisionType};
 pub use plan::{plan, ModelInfo, Plan, PlanOptions, TensorDesc, TensorPlan};

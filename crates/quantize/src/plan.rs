@@ -7,11 +7,29 @@
 //! `attn_v` tensors as they go), so the plan visits them in the order
 //! llama-quantize writes them: tensors outside a block first, then block by
 //! block, each group sorted by name (`llama_model_loader::weights_map`).
+//!
+//! Llama 3.2 Vision (`general.architecture = "mllama"`, ollama's unified
+//! layout) adds two things llama.cpp's rules do not cover:
+//! - the text model's cross-attention layers: their projections
+//!   (`blk.N.cross_attn_{q,k,v,o}_proj.weight`) match none of the rules'
+//!   name patterns, so they take the mix's default type (with the row-length
+//!   fallback); their q/k norms and 1-element gates stay as they are, as
+//!   every norm and 1-D tensor does. `attn_v` is counted by the substring
+//!   `attn_v.weight`, which `cross_attn_v_proj.weight` does not contain, so
+//!   the `_M` mixes pick their layers among the self-attention layers only.
+//! - the vision tower and projector (`v.*`, `mm.*`), which never take the
+//!   text mix nor enter its counters (`v.blk.N.attn_v.weight` does contain
+//!   `attn_v.weight`): every matrix is converted to the
+//!   [`PlanOptions::vision_type`], falling back to F16 when its rows do not
+//!   hold whole blocks (the patch embedding's rows of 14 under Q8_0); the
+//!   four position tables, and every 1-D tensor, bias, norm and gate, stay
+//!   as they are.
 
+use edgellama_gguf::names::TensorKind;
 use edgellama_gguf::{ArrayValues, GgmlType, GgufFile, MetadataValue, TensorInfo};
 
 use crate::error::QuantizeError;
-use crate::ftype::FileType;
+use crate::ftype::{FileType, VisionType};
 
 /// The hyperparameters the rules look at, from the model's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,14 +165,17 @@ impl From<&TensorInfo> for TensorDesc {
     }
 }
 
-/// llama-quantize's switches that change the plan.
+/// llama-quantize's switches that change the plan, and the vision tower's type.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanOptions {
-    /// `--pure`: every quantizable tensor gets the default type of the mix
-    /// (row-length fallbacks still apply).
+    /// `--pure`: every quantizable tensor of the text model gets the default
+    /// type of the mix (row-length fallbacks still apply).
     pub pure: bool,
     /// `--leave-output-tensor`: keep `output.weight` as it is.
     pub leave_output_tensor: bool,
+    /// The type of a Llama 3.2 Vision model's vision tower and projector
+    /// matrices, whatever the mix; unused for text-only architectures.
+    pub vision_type: VisionType,
 }
 
 /// One tensor of the output, in write order.
@@ -259,6 +280,43 @@ impl Category {
             Category::AttnV | Category::AttnQkv | Category::AttnKvB
         )
     }
+}
+
+/// Which model of a file a tensor belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The language model, planned by llama.cpp's rules.
+    Text(Category),
+    /// The vision tower or projector of a Llama 3.2 Vision (mllama) model.
+    Vision,
+}
+
+impl Part {
+    fn of(arch: &str, name: &str) -> Part {
+        if arch == "mllama" && (name.starts_with("v.") || name.starts_with("mm.")) {
+            Part::Vision
+        } else {
+            Part::Text(Category::of(name))
+        }
+    }
+}
+
+/// The vision tower's position tables, looked up by index rather than
+/// multiplied, and added to the activations as they are: kept at full
+/// precision. (llama.cpp's `.position_embd` fragment catches only the first.)
+fn is_position_table(name: &str) -> bool {
+    use TensorKind as K;
+    matches!(
+        TensorKind::parse(name),
+        Some((
+            K::VisPositionEmbd
+                | K::VisTilePositionEmbd
+                | K::VisPreTilePositionEmbd
+                | K::VisPostTilePositionEmbd,
+            _,
+            "weight"
+        ))
+    )
 }
 
 /// Name fragments of tensors that stay as they are whatever the mix
@@ -539,6 +597,29 @@ impl State<'_> {
         Ok(new_type)
     }
 
+    /// A vision tower or projector tensor (see the module's notes): matrices
+    /// at `vision`, or F16 when their rows do not hold its blocks; the rest
+    /// (position tables, 1-D tensors, biases, norms, gates) as they are.
+    fn vision(
+        &mut self,
+        name: &str,
+        dims: &[u64],
+        source: GgmlType,
+        vision: VisionType,
+    ) -> (GgmlType, Option<GgmlType>) {
+        let matrix = dims.len() >= 2 && name.ends_with("weight") && !is_position_table(name);
+        if !matrix {
+            return (source, None);
+        }
+        let wanted = vision.ggml_type();
+        if dims[0].is_multiple_of(wanted.block_size() as u64) {
+            (wanted, None)
+        } else {
+            self.n_fallback += 1;
+            (GgmlType::F16, Some(wanted))
+        }
+    }
+
     /// `tensor_type_fallback`: a type whose blocks divide the row length.
     fn fallback(
         &mut self,
@@ -574,7 +655,8 @@ impl State<'_> {
 
 /// Chooses the type of every tensor of `tensors` under `ftype`, exactly as
 /// llama-quantize does without an importance matrix or type overrides, and
-/// returns them in llama-quantize's write order.
+/// returns them in llama-quantize's write order. A Llama 3.2 Vision model's
+/// vision tower and projector follow `opts.vision_type` instead.
 pub fn plan(
     model: &ModelInfo,
     tensors: &[TensorDesc],
@@ -584,12 +666,19 @@ pub fn plan(
     let mut order: Vec<&TensorDesc> = tensors.iter().collect();
     order.sort_by(|a, b| write_order(&a.name, &b.name));
 
-    let categories: Vec<Category> = order.iter().map(|t| Category::of(&t.name)).collect();
+    let parts: Vec<Part> = order
+        .iter()
+        .map(|t| Part::of(&model.arch, &t.name))
+        .collect();
+    let n_attention_wv = parts
+        .iter()
+        .filter(|p| matches!(p, Part::Text(c) if c.is_attn_v()))
+        .count();
     let mut st = State {
         model,
         ftype,
-        has_tied_embeddings: !categories.contains(&Category::Output),
-        n_attention_wv: categories.iter().filter(|c| c.is_attn_v()).count() as i32,
+        has_tied_embeddings: !parts.contains(&Part::Text(Category::Output)),
+        n_attention_wv: n_attention_wv as i32,
         i_attention_wv: 0,
         n_layer_ffn: i32::try_from(model.n_layer_all).unwrap_or(i32::MAX),
         i_ffn_down: 0,
@@ -599,19 +688,25 @@ pub fn plan(
     };
 
     let mut out = Vec::with_capacity(order.len());
-    for (t, &category) in order.into_iter().zip(&categories) {
+    for (t, &part) in order.into_iter().zip(&parts) {
         let dims = trimmed_dims(&t.dims);
         let row_len = dims[0];
         let mut target = t.ggml_type;
         let mut fallback_from = None;
-        if allows_quantization(&model.arch, &t.name, dims.len(), opts) {
-            target = ftype.default_type();
-            if ftype.is_quantized() {
-                if !opts.pure {
-                    target = st.rules(target, &t.name, row_len, category)?;
-                }
-                (target, fallback_from) = st.fallback(&t.name, row_len, target)?;
+        match part {
+            Part::Vision => {
+                (target, fallback_from) = st.vision(&t.name, &dims, t.ggml_type, opts.vision_type);
             }
+            Part::Text(category) if allows_quantization(&model.arch, &t.name, dims.len(), opts) => {
+                target = ftype.default_type();
+                if ftype.is_quantized() {
+                    if !opts.pure {
+                        target = st.rules(target, &t.name, row_len, category)?;
+                    }
+                    (target, fallback_from) = st.fallback(&t.name, row_len, target)?;
+                }
+            }
+            Part::Text(_) => {}
         }
         out.push(TensorPlan {
             name: t.name.clone(),
@@ -700,5 +795,47 @@ mod tests {
         );
         assert_eq!(Category::of("blk.0.ffn_gate_inp.weight"), Category::FfnGate);
         assert_eq!(Category::of("blk.0.attn_norm.weight"), Category::Other);
+    }
+
+    #[test]
+    fn only_mllama_files_have_a_vision_part() {
+        assert_eq!(Part::of("mllama", "v.blk.0.attn_v.weight"), Part::Vision);
+        assert_eq!(
+            Part::of("mllama", "v.global.blk.1.ffn_down.weight"),
+            Part::Vision
+        );
+        assert_eq!(Part::of("mllama", "mm.0.weight"), Part::Vision);
+        assert_eq!(
+            Part::of("mllama", "blk.1.cross_attn_v_proj.weight"),
+            Part::Text(Category::Other)
+        );
+        assert_eq!(
+            Part::of("mllama", "blk.2.attn_v.weight"),
+            Part::Text(Category::AttnV)
+        );
+        assert_eq!(
+            Part::of("llama", "v.blk.0.attn_v.weight"),
+            Part::Text(Category::AttnV)
+        );
+    }
+
+    #[test]
+    fn position_tables_are_the_four_weights() {
+        for name in [
+            "v.position_embd.weight",
+            "v.tile_position_embd.weight",
+            "v.pre_tile_position_embd.weight",
+            "v.post_tile_position_embd.weight",
+        ] {
+            assert!(is_position_table(name), "{name}");
+        }
+        for name in [
+            "v.position_embd.gate",
+            "v.patch_embd.weight",
+            "v.class_embd",
+            "token_embd.weight",
+        ] {
+            assert!(!is_position_table(name), "{name}");
+        }
     }
 }

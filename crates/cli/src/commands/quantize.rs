@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_quantize::{
-    quantize_file, FileType, Plan, PlanOptions, Progress, QuantizeOptions, TensorPlan,
+    quantize_file, FileType, Plan, PlanOptions, Progress, QuantizeOptions, TensorPlan, VisionType,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
@@ -32,6 +32,13 @@ pub struct QuantizeArgs {
     /// Keep output.weight as it is.
     #[arg(long)]
     pub leave_output_tensor: bool,
+    /// Type of a Llama 3.2 Vision model's vision tower and projector
+    /// matrices, whatever the text model gets: f32, f16, bf16 or q8_0 (any
+    /// case). Rows that do not hold whole q8_0 blocks fall back to f16;
+    /// position tables, norms, biases and gates stay as they are. Accepted
+    /// and ignored for text-only models.
+    #[arg(long, value_name = "TYPE", default_value = "f16")]
+    pub vision_type: String,
 }
 
 /// Bytes converted, with the tensor being worked on as the message.
@@ -57,6 +64,7 @@ impl Progress for Bar {
 
 pub fn run(a: QuantizeArgs) -> Result<()> {
     let ftype = FileType::parse(&a.ftype)?;
+    let vision_type = VisionType::parse(&a.vision_type).context("--vision-type")?;
     let threads = a.threads.unwrap_or_else(crate::load::all_cpus);
     if threads == 0 || threads > 1024 {
         bail!("-t must be between 1 and 1024, got {threads}");
@@ -68,6 +76,7 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         plan: PlanOptions {
             pure: a.pure,
             leave_output_tensor: a.leave_output_tensor,
+            vision_type,
         },
     };
 
@@ -92,16 +101,25 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let n_elements: u64 = report.plan.tensors.iter().map(TensorPlan::n_elements).sum();
     let bpw = |b: u64| b as f64 * 8.0 / n_elements.max(1) as f64;
-    // One line per kind of fallback rather than llama-quantize's line per tensor.
-    let mut fallbacks: BTreeMap<(String, String, u64), usize> = BTreeMap::new();
+    // One line per kind of fallback rather than llama-quantize's line per
+    // tensor; a lone tensor is named.
+    let mut fallbacks: BTreeMap<(String, String, u64), Vec<&str>> = BTreeMap::new();
     for t in &report.plan.tensors {
         if let Some(wanted) = t.fallback_from {
             let key = (wanted.to_string(), t.target.to_string(), t.row_len());
-            *fallbacks.entry(key).or_default() += 1;
+            fallbacks.entry(key).or_default().push(&t.name);
         }
     }
-    for ((wanted, used, row_len), n) in &fallbacks {
-        eprintln!("{n} tensor(s) with rows of {row_len} cannot hold {wanted} blocks: used {used}");
+    for ((wanted, used, row_len), names) in &fallbacks {
+        match names.as_slice() {
+            [name] => {
+                eprintln!("{name}: rows of {row_len} cannot hold {wanted} blocks: used {used}")
+            }
+            _ => eprintln!(
+                "{} tensor(s) with rows of {row_len} cannot hold {wanted} blocks: used {used}",
+                names.len()
+            ),
+        }
     }
     eprintln!(
         "model size: {:.2} MiB ({:.2} BPW), quantized: {:.2} MiB ({:.2} BPW), {} tensors, {} fell back, {:.1} s",
