@@ -21,25 +21,9 @@ impl Linear {
         n_in: usize,
         n_out: usize,
     ) -> Result<Linear, ModelError> {
-        let info = file
-            .tensor(name)
-            .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?
-            .clone();
-        if info.dims != [n_in as u64, n_out as u64] {
-            return Err(ModelError::TensorShape {
-                name: name.to_string(),
-                got: info.dims.clone(),
-                want: vec![n_in as u64, n_out as u64],
-            });
-        }
-        if !k::supports(info.ggml_type) {
-            return Err(ModelError::TensorType {
-                name: name.to_string(),
-                ty: info.ggml_type,
-                what: "has no matrix kernel",
-            });
-        }
-        Ok(Linear { info, n_in, n_out })
+        Linear::load_with(file, name, n_in, n_out, |dims| {
+            dims == [n_in as u64, n_out as u64]
+        })
     }
 
     /// [`Linear::load`] of a tensor stored with more than two dimensions
@@ -51,19 +35,33 @@ impl Linear {
         n_in: usize,
         n_out: usize,
     ) -> Result<Linear, ModelError> {
+        Linear::load_with(file, name, n_in, n_out, |dims| match dims.split_last() {
+            Some((&last, rest)) => {
+                last == n_out as u64 && rest.iter().product::<u64>() == n_in as u64
+            }
+            None => false,
+        })
+    }
+
+    /// The tensor `name` as an `[n_in, n_out]` matrix, if `fits` accepts its
+    /// stored dimensions and its type has a matrix kernel.
+    fn load_with(
+        file: &GgufFile,
+        name: &str,
+        n_in: usize,
+        n_out: usize,
+        fits: impl Fn(&[u64]) -> bool,
+    ) -> Result<Linear, ModelError> {
         let info = file
             .tensor(name)
             .ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let (last, rest) = info.dims.split_last().unwrap_or((&0, &[]));
-        if *last != n_out as u64 || rest.iter().product::<u64>() != n_in as u64 {
+        if !fits(&info.dims) {
             return Err(ModelError::TensorShape {
                 name: name.to_string(),
                 got: info.dims.clone(),
                 want: vec![n_in as u64, n_out as u64],
             });
         }
-        let mut info = info.clone();
-        info.dims = vec![n_in as u64, n_out as u64];
         if !k::supports(info.ggml_type) {
             return Err(ModelError::TensorType {
                 name: name.to_string(),
@@ -71,6 +69,8 @@ impl Linear {
                 what: "has no matrix kernel",
             });
         }
+        let mut info = info.clone();
+        info.dims = vec![n_in as u64, n_out as u64];
         Ok(Linear { info, n_in, n_out })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod embedding;
+pub mod head;
 pub mod linear;
 pub mod mlp;
 pub mod norm;
@@ -10,6 +11,7 @@ pub mod rope;
 
 pub use attention::{AttnScratch, HeadDims, Segment, SelfAttention};
 pub use embedding::Embedding;
+pub use head::{forward_ubatches, OutputHead};
 pub use linear::{Affine, Linear};
 pub use mlp::{FfnScratch, GeluMlp, SwiGlu};
 pub use norm::{LayerNorm, RmsNorm};

@@ -9,7 +9,8 @@ pub use config::LlamaConfig;
 
 use crate::layers::rope::rope_params;
 use crate::layers::{
-    AttnScratch, Ctx, Embedding, FfnScratch, Linear, RmsNorm, Segment, SelfAttention, SwiGlu,
+    forward_ubatches, AttnScratch, Ctx, Embedding, FfnScratch, Linear, OutputHead, RmsNorm,
+    Segment, SelfAttention, SwiGlu,
 };
 use crate::{BatchItem, CausalLm, Logits, ModelError, ModelInfo, SeqState};
 use edgellama_backend::{Backend, KvCache};
@@ -17,10 +18,6 @@ use edgellama_gguf::names::TensorKind as T;
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
 use std::sync::Arc;
-
-/// Tokens processed per pass of the layer stack; longer inputs are split so
-/// scratch memory stays bounded.
-const UBATCH: usize = 512;
 
 struct Block {
     attn_norm: RmsNorm,  // blk.{i}.attn_norm.weight  [n_embd]
@@ -35,9 +32,8 @@ pub struct Llama {
     file: Arc<GgufFile>,
     backend: Arc<dyn Backend>,
     rope: RopeParams,
-    tok_embd: Embedding,  // token_embd.weight  [n_embd, n_vocab]
-    output_norm: RmsNorm, // output_norm.weight [n_embd]
-    output: Linear,       // output.weight      [n_embd, n_vocab], or token_embd when tied
+    tok_embd: Embedding, // token_embd.weight  [n_embd, n_vocab]
+    head: OutputHead,    // output_norm, and output or token_embd when tied
     blocks: Vec<Block>,
 }
 
@@ -66,7 +62,10 @@ impl Llama {
             });
         }
         let rope = rope_params(f, &cfg.arch, cfg.n_rot)?;
-        let output_norm = RmsNorm::load(f, &T::OutputNorm.weight(0), d, cfg.rms_eps)?;
+        let head = OutputHead {
+            norm: RmsNorm::load(f, &T::OutputNorm.weight(0), d, cfg.rms_eps)?,
+            output,
+        };
         let (n_params, weight_bytes) = crate::count_weights(f);
         let info = ModelInfo {
             architecture: cfg.arch.clone(),
@@ -86,14 +85,20 @@ impl Llama {
             backend,
             rope,
             tok_embd,
-            output_norm,
-            output,
+            head,
             blocks,
         })
     }
 
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            file: &self.file,
+            backend: &*self.backend,
+        }
     }
 
     /// Runs one micro-batch through the layer stack, leaving the final
@@ -106,10 +111,7 @@ impl Llama {
         x: &mut [f32],
     ) -> Result<(), ModelError> {
         let c = &self.cfg;
-        let ctx = Ctx {
-            file: &self.file,
-            backend: &*self.backend,
-        };
+        let ctx = self.ctx();
         let n = tokens.len();
         let d = c.n_embd;
         self.tok_embd.lookup(ctx.file, tokens, x)?;
@@ -138,18 +140,6 @@ impl Llama {
             ops::add_inplace(x, &o);
         }
         Ok(())
-    }
-
-    /// Final norm and output projection of the hidden-state rows `rows`.
-    fn head(&self, rows: &[f32], logits: &mut Vec<f32>) -> Result<(), ModelError> {
-        let c = &self.cfg;
-        let m = rows.len() / c.n_embd;
-        let mut xn = vec![0f32; rows.len()];
-        self.output_norm.forward(&*self.backend, rows, &mut xn)?;
-        let start = logits.len();
-        logits.resize(start + m * c.n_vocab, 0.0);
-        self.output
-            .forward(&self.file, &*self.backend, &xn, m, &mut logits[start..])
     }
 
     fn check_tokens(&self, tokens: &[u32]) -> Result<(), ModelError> {
@@ -191,26 +181,18 @@ impl CausalLm for Llama {
                 n_ctx: state.n_ctx(),
             });
         }
-        let d = self.cfg.n_embd;
-        let first_out = which.first_row(tokens.len());
-        let mut logits = Vec::new();
-        for (ci, chunk) in tokens.chunks(UBATCH).enumerate() {
+        let ctx = self.ctx();
+        forward_ubatches(ctx, &self.head, tokens, which, |chunk, x| {
             let n = chunk.len();
-            let mut x = vec![0f32; n * d];
             let mut seg = [Segment {
                 kv: &mut state.kv,
                 pos0: state.n_past,
                 n,
             }];
-            self.layers(&mut seg, chunk, &mut x)?;
+            self.layers(&mut seg, chunk, x)?;
             state.n_past += n;
-            // Rows of this micro-batch at or after `first_out` produce logits.
-            let skip = first_out.saturating_sub(ci * UBATCH).min(n);
-            if skip < n {
-                self.head(&x[skip * d..], &mut logits)?;
-            }
-        }
-        Ok(logits)
+            Ok(())
+        })
     }
 
     fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
@@ -247,7 +229,8 @@ impl CausalLm for Llama {
             let first = it.logits.first_row(n);
             let mut logits = Vec::new();
             if first < n {
-                self.head(&x[(t0 + first) * d..(t0 + n) * d], &mut logits)?;
+                let rows = &x[(t0 + first) * d..(t0 + n) * d];
+                self.head.forward(self.ctx(), rows, &mut logits)?;
             }
             out.push(logits);
             t0 += n;

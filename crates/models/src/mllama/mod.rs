@@ -17,7 +17,8 @@ pub use config::{MllamaConfig, VisionConfig};
 use crate::layers::linear::load_vector;
 use crate::layers::rope::rope_params;
 use crate::layers::{
-    AttnScratch, Ctx, Embedding, FfnScratch, Linear, RmsNorm, Segment, SelfAttention, SwiGlu,
+    forward_ubatches, AttnScratch, Ctx, Embedding, FfnScratch, Linear, OutputHead, RmsNorm,
+    Segment, SelfAttention, SwiGlu,
 };
 use crate::{
     AttachedImage, CausalLm, ImageKv, Logits, ModelError, ModelInfo, PreparedImage, SeqState,
@@ -28,9 +29,6 @@ use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
 use std::sync::{Arc, Mutex};
 use vision::VisionTower;
-
-/// Tokens per pass of the layer stack, as for Llama.
-const UBATCH: usize = 512;
 
 /// Encoded images kept for reuse by later requests showing the same bytes.
 const IMAGE_CACHE: usize = 4;
@@ -109,9 +107,8 @@ pub struct Mllama {
     file: Arc<GgufFile>,
     backend: Arc<dyn Backend>,
     rope: RopeParams,
-    tok_embd: Embedding,  // token_embd.weight  [n_embd, n_vocab + 8]
-    output_norm: RmsNorm, // output_norm.weight [n_embd]
-    output: Linear,       // output.weight      [n_embd, n_vocab]
+    tok_embd: Embedding, // token_embd.weight  [n_embd, n_vocab + 8]
+    head: OutputHead,    // output_norm.weight [n_embd], output.weight [n_embd, n_vocab]
     blocks: Vec<Block>,
     n_self: usize,
     vision: VisionTower,
@@ -158,7 +155,10 @@ impl Mllama {
             });
         }
         let rope = rope_params(f, &t.arch, t.n_rot)?;
-        let output_norm = RmsNorm::load(f, &T::OutputNorm.weight(0), d, t.rms_eps)?;
+        let head = OutputHead {
+            norm: RmsNorm::load(f, &T::OutputNorm.weight(0), d, t.rms_eps)?,
+            output,
+        };
         let vision = VisionTower::load(f, &cfg.vision, d)?;
         let (n_params, weight_bytes) = crate::count_weights(f);
         let info = ModelInfo {
@@ -179,8 +179,7 @@ impl Mllama {
             backend,
             rope,
             tok_embd,
-            output_norm,
-            output,
+            head,
             blocks,
             n_self,
             vision,
@@ -397,17 +396,6 @@ impl Mllama {
         }
         Ok(())
     }
-
-    fn head(&self, rows: &[f32], logits: &mut Vec<f32>) -> Result<(), ModelError> {
-        let t = &self.cfg.text;
-        let m = rows.len() / t.n_embd;
-        let mut xn = vec![0f32; rows.len()];
-        self.output_norm.forward(&*self.backend, rows, &mut xn)?;
-        let start = logits.len();
-        logits.resize(start + m * t.n_vocab, 0.0);
-        self.output
-            .forward(&self.file, &*self.backend, &xn, m, &mut logits[start..])
-    }
 }
 
 fn same_images(a: &[Arc<ImageKv>], b: &[Arc<ImageKv>]) -> bool {
@@ -444,20 +432,11 @@ impl CausalLm for Mllama {
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
         self.check_tokens(state, tokens)?;
-        let d = self.cfg.text.n_embd;
-        let first_out = which.first_row(tokens.len());
-        let mut logits = Vec::new();
-        for (ci, chunk) in tokens.chunks(UBATCH).enumerate() {
-            let n = chunk.len();
-            let mut x = vec![0f32; n * d];
-            self.layers(state, chunk, &mut x)?;
-            state.n_past += n;
-            let skip = first_out.saturating_sub(ci * UBATCH).min(n);
-            if skip < n {
-                self.head(&x[skip * d..], &mut logits)?;
-            }
-        }
-        Ok(logits)
+        forward_ubatches(self.ctx(), &self.head, tokens, which, |chunk, x| {
+            self.layers(state, chunk, x)?;
+            state.n_past += chunk.len();
+            Ok(())
+        })
     }
 }
 
