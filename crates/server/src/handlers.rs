@@ -313,7 +313,16 @@ pub async fn chat(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let mut req: ChatRequest = parse(body, st.config.max_body_bytes)?;
-    let images = images::take_images(&mut req.messages, st.config.images.as_ref())?;
+    // Decoding (and downloading) images is slow work: off the async workers.
+    let support = st.config.images.clone();
+    let messages = std::mem::take(&mut req.messages);
+    let (messages, images) = tokio::task::spawn_blocking(move || {
+        let mut messages = messages;
+        images::take_images(&mut messages, support.as_ref()).map(|i| (messages, i))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("image preparation failed: {e}")))??;
+    req.messages = messages;
     check_messages(&req.messages)?;
     let mut tools = req.tools.clone().filter(|t| !t.is_empty());
     let mut forced: Option<Vec<String>> = None;

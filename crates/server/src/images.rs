@@ -25,6 +25,9 @@ pub struct ImageSupport {
     pub limits: ImageLimits,
     /// Local files under this directory may be named by path or `file://`.
     pub allow_dir: Option<PathBuf>,
+    /// `http(s)` URLs are fetched (the operator's choice: the server then
+    /// makes requests wherever its clients point it).
+    pub allow_urls: bool,
 }
 
 /// Replaces every image part of `messages` by a bare `image` part and
@@ -73,8 +76,8 @@ pub fn take_images(
 }
 
 /// The bytes an image URL names: `data:` URLs always; local files only
-/// under the directory the operator allowed; other URLs never (this
-/// server makes no outgoing requests).
+/// under the directory the operator allowed; `http(s)` URLs only when the
+/// operator allowed them.
 fn fetch(url: &str, sup: &ImageSupport) -> Result<Vec<u8>, String> {
     let max = sup.limits.max_bytes;
     if let Some(rest) = url.strip_prefix("data:") {
@@ -94,11 +97,15 @@ fn fetch(url: &str, sup: &ImageSupport) -> Result<Vec<u8>, String> {
             .map_err(|e| format!("the data: URL is not valid base64: {e}"));
     }
     if url.starts_with("http://") || url.starts_with("https://") {
-        return Err(
-            "remote image URLs are not fetched by this server; send the image as a \
-                    base64 data: URL"
-                .into(),
-        );
+        if !sup.allow_urls {
+            return Err(
+                "remote image URLs are not fetched by this server (it was not \
+                        started with --allow-image-urls); send the image as a base64 \
+                        data: URL"
+                    .into(),
+            );
+        }
+        return download(url, max);
     }
     let Some(dir) = &sup.allow_dir else {
         return Err(
@@ -127,4 +134,27 @@ fn fetch(url: &str, sup: &ImageSupport) -> Result<Vec<u8>, String> {
         return Err(format!("the image is larger than {max} bytes"));
     }
     std::fs::read(&real).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// How long one image download may take, connection included.
+const DOWNLOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// GETs `url`, refusing a body of more than `max` bytes without reading
+/// past it.
+fn download(url: &str, max: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let agent = ureq::AgentBuilder::new().timeout(DOWNLOAD_TIMEOUT).build();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|e| format!("cannot fetch the image: {e}"))?;
+    let mut bytes = Vec::new();
+    resp.into_reader()
+        .take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot fetch the image: {e}"))?;
+    if bytes.len() > max {
+        return Err(format!("the image is larger than {max} bytes"));
+    }
+    Ok(bytes)
 }

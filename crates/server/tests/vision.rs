@@ -189,7 +189,7 @@ fn image_counts_are_checked_at_submit() {
     );
 }
 
-fn app() -> axum::Router {
+fn app(allow_urls: bool) -> axum::Router {
     let l = loaded();
     let info = l.model.info();
     let engine = Engine::start(
@@ -210,6 +210,7 @@ fn app() -> axum::Router {
         preprocess: info.preprocess.clone().expect("vision model"),
         limits: ImageLimits::default(),
         allow_dir: None,
+        allow_urls,
     };
     router(Arc::new(AppState::new(
         engine,
@@ -258,7 +259,7 @@ fn data_url(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_parts_reply_as_the_solo_loop_and_bad_images_are_400s() {
-    let app = app();
+    let app = app(false);
     let l = loaded();
     let want = tokio::task::spawn_blocking(|| solo(&prepared("img-a-40x30.png")))
         .await
@@ -306,4 +307,56 @@ async fn image_parts_reply_as_the_solo_loop_and_bad_images_are_400s() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// Serves `body` once to one HTTP GET on a local port; returns its URL.
+fn serve_once(body: Vec<u8>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://127.0.0.1:{port}/cat.png")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_image_urls_only_when_allowed() {
+    let img = image_bytes("img-a-40x30.png");
+    let (s, v) = post(
+        &app(false),
+        image_message(&serve_once(img.clone()), "Describe this."),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("--allow-image-urls"));
+    let app = app(true);
+    let (s, v) = post(
+        &app,
+        image_message(&serve_once(img.clone()), "Describe this."),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // The same reply as the same image sent inline.
+    let (s2, v2) = post(&app, image_message(&data_url(&img), "Describe this.")).await;
+    assert_eq!(s2, 200, "{v2}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        v2["choices"][0]["message"]["content"]
+    );
+    // A server that is not there: a 400, not a hang.
+    let (s, v) = post(&app, image_message("http://127.0.0.1:9/none.png", "Hi")).await;
+    assert_eq!(s, 400, "{v}");
 }

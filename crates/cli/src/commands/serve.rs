@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// without it only data: URLs are accepted.
     #[arg(long = "allow-image-path", value_name = "DIR")]
     pub allow_image_path: Option<PathBuf>,
+    /// Fetch http(s) image URLs in image parts (off: only data: URLs and
+    /// allowed local files are accepted).
+    #[arg(long = "allow-image-urls")]
+    pub allow_image_urls: bool,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -103,6 +107,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             preprocess: preprocess.clone(),
             limits: Default::default(),
             allow_dir: a.allow_image_path.clone(),
+            allow_urls: a.allow_image_urls,
         }),
         _ => None,
     };
