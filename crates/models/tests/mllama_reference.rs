@@ -393,3 +393,63 @@ fn image_count_mismatch_is_an_error() {
         .expect_err("an image token inside a token run");
     assert!(err.to_string().contains("image"), "{err}");
 }
+
+/// ollama's converter writes the same tensors and `mllama.*` keys but not
+/// edgellama's `mllama.vision.image_mean`/`image_std`/`mllama.image_token_id`,
+/// and its metadata in sorted key order: such a file loads with CLIP's
+/// normalisation and image token 128256 and gives the same logits.
+#[test]
+fn file_without_edgellama_keys_loads_as_ollama_writes_it() {
+    use edgellama_gguf::{GgufFile, GgufWriter};
+    let g = load_golden();
+    let case = g.case("a");
+    let dir = testdata_dir(&case.model);
+    let ours = Converter::open(&dir, OutType::F32)
+        .expect("plan")
+        .to_gguf()
+        .expect("convert");
+    let mut w = GgufWriter::from_file(&ours);
+    for k in [
+        "mllama.vision.image_mean",
+        "mllama.vision.image_std",
+        "mllama.image_token_id",
+    ] {
+        assert!(w.remove(k).is_some(), "{k} was written");
+    }
+    let mut meta = w.metadata().to_vec();
+    meta.sort_by(|a, b| a.0.cmp(&b.0));
+    for (k, _) in &meta {
+        w.remove(k);
+    }
+    for (k, v) in meta {
+        w.set(&k, v).expect("set");
+    }
+    w.set_file_len(None);
+    let bytes = w.to_bytes().expect("write");
+    let theirs = GgufFile::from_bytes(bytes).expect("read back");
+    let backend = Arc::new(CpuBackend::new(2).expect("backend"));
+    let a = Mllama::load(Arc::new(ours), backend.clone()).expect("ours");
+    let b = Mllama::load(Arc::new(theirs), backend).expect("without our keys");
+    assert_eq!(b.info().image_token, Some(128256));
+    assert_eq!(
+        b.info()
+            .preprocess
+            .as_ref()
+            .map(|p| (p.image_mean, p.image_std)),
+        a.info()
+            .preprocess
+            .as_ref()
+            .map(|p| (p.image_mean, p.image_std))
+    );
+    let images = reference_images(&g, case);
+    let run = |m: &Mllama| {
+        let mut state = m.new_state(64).expect("state");
+        m.forward_inputs(
+            &mut state,
+            &inputs(&case.tokens, &images, 128256),
+            Logits::All,
+        )
+        .expect("forward")
+    };
+    assert_eq!(run(&a), run(&b));
+}
