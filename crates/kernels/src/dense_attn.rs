@@ -6,7 +6,10 @@
 //! row sees are both lists of ranges.
 //!
 //! Each query row is computed alone, so splitting rows over threads never
-//! changes a result.
+//! changes a result. Many rows (the vision tower's thousands) go through
+//! the dispatch table's register-blocked score and value tiles, keys taken
+//! in tiles that stay in cache; a few rows (a decoding step's
+//! cross-attention) read the key rows where they lie.
 
 /// A run of key and value rows, `n_head_kv * head_dim` floats each.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +42,128 @@ impl DenseShape {
 /// query rows `q` (`[n][n_head * head_dim]`). With no keys at all the output
 /// rows are 0. `scores` is scratch, grown as needed.
 pub fn attention_segments(
+    q: &[f32],
+    segs: &[KvSegment<'_>],
+    shape: DenseShape,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    if q.len() / shape.q_width().max(1) < TILED_MIN_ROWS {
+        attention_rows(q, segs, shape, scores, out)
+    } else {
+        attention_tiled(q, segs, shape, out)
+    }
+}
+
+/// Query rows from which the tiled path pays for gathering the keys.
+const TILED_MIN_ROWS: usize = 16;
+/// Keys per tile: a tile of transposed keys (`head_dim` x this) and of
+/// values stay in L2 while a block of queries is scored against them.
+const KEY_TILE: usize = 256;
+/// Query rows scored together against each key tile.
+const QUERY_BLOCK: usize = 32;
+
+/// [`attention_segments`] through the table's `qk_tile`/`pv_tile`: per KV
+/// head the keys are gathered once into tiles (transposed for the scores),
+/// then each block of query rows gets its scores for every tile, a softmax
+/// across them, and the weighted values tile by tile.
+fn attention_tiled(q: &[f32], segs: &[KvSegment<'_>], shape: DenseShape, out: &mut [f32]) {
+    let table = crate::kernels();
+    let (qk, pv, exp_sum) = (table.qk_tile(), table.pv_tile(), table.exp_sum());
+    let (hd, wq, wkv) = (shape.head_dim, shape.q_width(), shape.kv_width());
+    let group = shape.n_head / shape.n_head_kv.max(1);
+    let n_q = q.len() / wq;
+    let keys: Vec<(&[f32], &[f32])> = segs
+        .iter()
+        .flat_map(|s| s.k.chunks_exact(wkv).zip(s.v.chunks_exact(wkv)))
+        .collect();
+    let n_keys = keys.len();
+    if n_keys == 0 {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        return;
+    }
+    let tiles: Vec<std::ops::Range<usize>> = (0..n_keys)
+        .step_by(KEY_TILE)
+        .map(|t| t..(t + KEY_TILE).min(n_keys))
+        .collect();
+    // Per tile, `kt` holds `hd` rows of the tile's keys and `vt` the tile's
+    // value rows, both at offset `tile.start * hd`.
+    let mut kt = vec![0f32; n_keys * hd];
+    let mut vt = vec![0f32; n_keys * hd];
+    let mut qb = vec![0f32; QUERY_BLOCK * hd];
+    let mut sc = vec![0f32; QUERY_BLOCK * n_keys];
+    let mut ob = vec![0f32; QUERY_BLOCK * hd];
+    for g in 0..shape.n_head_kv {
+        for t in &tiles {
+            let nk = t.len();
+            let (kt_t, vt_t) = (
+                &mut kt[t.start * hd..t.end * hd],
+                &mut vt[t.start * hd..t.end * hd],
+            );
+            for (j, (k, v)) in keys[t.clone()].iter().enumerate() {
+                let (k, v) = (&k[g * hd..(g + 1) * hd], &v[g * hd..(g + 1) * hd]);
+                for d in 0..hd {
+                    kt_t[d * nk + j] = k[d];
+                }
+                vt_t[j * hd..(j + 1) * hd].copy_from_slice(v);
+            }
+        }
+        for h in g * group..(g + 1) * group {
+            for i0 in (0..n_q).step_by(QUERY_BLOCK) {
+                let m = QUERY_BLOCK.min(n_q - i0);
+                for r in 0..m {
+                    let src = (i0 + r) * wq + h * hd;
+                    qb[r * hd..(r + 1) * hd].copy_from_slice(&q[src..src + hd]);
+                }
+                // Scores tile by tile: tile `t` holds `[m][t.len()]` at `m * t.start`.
+                for t in &tiles {
+                    let nk = t.len();
+                    qk(
+                        &qb[..m * hd],
+                        hd,
+                        &kt[t.start * hd..t.end * hd],
+                        nk,
+                        shape.scale,
+                        &mut sc[m * t.start..m * t.end],
+                    );
+                }
+                let mut inv = [0f32; QUERY_BLOCK];
+                for (r, inv) in inv.iter_mut().enumerate().take(m) {
+                    let row = |t: &std::ops::Range<usize>| {
+                        m * t.start + r * t.len()..m * t.start + (r + 1) * t.len()
+                    };
+                    let max = tiles
+                        .iter()
+                        .flat_map(|t| sc[row(t)].iter().copied())
+                        .fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f64 = tiles.iter().map(|t| exp_sum(&mut sc[row(t)], max)).sum();
+                    *inv = (1.0 / sum) as f32;
+                }
+                ob[..m * hd].iter_mut().for_each(|v| *v = 0.0);
+                for t in &tiles {
+                    pv(
+                        &sc[m * t.start..m * t.end],
+                        t.len(),
+                        &vt[t.start * hd..t.end * hd],
+                        hd,
+                        &mut ob[..m * hd],
+                    );
+                }
+                for r in 0..m {
+                    let dst = (i0 + r) * wq + h * hd;
+                    for (o, &v) in out[dst..dst + hd].iter_mut().zip(&ob[r * hd..(r + 1) * hd]) {
+                        *o = v * inv[r];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`attention_segments`] one query row and head at a time, reading each
+/// key row in place: for few rows, where gathering tiles would cost more
+/// than it saves.
+fn attention_rows(
     q: &[f32],
     segs: &[KvSegment<'_>],
     shape: DenseShape,
@@ -166,9 +291,18 @@ mod tests {
                 scale: 1.0 / (hd as f32).sqrt(),
             };
             let (n_q, n_k) = (5, 23);
-            let q = rand(n_q * shape.q_width(), &mut seed);
-            let k = rand(n_k * shape.kv_width(), &mut seed);
-            let v = rand(n_k * shape.kv_width(), &mut seed);
+            check_against_reference(shape, n_q, n_k, &mut seed);
+            // Enough rows and keys for the tiled path, with ragged tiles
+            // and blocks (600 keys: two full tiles and a part).
+            check_against_reference(shape, 37, 600, &mut seed);
+        }
+    }
+
+    fn check_against_reference(shape: DenseShape, n_q: usize, n_k: usize, seed: &mut u64) {
+        {
+            let q = rand(n_q * shape.q_width(), seed);
+            let k = rand(n_k * shape.kv_width(), seed);
+            let v = rand(n_k * shape.kv_width(), seed);
             let want = reference(&q, &k, &v, shape);
             // The same keys whole and cut into three segments.
             let w = shape.kv_width();
