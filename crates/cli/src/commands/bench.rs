@@ -1,11 +1,20 @@
 //! `edgellama bench`: prompt-processing and generation speed, measured the
-//! way llama-bench measures them, with its output field names.
+//! way llama-bench measures them, with its output field names; with
+//! `--image`, the time to encode one image with a vision model's tower and
+//! projector instead.
 
-use crate::load;
+use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use edgellama_backend::CpuBackend;
+use edgellama_gguf::{GgmlType, GgufFile};
+use edgellama_models::mllama::preprocess::{self, ImageLimits};
+use edgellama_models::mllama::Mllama;
 use edgellama_models::{CausalLm, Logits};
 use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -33,6 +42,17 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Md)]
     pub output: OutputFormat,
+    /// Measure image encoding instead (a vision model such as Llama 3.2
+    /// Vision): the image is decoded and prepared once, then the vision
+    /// tower and projector run on it once to warm up and -r times timed;
+    /// no text is processed (-p and -n do not apply).
+    #[arg(long = "image", value_name = "FILE", conflicts_with_all = ["n_prompt", "n_gen"])]
+    pub image: Option<PathBuf>,
+    /// With --image: write the projected image features of the warm-up
+    /// encode to FILE, a NumPy .npy array of little-endian f32
+    /// `[tiles, tokens per tile, text width]`.
+    #[arg(long = "dump-features", value_name = "FILE", requires = "image")]
+    pub dump_features: Option<PathBuf>,
 }
 
 struct TestResult {
@@ -116,6 +136,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }
+    if let Some(image) = &a.image {
+        return run_image(&a, image, threads);
+    }
     if a.n_prompt == 0 && a.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
@@ -190,6 +213,184 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     sd
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+/// Weights of the vision tower and projector (`v.*`, `mm.*`): their bytes,
+/// element count, and the type holding most bytes of their matrices (the
+/// layers' and the projector's; the position tables stay F32).
+fn vision_weights(file: &GgufFile) -> (u64, u64, Option<GgmlType>) {
+    let mut by_type: Vec<(GgmlType, u64)> = Vec::new();
+    let (mut bytes, mut params) = (0u64, 0u64);
+    for t in file.tensors() {
+        if !(t.name.starts_with("v.") || t.name.starts_with("mm.")) {
+            continue;
+        }
+        bytes += t.n_bytes();
+        params += t.n_elements();
+        let matrix = t.dims.len() == 2 && (t.name.contains("blk.") || t.name.starts_with("mm."));
+        if !matrix {
+            continue;
+        }
+        match by_type.iter_mut().find(|(ty, _)| *ty == t.ggml_type) {
+            Some((_, b)) => *b += t.n_bytes(),
+            None => by_type.push((t.ggml_type, t.n_bytes())),
+        }
+    }
+    let main = by_type.iter().max_by_key(|(_, b)| *b).map(|(ty, _)| *ty);
+    (bytes, params, main)
+}
+
+/// `values` as a NumPy .npy file (format 1.0, little-endian f32, C order),
+/// written through a small buffer (no copy of the values is held).
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Magic (6) + version (2) + length (2) + header, padded with spaces to
+    // a multiple of 64 and ended by a newline.
+    let pad = (64 - (10 + header.len() + 1) % 64) % 64;
+    header.push_str(&" ".repeat(pad));
+    header.push('\n');
+    let len = u16::try_from(header.len()).context("npy header too long")?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        f.write_all(b"\x93NUMPY\x01\x00")?;
+        f.write_all(&len.to_le_bytes())?;
+        f.write_all(header.as_bytes())?;
+        for v in values {
+            f.write_all(&v.to_le_bytes())?;
+        }
+        f.flush()
+    };
+    write().with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `bench --image`: prepares the image once, then times the vision tower
+/// and projector on it (one warm-up, then `reps` encodes).
+fn run_image(a: &BenchArgs, image: &Path, threads: usize) -> Result<()> {
+    let file_bytes = images::read(std::slice::from_ref(&image.to_path_buf()))?
+        .pop()
+        .map(|f| f.bytes)
+        .unwrap_or_default();
+    let path = a.model.resolve()?;
+    let file = load::open_gguf(&path, a.model.load.mode())?;
+    let arch = file
+        .architecture()
+        .with_context(|| format!("cannot load model {}", path.display()))?
+        .to_string();
+    if arch != "mllama" {
+        bail!(
+            "this model ({arch}) takes no images; bench --image needs a vision model such as Llama 3.2 Vision"
+        );
+    }
+    let backend = Arc::new(CpuBackend::new(threads).context("cannot start the CPU backend")?);
+    let model = Mllama::load(Arc::clone(&file), backend)
+        .with_context(|| format!("cannot load model {}", path.display()))?;
+    let cfg = model.config().vision.preprocess();
+    let image_name = image.display().to_string();
+
+    let t0 = Instant::now();
+    let decoded = preprocess::decode(&file_bytes, &ImageLimits::default())
+        .with_context(|| format!("cannot use the image {image_name}"))?;
+    let prepared = preprocess::preprocess(&decoded, &cfg)
+        .with_context(|| format!("cannot use the image {image_name}"))?;
+    let prepare_ns = t0.elapsed().as_nanos();
+
+    // The warm-up encode: page faults of the weights and first-touch of the
+    // buffers are not timed.
+    let t0 = Instant::now();
+    let out = model
+        .encode_image(&prepared)
+        .with_context(|| format!("cannot encode the image {image_name}"))?;
+    let warmup_ns = t0.elapsed().as_nanos();
+    let text_embd = model.info().n_embd;
+    let n_tokens = out.projected.len() / text_embd.max(1);
+    if let Some(dump) = &a.dump_features {
+        let per_tile = n_tokens / prepared.n_tiles.max(1);
+        write_npy(
+            dump,
+            &[prepared.n_tiles, per_tile, text_embd],
+            &out.projected,
+        )?;
+    }
+    drop(out);
+    let mut samples_ns = Vec::with_capacity(a.reps);
+    for _ in 0..a.reps {
+        let t0 = Instant::now();
+        let out = model
+            .encode_image(&prepared)
+            .with_context(|| format!("cannot encode the image {image_name}"))?;
+        samples_ns.push(t0.elapsed().as_nanos());
+        drop(out);
+    }
+
+    let info = model.info();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (vision_bytes, vision_params, vision_type) = vision_weights(&file);
+    let vision_type = vision_type.map_or_else(|| "-".to_string(), |t| t.to_string());
+    let ns: Vec<f64> = samples_ns.iter().map(|&v| v as f64).collect();
+    let (avg_ns, stddev_ns) = mean_sd(&ns);
+    let v = &model.config().vision;
+    match a.output {
+        OutputFormat::Json => {
+            let list = [json!({
+                "build_commit": env!("CARGO_PKG_VERSION"),
+                "cpu_info": edgellama_kernels::kernels().name(),
+                "backend": "CPU",
+                "model_filename": name,
+                "model_type": info.architecture,
+                "model_size": info.weight_bytes,
+                "model_n_params": info.n_params,
+                "vision_size": vision_bytes,
+                "vision_n_params": vision_params,
+                "vision_type": vision_type,
+                "vision_n_embd": v.n_embd,
+                "vision_n_layer": v.n_layer,
+                "vision_n_global": v.n_global,
+                "n_threads": threads,
+                "test": "image",
+                "image": image_name,
+                "image_width": decoded.width,
+                "image_height": decoded.height,
+                "n_tiles": prepared.n_tiles,
+                "max_num_tiles": prepared.max_num_tiles,
+                "tile_size": prepared.tile_size,
+                "n_image_tokens": n_tokens,
+                "prepare_ns": prepare_ns as u64,
+                "warmup_ns": warmup_ns as u64,
+                "avg_ns": avg_ns as u64,
+                "stddev_ns": stddev_ns as u64,
+                "samples_ns": samples_ns.iter().map(|&v| v as u64).collect::<Vec<_>>(),
+            })];
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        }
+        OutputFormat::Md => {
+            println!("| model | vision | backend | threads | test | ms/image |");
+            println!("| --- | ---: | --- | ---: | --- | ---: |");
+            println!(
+                "| {} | {:.2} MiB {} | CPU ({}) | {} | image {}x{} ({} tile{}) | {:.1} ± {:.1} |",
+                name,
+                vision_bytes as f64 / (1024.0 * 1024.0),
+                vision_type,
+                edgellama_kernels::kernels().name(),
+                threads,
+                decoded.width,
+                decoded.height,
+                prepared.n_tiles,
+                if prepared.n_tiles == 1 { "" } else { "s" },
+                avg_ns / 1e6,
+                stddev_ns / 1e6
+            );
         }
     }
     Ok(())
