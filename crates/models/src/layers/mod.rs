@@ -2,6 +2,7 @@
 //! transformer block, with its weights named as in the file.
 
 pub mod attention;
+pub mod block;
 pub mod embedding;
 pub mod head;
 pub mod linear;
@@ -10,6 +11,7 @@ pub mod norm;
 pub mod rope;
 
 pub use attention::{AttnScratch, HeadDims, Segment, SelfAttention};
+pub use block::{BlockDims, BlockScratch, DecoderBlock};
 pub use embedding::Embedding;
 pub use head::{forward_ubatches, OutputHead};
 pub use linear::{Affine, Linear};

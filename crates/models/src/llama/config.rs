@@ -24,6 +24,16 @@ const MAX_DIM: u64 = 1 << 20;
 const MAX_LAYERS: u64 = 4096;
 
 impl LlamaConfig {
+    pub fn block_dims(&self) -> crate::layers::BlockDims {
+        crate::layers::BlockDims {
+            n_embd: self.n_embd,
+            heads: self.head_dims(),
+            n_rot: self.n_rot,
+            n_ff: self.n_ff,
+            rms_eps: self.rms_eps,
+        }
+    }
+
     pub fn head_dims(&self) -> crate::layers::HeadDims {
         crate::layers::HeadDims {
             n_head: self.n_head,

@@ -9,22 +9,15 @@ pub use config::LlamaConfig;
 
 use crate::layers::rope::rope_params;
 use crate::layers::{
-    forward_ubatches, AttnScratch, Ctx, Embedding, FfnScratch, Linear, OutputHead, RmsNorm,
-    Segment, SelfAttention, SwiGlu,
+    forward_ubatches, BlockScratch, Ctx, DecoderBlock, Embedding, Linear, OutputHead, RmsNorm,
+    Segment,
 };
 use crate::{BatchItem, CausalLm, Logits, ModelError, ModelInfo, SeqState};
 use edgellama_backend::{Backend, KvCache};
 use edgellama_gguf::names::TensorKind as T;
 use edgellama_gguf::GgufFile;
-use edgellama_kernels::ops::{self, RopeParams};
+use edgellama_kernels::ops::RopeParams;
 use std::sync::Arc;
-
-struct Block {
-    attn_norm: RmsNorm,  // blk.{i}.attn_norm.weight  [n_embd]
-    attn: SelfAttention, // blk.{i}.attn_{q,k,v,output}.weight
-    ffn_norm: RmsNorm,   // blk.{i}.ffn_norm.weight    [n_embd]
-    ffn: SwiGlu,         // blk.{i}.ffn_{gate,up,down}.weight
-}
 
 pub struct Llama {
     cfg: LlamaConfig,
@@ -34,7 +27,7 @@ pub struct Llama {
     rope: RopeParams,
     tok_embd: Embedding, // token_embd.weight  [n_embd, n_vocab]
     head: OutputHead,    // output_norm, and output or token_embd when tied
-    blocks: Vec<Block>,
+    blocks: Vec<DecoderBlock>,
 }
 
 impl Llama {
@@ -52,15 +45,9 @@ impl Llama {
         } else {
             tok_embd.table.clone()
         };
-        let mut blocks = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            blocks.push(Block {
-                attn_norm: RmsNorm::load(f, &T::AttnNorm.weight(i), d, cfg.rms_eps)?,
-                attn: SelfAttention::load(ctx, i, d, cfg.head_dims(), cfg.n_rot)?,
-                ffn_norm: RmsNorm::load(f, &T::FfnNorm.weight(i), d, cfg.rms_eps)?,
-                ffn: SwiGlu::load(ctx, i, d, cfg.n_ff)?,
-            });
-        }
+        let blocks = (0..cfg.n_layer)
+            .map(|i| DecoderBlock::load(ctx, i, cfg.block_dims()))
+            .collect::<Result<Vec<_>, _>>()?;
         let rope = rope_params(f, &cfg.arch, cfg.n_rot)?;
         let head = OutputHead {
             norm: RmsNorm::load(f, &T::OutputNorm.weight(0), d, cfg.rms_eps)?,
@@ -113,31 +100,12 @@ impl Llama {
         let c = &self.cfg;
         let ctx = self.ctx();
         let n = tokens.len();
-        let d = c.n_embd;
         self.tok_embd.lookup(ctx.file, tokens, x)?;
-        let mut xn = vec![0f32; n * d];
-        let mut o = vec![0f32; n * d];
-        let mut attn_s = AttnScratch::new(n, c.head_dims(), c.n_rot);
-        let mut ffn_s = FfnScratch::new(n, c.n_ff);
+        let mut scratch = BlockScratch::new(n, c.block_dims());
         // Each token's position in its own sequence.
         let positions: Vec<usize> = segs.iter().flat_map(|s| s.pos0..s.pos0 + s.n).collect();
-
         for (il, b) in self.blocks.iter().enumerate() {
-            b.attn_norm.forward(ctx.backend, x, &mut xn)?;
-            b.attn.forward(
-                ctx,
-                &self.rope,
-                il,
-                segs,
-                &positions,
-                &xn,
-                &mut attn_s,
-                &mut o,
-            )?;
-            ops::add_inplace(x, &o);
-            b.ffn_norm.forward(ctx.backend, x, &mut xn)?;
-            b.ffn.forward(ctx, &xn, n, &mut ffn_s, &mut o)?;
-            ops::add_inplace(x, &o);
+            b.forward(ctx, &self.rope, il, segs, &positions, x, &mut scratch)?;
         }
         Ok(())
     }

@@ -17,8 +17,8 @@ pub use config::{MllamaConfig, VisionConfig};
 use crate::layers::linear::load_vector;
 use crate::layers::rope::rope_params;
 use crate::layers::{
-    forward_ubatches, AttnScratch, Ctx, Embedding, FfnScratch, Linear, OutputHead, RmsNorm,
-    Segment, SelfAttention, SwiGlu,
+    forward_ubatches, BlockScratch, Ctx, DecoderBlock, Embedding, Linear, OutputHead, RmsNorm,
+    Segment, SwiGlu,
 };
 use crate::{
     AttachedImage, CausalLm, ImageKv, Logits, ModelError, ModelInfo, PreparedImage, SeqState,
@@ -78,27 +78,26 @@ impl CrossAttention {
     }
 }
 
-enum Mixer {
-    /// A Llama self-attention layer and its layer in the KV cache.
-    SelfAttn {
-        attn: SelfAttention,
-        kv_layer: usize,
-    },
-    /// A cross-attention layer, its index among them, and `tanh` of its
-    /// attention and MLP gates.
-    Cross {
-        attn: CrossAttention,
-        index: usize,
-        attn_gate: f32, // blk.{i}.cross_attn_attn_gate (raw in the file)
-        mlp_gate: f32,  // blk.{i}.cross_attn_mlp_gate (raw in the file)
-    },
-}
-
-struct Block {
+/// A cross-attention layer: pre-norm cross-attention and pre-norm SwiGLU,
+/// each gated by the `tanh` of its gate before joining the residual.
+struct CrossBlock {
     attn_norm: RmsNorm, // blk.{i}.attn_norm.weight [n_embd]
-    mixer: Mixer,
+    attn: CrossAttention,
     ffn_norm: RmsNorm, // blk.{i}.ffn_norm.weight [n_embd]
     ffn: SwiGlu,       // blk.{i}.ffn_{gate,up,down}.weight
+    /// Its index among the cross-attention layers (in an image's K/V).
+    index: usize,
+    attn_gate: f32, // tanh(blk.{i}.cross_attn_attn_gate), raw in the file
+    mlp_gate: f32,  // tanh(blk.{i}.cross_attn_mlp_gate), raw in the file
+}
+
+enum Block {
+    /// A Llama decoder block and its layer in the KV cache.
+    SelfAttn {
+        block: DecoderBlock,
+        kv_layer: usize,
+    },
+    Cross(CrossBlock),
 }
 
 pub struct Mllama {
@@ -129,29 +128,26 @@ impl Mllama {
         let output = Linear::load(f, &T::Output.weight(0), d, t.n_vocab)?;
         let (mut blocks, mut n_self, mut n_cross) = (Vec::new(), 0, 0);
         for i in 0..t.n_layer {
-            let mixer = if cfg.is_cross(i) {
+            blocks.push(if cfg.is_cross(i) {
                 let gate = |k: T| -> Result<f32, ModelError> {
                     Ok(load_vector(f, &k.name(i, ""), 1)?[0].tanh())
                 };
                 n_cross += 1;
-                Mixer::Cross {
+                Block::Cross(CrossBlock {
+                    attn_norm: RmsNorm::load(f, &T::AttnNorm.weight(i), d, t.rms_eps)?,
                     attn: CrossAttention::load(f, i, &cfg)?,
+                    ffn_norm: RmsNorm::load(f, &T::FfnNorm.weight(i), d, t.rms_eps)?,
+                    ffn: SwiGlu::load(ctx, i, d, t.n_ff)?,
                     index: n_cross - 1,
                     attn_gate: gate(T::CrossAttnAttnGate)?,
                     mlp_gate: gate(T::CrossAttnMlpGate)?,
-                }
+                })
             } else {
                 n_self += 1;
-                Mixer::SelfAttn {
-                    attn: SelfAttention::load(ctx, i, d, t.head_dims(), t.n_rot)?,
+                Block::SelfAttn {
+                    block: DecoderBlock::load(ctx, i, t.block_dims())?,
                     kv_layer: n_self - 1,
                 }
-            };
-            blocks.push(Block {
-                attn_norm: RmsNorm::load(f, &T::AttnNorm.weight(i), d, t.rms_eps)?,
-                mixer,
-                ffn_norm: RmsNorm::load(f, &T::FfnNorm.weight(i), d, t.rms_eps)?,
-                ffn: SwiGlu::load(ctx, i, d, t.n_ff)?,
             });
         }
         let rope = rope_params(f, &t.arch, t.n_rot)?;
@@ -217,7 +213,7 @@ impl Mllama {
         let (f, be) = (&*self.file, &*self.backend);
         let mut layers = Vec::new();
         for b in &self.blocks {
-            if let Mixer::Cross { attn, .. } = &b.mixer {
+            if let Block::Cross(CrossBlock { attn, .. }) = b {
                 let mut k = vec![0f32; n * dims.kv_width()];
                 let mut v = vec![0f32; n * dims.kv_width()];
                 be.matmul_group(
@@ -316,82 +312,70 @@ impl Mllama {
         runs.retain(|(_, s)| !s.is_empty());
 
         self.tok_embd.lookup(ctx.file, tokens, x)?;
-        let mut xn = vec![0f32; n * d];
-        let mut o = vec![0f32; n * d];
-        let mut attn_s = AttnScratch::new(n, t.head_dims(), t.n_rot);
-        let mut ffn_s = FfnScratch::new(n, t.n_ff);
+        let mut scratch = BlockScratch::new(n, t.block_dims());
         let positions: Vec<usize> = (pos0..pos0 + n).collect();
         let dims = t.head_dims();
         let mut q = vec![0f32; n * dims.q_width()];
         let mut a = vec![0f32; n * dims.q_width()];
         for b in &self.blocks {
-            match &b.mixer {
-                Mixer::SelfAttn { attn, kv_layer } => {
-                    b.attn_norm.forward(be, x, &mut xn)?;
+            let cb = match b {
+                Block::SelfAttn { block, kv_layer } => {
                     let mut seg = [Segment {
                         kv: &mut state.kv,
                         pos0,
                         n,
                     }];
-                    attn.forward(
+                    block.forward(
                         ctx,
                         &self.rope,
                         *kv_layer,
                         &mut seg,
                         &positions,
-                        &xn,
-                        &mut attn_s,
-                        &mut o,
+                        x,
+                        &mut scratch,
                     )?;
-                    ops::add_inplace(x, &o);
-                    b.ffn_norm.forward(be, x, &mut xn)?;
-                    b.ffn.forward(ctx, &xn, n, &mut ffn_s, &mut o)?;
-                    ops::add_inplace(x, &o);
+                    continue;
                 }
-                Mixer::Cross {
-                    attn,
-                    index,
-                    attn_gate,
-                    mlp_gate,
-                } => {
-                    if runs.is_empty() {
-                        continue;
-                    }
-                    b.attn_norm.forward(be, x, &mut xn)?;
-                    attn.wq.forward(ctx.file, be, &xn, n, &mut q)?;
-                    let qc = q.clone();
-                    attn.q_norm.forward(be, &qc, &mut q)?;
-                    a.iter_mut().for_each(|v| *v = 0.0);
-                    let shape = DenseShape {
-                        n_head: dims.n_head,
-                        n_head_kv: dims.n_head_kv,
-                        head_dim: dims.head_dim,
-                        scale: 1.0 / (dims.head_dim as f32).sqrt(),
-                    };
-                    let w = dims.q_width();
-                    for (rows, imgs) in &runs {
-                        let segs: Vec<KvSegment<'_>> = imgs
-                            .iter()
-                            .map(|kv| KvSegment {
-                                k: &kv.layers[*index].0,
-                                v: &kv.layers[*index].1,
-                            })
-                            .collect();
-                        let r = rows.start * w..rows.end * w;
-                        be.attention_segments(&q[r.clone()], &segs, shape, &mut a[r])?;
-                    }
-                    attn.wo.forward(ctx.file, be, &a, n, &mut o)?;
-                    for (rows, _) in &runs {
-                        let r = rows.start * d..rows.end * d;
-                        ops::add_scaled(&mut x[r.clone()], *attn_gate, &o[r]);
-                    }
-                    b.ffn_norm.forward(be, x, &mut xn)?;
-                    b.ffn.forward(ctx, &xn, n, &mut ffn_s, &mut o)?;
-                    for (rows, _) in &runs {
-                        let r = rows.start * d..rows.end * d;
-                        ops::add_scaled(&mut x[r.clone()], *mlp_gate, &o[r]);
-                    }
-                }
+                Block::Cross(cb) => cb,
+            };
+            if runs.is_empty() {
+                continue;
+            }
+            let (xn, o) = (&mut scratch.xn, &mut scratch.o);
+            cb.attn_norm.forward(be, x, xn)?;
+            cb.attn.wq.forward(ctx.file, be, xn, n, &mut q)?;
+            let qc = q.clone();
+            cb.attn.q_norm.forward(be, &qc, &mut q)?;
+            a.iter_mut().for_each(|v| *v = 0.0);
+            let shape = DenseShape {
+                n_head: dims.n_head,
+                n_head_kv: dims.n_head_kv,
+                head_dim: dims.head_dim,
+                scale: 1.0 / (dims.head_dim as f32).sqrt(),
+            };
+            let w = dims.q_width();
+            for (rows, imgs) in &runs {
+                let segs: Vec<KvSegment<'_>> = imgs
+                    .iter()
+                    .map(|kv| KvSegment {
+                        k: &kv.layers[cb.index].0,
+                        v: &kv.layers[cb.index].1,
+                    })
+                    .collect();
+                let r = rows.start * w..rows.end * w;
+                be.attention_segments(&q[r.clone()], &segs, shape, &mut a[r])?;
+            }
+            cb.attn.wo.forward(ctx.file, be, &a, n, o)?;
+            // Rows that see no image pass unchanged (Meta's rule).
+            for (rows, _) in &runs {
+                let r = rows.start * d..rows.end * d;
+                ops::add_scaled(&mut x[r.clone()], cb.attn_gate, &o[r]);
+            }
+            cb.ffn_norm.forward(be, x, xn)?;
+            cb.ffn.forward(ctx, xn, n, &mut scratch.ffn, o)?;
+            for (rows, _) in &runs {
+                let r = rows.start * d..rows.end * d;
+                ops::add_scaled(&mut x[r.clone()], cb.mlp_gate, &o[r]);
             }
         }
         Ok(())
