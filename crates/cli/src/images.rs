@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use edgellama_models::mllama::preprocess::{self, ImageLimits};
-use edgellama_models::{CausalLm, SeqState};
+use edgellama_models::{CausalLm, ModelInfo, PreprocessConfig, SeqState};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -61,19 +61,24 @@ pub fn place(
     Ok(tokens)
 }
 
+/// How `info`'s model prepares images, or the error for a model that takes
+/// none.
+pub fn preprocess_config(info: &ModelInfo) -> Result<&PreprocessConfig> {
+    info.preprocess.as_ref().with_context(|| {
+        format!(
+            "this model ({}) takes no images; images need a vision model such as Llama 3.2 Vision",
+            info.architecture
+        )
+    })
+}
+
 /// Prepares each image for `model` and queues it for its token, printing
 /// progress to stderr.
 pub fn attach(model: &dyn CausalLm, state: &mut SeqState, images: &[ImageFile]) -> Result<()> {
     if images.is_empty() {
         return Ok(());
     }
-    let info = model.info();
-    let Some(cfg) = info.preprocess.as_ref() else {
-        bail!(
-            "this model ({}) takes no images; --image needs a vision model such as Llama 3.2 Vision",
-            info.architecture
-        );
-    };
+    let cfg = preprocess_config(model.info())?;
     for (i, im) in images.iter().enumerate() {
         let t0 = Instant::now();
         let prepared = preprocess::prepare(&im.bytes, &ImageLimits::default(), cfg)

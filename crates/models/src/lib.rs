@@ -98,6 +98,18 @@ impl SeqState {
         self.kv.n_ctx()
     }
 
+    /// Whether `n_new` more positions fit in the context.
+    pub fn check_room(&self, n_new: usize) -> Result<(), ModelError> {
+        if self.n_past + n_new > self.n_ctx() {
+            return Err(ModelError::ContextFull {
+                n_past: self.n_past,
+                n_new,
+                n_ctx: self.n_ctx(),
+            });
+        }
+        Ok(())
+    }
+
     /// Forgets everything after the first `n` positions, images included.
     pub fn truncate(&mut self, n: usize) {
         self.n_past = self.n_past.min(n);
@@ -274,25 +286,50 @@ pub trait CausalLm: Send + Sync {
 }
 
 /// Builds a model of one architecture from its file.
-type LoadFn = fn(Arc<GgufFile>, Arc<dyn Backend>) -> Result<Box<dyn CausalLm>, ModelError>;
+pub type LoadFn = fn(Arc<GgufFile>, Arc<dyn Backend>) -> Result<Box<dyn CausalLm>, ModelError>;
 
-/// The architectures this crate runs, keyed by `general.architecture`.
-/// A new architecture is a folder under `models/` and a row here.
-pub const ARCHITECTURES: &[(&str, LoadFn)] = &[
-    ("llama", |file, backend| {
-        Ok(Box::new(llama::Llama::load(file, backend)?))
-    }),
-    ("mllama", |file, backend| {
-        Ok(Box::new(mllama::Mllama::load(file, backend)?))
-    }),
+/// One architecture this crate runs.
+pub struct Architecture {
+    /// `general.architecture`.
+    pub name: &'static str,
+    /// Builds the model from its file.
+    pub load: LoadFn,
+    /// Lines describing what the architecture adds to a text decoder
+    /// (`inspect` prints them; empty for none).
+    pub describe: fn(&GgufFile) -> Vec<String>,
+}
+
+/// The architectures this crate runs. A new architecture is a folder under
+/// `models/` and a row here.
+pub const ARCHITECTURES: &[Architecture] = &[
+    Architecture {
+        name: "llama",
+        load: |file, backend| Ok(Box::new(llama::Llama::load(file, backend)?)),
+        describe: |_| Vec::new(),
+    },
+    Architecture {
+        name: "mllama",
+        load: |file, backend| Ok(Box::new(mllama::Mllama::load(file, backend)?)),
+        describe: mllama::describe,
+    },
 ];
 
 fn supported_list() -> String {
     ARCHITECTURES
         .iter()
-        .map(|(name, _)| *name)
+        .map(|a| a.name)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn architecture(file: &GgufFile) -> Result<&'static Architecture, ModelError> {
+    let arch = file.architecture()?;
+    ARCHITECTURES
+        .iter()
+        .find(|a| a.name == arch)
+        .ok_or_else(|| ModelError::UnsupportedArchitecture {
+            arch: arch.to_string(),
+        })
 }
 
 /// Builds the model named by the file's `general.architecture`.
@@ -300,60 +337,25 @@ pub fn load_model(
     file: Arc<GgufFile>,
     backend: Arc<dyn Backend>,
 ) -> Result<Box<dyn CausalLm>, ModelError> {
-    let arch = file.architecture()?.to_string();
-    match ARCHITECTURES.iter().find(|(name, _)| *name == arch) {
-        Some((_, load)) => load(file, backend),
-        None => Err(ModelError::UnsupportedArchitecture { arch }),
-    }
+    (architecture(&file)?.load)(file, backend)
 }
 
 /// Lines describing what the file's architecture adds to a text decoder
 /// (`inspect` prints them): the vision tower of a vision model. Empty for
-/// text-only architectures; an error line for settings that do not load.
+/// text-only and unknown architectures.
 pub fn describe(file: &GgufFile) -> Vec<String> {
-    if file.architecture().ok() != Some("mllama") {
-        return Vec::new();
+    architecture(file).map_or_else(|_| Vec::new(), |a| (a.describe)(file))
+}
+
+/// Refuses token ids past the `n_rows` rows of the embedding.
+pub(crate) fn check_ids(tokens: &[u32], n_rows: usize) -> Result<(), ModelError> {
+    match tokens.iter().find(|&&id| id as usize >= n_rows) {
+        Some(&id) => Err(ModelError::TokenOutOfRange {
+            id,
+            n_vocab: n_rows,
+        }),
+        None => Ok(()),
     }
-    let c = match mllama::MllamaConfig::from_gguf(file) {
-        Ok(c) => c,
-        Err(e) => return vec![format!("vision: cannot be read: {e}")],
-    };
-    let v = &c.vision;
-    let (n, bytes) = file
-        .tensors()
-        .iter()
-        .filter(|t| t.name.starts_with("v.") || t.name.starts_with("mm."))
-        .fold((0u64, 0u64), |(n, b), t| {
-            (n + t.n_elements(), b + t.n_bytes())
-        });
-    vec![
-        format!(
-            "vision: up to {} tiles of {} px in patches of {} px ({} tokens per tile), {} local + {} global layers of width {}, {} heads",
-            v.max_num_tiles,
-            v.image_size,
-            v.patch_size,
-            v.n_tile_tokens(),
-            v.n_layer,
-            v.n_global,
-            v.n_embd,
-            v.n_head
-        ),
-        format!(
-            "vision: intermediate layers {:?} -> output width {}; image mean {:?}, std {:?}",
-            v.intermediate_layers,
-            v.output_dim(),
-            v.image_mean,
-            v.image_std
-        ),
-        format!(
-            "text: cross-attention at layers {:?} of {}; image token {}",
-            c.cross_layers, c.text.n_layer, c.image_token
-        ),
-        format!(
-            "vision tower and projector: {n} parameters, {:.2} MiB",
-            bytes as f64 / (1024.0 * 1024.0)
-        ),
-    ]
 }
 
 /// Elements and bytes of every tensor in the file.

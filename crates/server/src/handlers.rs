@@ -13,6 +13,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use edgellama_engine::batch::{Event, TokenLogprob};
+use edgellama_models::PreparedImage;
 use edgellama_tokenizer::chat::MessageContent;
 use edgellama_tokenizer::{ChatMessage, RenderRequest, Tokenizer};
 use futures_util::stream::{self, SelectAll, StreamExt};
@@ -110,6 +111,23 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         prom::render(st.engine.metrics(), &st.http),
     )
         .into_response()
+}
+
+/// [`images::take_images`] off the async workers: decoding (and
+/// downloading) images is slow work.
+async fn take_images(
+    st: &AppState,
+    messages: &mut Vec<ChatMessage>,
+) -> AppResult<Vec<Arc<PreparedImage>>> {
+    let support = st.config.images.clone();
+    let mut taken = std::mem::take(messages);
+    let (taken, images) = tokio::task::spawn_blocking(move || {
+        images::take_images(&mut taken, support.as_ref()).map(|i| (taken, i))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("image preparation failed: {e}")))??;
+    *messages = taken;
+    Ok(images)
 }
 
 fn check_messages(messages: &[ChatMessage]) -> AppResult<()> {
@@ -217,7 +235,7 @@ pub async fn apply_template(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
     let mut req: TemplateRequest = parse(body, st.config.max_body_bytes)?;
-    images::take_images(&mut req.messages, st.config.images.as_ref())?;
+    take_images(&st, &mut req.messages).await?;
     check_messages(&req.messages)?;
     let prompt = render(&st, req.messages, req.tools, req.add_generation_prompt)?;
     Ok(Json(json!({ "prompt": prompt })))
@@ -313,16 +331,7 @@ pub async fn chat(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let mut req: ChatRequest = parse(body, st.config.max_body_bytes)?;
-    // Decoding (and downloading) images is slow work: off the async workers.
-    let support = st.config.images.clone();
-    let messages = std::mem::take(&mut req.messages);
-    let (messages, images) = tokio::task::spawn_blocking(move || {
-        let mut messages = messages;
-        images::take_images(&mut messages, support.as_ref()).map(|i| (messages, i))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("image preparation failed: {e}")))??;
-    req.messages = messages;
+    let images = take_images(&st, &mut req.messages).await?;
     check_messages(&req.messages)?;
     let mut tools = req.tools.clone().filter(|t| !t.is_empty());
     let mut forced: Option<Vec<String>> = None;

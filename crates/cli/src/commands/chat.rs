@@ -216,9 +216,7 @@ impl<'m> ChatSession<'m> {
 
     /// Prepares an image file for the next message.
     pub fn queue_image(&mut self, bytes: &[u8]) -> Result<usize> {
-        let Some(cfg) = self.model.info().preprocess.as_ref() else {
-            bail!("this model takes no images");
-        };
+        let cfg = images::preprocess_config(self.model.info())?;
         let img = preprocess::prepare(bytes, &ImageLimits::default(), cfg)?;
         self.queued.push(Arc::new(img));
         Ok(self.queued.len())

@@ -298,12 +298,11 @@ pub fn run(a: RunArgs) -> Result<()> {
         }
     };
     let model = load::model(&file, &path, cfg.threads)?;
+    if !cfg.images.is_empty() {
+        images::preprocess_config(model.info())?;
+    }
     let prompt = match model.info().image_token {
         Some(id) => images::place(prompt, id, cfg.images.len(), tok.bos_id())?,
-        None if !cfg.images.is_empty() => bail!(
-            "this model ({}) takes no images; --image needs a vision model such as Llama 3.2 Vision",
-            model.info().architecture
-        ),
         None => prompt,
     };
     if a.verbose_prompt {

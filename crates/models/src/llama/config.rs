@@ -24,6 +24,22 @@ const MAX_DIM: u64 = 1 << 20;
 const MAX_LAYERS: u64 = 4096;
 
 impl LlamaConfig {
+    /// What a text decoder of this configuration reports (no image input).
+    pub fn model_info(&self, file: &GgufFile) -> crate::ModelInfo {
+        let (n_params, weight_bytes) = crate::count_weights(file);
+        crate::ModelInfo {
+            architecture: self.arch.clone(),
+            n_vocab: self.n_vocab,
+            n_ctx_train: self.n_ctx_train,
+            n_embd: self.n_embd,
+            n_layer: self.n_layer,
+            n_params,
+            weight_bytes,
+            image_token: None,
+            preprocess: None,
+        }
+    }
+
     pub fn block_dims(&self) -> crate::layers::BlockDims {
         crate::layers::BlockDims {
             n_embd: self.n_embd,

@@ -53,18 +53,7 @@ impl Llama {
             norm: RmsNorm::load(f, &T::OutputNorm.weight(0), d, cfg.rms_eps)?,
             output,
         };
-        let (n_params, weight_bytes) = crate::count_weights(f);
-        let info = ModelInfo {
-            architecture: cfg.arch.clone(),
-            n_vocab: cfg.n_vocab,
-            n_ctx_train: cfg.n_ctx_train,
-            n_embd: d,
-            n_layer: cfg.n_layer,
-            n_params,
-            weight_bytes,
-            image_token: None,
-            preprocess: None,
-        };
+        let info = cfg.model_info(f);
         Ok(Llama {
             cfg,
             info,
@@ -109,14 +98,6 @@ impl Llama {
         }
         Ok(())
     }
-
-    fn check_tokens(&self, tokens: &[u32]) -> Result<(), ModelError> {
-        let n_vocab = self.cfg.n_vocab;
-        match tokens.iter().find(|&&id| id as usize >= n_vocab) {
-            Some(&id) => Err(ModelError::TokenOutOfRange { id, n_vocab }),
-            None => Ok(()),
-        }
-    }
 }
 
 impl CausalLm for Llama {
@@ -141,14 +122,8 @@ impl CausalLm for Llama {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
-        self.check_tokens(tokens)?;
-        if state.n_past + tokens.len() > state.n_ctx() {
-            return Err(ModelError::ContextFull {
-                n_past: state.n_past,
-                n_new: tokens.len(),
-                n_ctx: state.n_ctx(),
-            });
-        }
+        crate::check_ids(tokens, self.cfg.n_vocab)?;
+        state.check_room(tokens.len())?;
         let ctx = self.ctx();
         forward_ubatches(ctx, &self.head, tokens, which, |chunk, x| {
             let n = chunk.len();
@@ -167,14 +142,8 @@ impl CausalLm for Llama {
         let d = self.cfg.n_embd;
         let mut tokens = Vec::new();
         for it in items.iter() {
-            self.check_tokens(it.tokens)?;
-            if it.state.n_past + it.tokens.len() > it.state.n_ctx() {
-                return Err(ModelError::ContextFull {
-                    n_past: it.state.n_past,
-                    n_new: it.tokens.len(),
-                    n_ctx: it.state.n_ctx(),
-                });
-            }
+            crate::check_ids(it.tokens, self.cfg.n_vocab)?;
+            it.state.check_room(it.tokens.len())?;
             tokens.extend_from_slice(it.tokens);
         }
         let mut segs: Vec<Segment<'_>> = items

@@ -156,17 +156,10 @@ impl Mllama {
             output,
         };
         let vision = VisionTower::load(f, &cfg.vision, d)?;
-        let (n_params, weight_bytes) = crate::count_weights(f);
         let info = ModelInfo {
-            architecture: t.arch.clone(),
-            n_vocab: t.n_vocab,
-            n_ctx_train: t.n_ctx_train,
-            n_embd: d,
-            n_layer: t.n_layer,
-            n_params,
-            weight_bytes,
             image_token: Some(cfg.image_token),
             preprocess: Some(cfg.vision.preprocess()),
+            ..t.model_info(f)
         };
         Ok(Mllama {
             cfg,
@@ -207,7 +200,7 @@ impl Mllama {
         }
         let out = self.encode_image(img)?;
         let t = &self.cfg.text;
-        let (d, hd) = (t.n_embd, t.head_dim);
+        let d = t.n_embd;
         let dims = t.head_dims();
         let n = out.projected.len() / d;
         let (f, be) = (&*self.file, &*self.backend);
@@ -224,7 +217,6 @@ impl Mllama {
                 )?;
                 let kn = k.clone();
                 attn.k_norm.forward(be, &kn, &mut k)?;
-                debug_assert_eq!(kn.len() % hd, 0);
                 layers.push((k, v));
             }
         }
@@ -248,13 +240,7 @@ impl Mllama {
     }
 
     fn check_tokens(&self, state: &SeqState, tokens: &[u32]) -> Result<(), ModelError> {
-        let n_rows = self.cfg.n_embd_rows;
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_rows) {
-            return Err(ModelError::TokenOutOfRange {
-                id,
-                n_vocab: n_rows,
-            });
-        }
+        crate::check_ids(tokens, self.cfg.n_embd_rows)?;
         let n_img = tokens
             .iter()
             .filter(|&&id| id == self.cfg.image_token)
@@ -265,14 +251,7 @@ impl Mllama {
                 tokens: n_img,
             });
         }
-        if state.n_past + tokens.len() > state.n_ctx() {
-            return Err(ModelError::ContextFull {
-                n_past: state.n_past,
-                n_new: tokens.len(),
-                n_ctx: state.n_ctx(),
-            });
-        }
-        Ok(())
+        state.check_room(tokens.len())
     }
 
     /// One micro-batch of one sequence through the layer stack.
@@ -380,6 +359,51 @@ impl Mllama {
         }
         Ok(())
     }
+}
+
+/// The vision settings `inspect` prints; an error line for settings that do
+/// not load.
+pub fn describe(file: &GgufFile) -> Vec<String> {
+    let c = match MllamaConfig::from_gguf(file) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("vision: cannot be read: {e}")],
+    };
+    let v = &c.vision;
+    let (n, bytes) = file
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("v.") || t.name.starts_with("mm."))
+        .fold((0u64, 0u64), |(n, b), t| {
+            (n + t.n_elements(), b + t.n_bytes())
+        });
+    vec![
+        format!(
+            "vision: up to {} tiles of {} px in patches of {} px ({} tokens per tile), {} local + {} global layers of width {}, {} heads",
+            v.max_num_tiles,
+            v.image_size,
+            v.patch_size,
+            v.n_tile_tokens(),
+            v.n_layer,
+            v.n_global,
+            v.n_embd,
+            v.n_head
+        ),
+        format!(
+            "vision: intermediate layers {:?} -> output width {}; image mean {:?}, std {:?}",
+            v.intermediate_layers,
+            v.output_dim(),
+            v.image_mean,
+            v.image_std
+        ),
+        format!(
+            "text: cross-attention at layers {:?} of {}; image token {}",
+            c.cross_layers, c.text.n_layer, c.image_token
+        ),
+        format!(
+            "vision tower and projector: {n} parameters, {:.2} MiB",
+            bytes as f64 / (1024.0 * 1024.0)
+        ),
+    ]
 }
 
 fn same_images(a: &[Arc<ImageKv>], b: &[Arc<ImageKv>]) -> bool {
