@@ -57,19 +57,17 @@ pub fn attention_segments(
 
 /// Query rows from which the tiled path pays for gathering the keys.
 const TILED_MIN_ROWS: usize = 16;
-/// Keys per tile: a tile of transposed keys (`head_dim` x this) and of
-/// values stay in L2 while a block of queries is scored against them.
-const KEY_TILE: usize = 256;
-/// Query rows scored together against each key tile.
-const QUERY_BLOCK: usize = 32;
+/// Query rows of one head handed to the block kernel at a time (their
+/// copies stay in L2).
+const ROW_CHUNK: usize = 256;
 
-/// [`attention_segments`] through the table's `qk_tile`/`pv_tile`: per KV
-/// head the keys are gathered once into tiles (transposed for the scores),
-/// then each block of query rows gets its scores for every tile, a softmax
-/// across them, and the weighted values tile by tile.
+/// [`attention_segments`] through the table's `attend_block`: per KV head
+/// the keys are gathered once into its tiles (transposed), the values read
+/// in place when they are one segment (gathered otherwise), and each query
+/// head's rows go through the block kernel a chunk at a time.
 fn attention_tiled(q: &[f32], segs: &[KvSegment<'_>], shape: DenseShape, out: &mut [f32]) {
-    let table = crate::kernels();
-    let (qk, pv, exp_sum) = (table.qk_tile(), table.pv_tile(), table.exp_sum());
+    use crate::scalar::attn::attend_key_tile;
+    let attend = crate::kernels().attend_block();
     let (hd, wq, wkv) = (shape.head_dim, shape.q_width(), shape.kv_width());
     let group = shape.n_head / shape.n_head_kv.max(1);
     let n_q = q.len() / wq;
@@ -82,78 +80,52 @@ fn attention_tiled(q: &[f32], segs: &[KvSegment<'_>], shape: DenseShape, out: &m
         out.iter_mut().for_each(|v| *v = 0.0);
         return;
     }
-    let tiles: Vec<std::ops::Range<usize>> = (0..n_keys)
-        .step_by(KEY_TILE)
-        .map(|t| t..(t + KEY_TILE).min(n_keys))
-        .collect();
-    // Per tile, `kt` holds `hd` rows of the tile's keys and `vt` the tile's
-    // value rows, both at offset `tile.start * hd`.
+    let whole: Vec<&KvSegment<'_>> = segs.iter().filter(|s| !s.k.is_empty()).collect();
+    let in_place = whole.len() == 1;
     let mut kt = vec![0f32; n_keys * hd];
-    let mut vt = vec![0f32; n_keys * hd];
-    let mut qb = vec![0f32; QUERY_BLOCK * hd];
-    let mut sc = vec![0f32; QUERY_BLOCK * n_keys];
-    let mut ob = vec![0f32; QUERY_BLOCK * hd];
+    let mut vg = if in_place {
+        Vec::new()
+    } else {
+        vec![0f32; n_keys * hd]
+    };
+    let mut qb = vec![0f32; ROW_CHUNK.min(n_q) * hd];
+    let mut ob = vec![0f32; ROW_CHUNK.min(n_q) * hd];
     for g in 0..shape.n_head_kv {
-        for t in &tiles {
-            let nk = t.len();
-            let (kt_t, vt_t) = (
-                &mut kt[t.start * hd..t.end * hd],
-                &mut vt[t.start * hd..t.end * hd],
-            );
-            for (j, (k, v)) in keys[t.clone()].iter().enumerate() {
-                let (k, v) = (&k[g * hd..(g + 1) * hd], &v[g * hd..(g + 1) * hd]);
-                for d in 0..hd {
-                    kt_t[d * nk + j] = k[d];
-                }
-                vt_t[j * hd..(j + 1) * hd].copy_from_slice(v);
+        for (j, (k, v)) in keys.iter().enumerate() {
+            let (base, n) = attend_key_tile(j, n_keys, hd);
+            let c = j % crate::scalar::attn::ATTEND_KEY_TILE;
+            for (d, &x) in k[g * hd..(g + 1) * hd].iter().enumerate() {
+                kt[base + d * n + c] = x;
+            }
+            if !in_place {
+                vg[j * hd..(j + 1) * hd].copy_from_slice(&v[g * hd..(g + 1) * hd]);
             }
         }
+        let (v, vs) = if in_place {
+            (&whole[0].v[g * hd..], wkv)
+        } else {
+            (&vg[..], hd)
+        };
         for h in g * group..(g + 1) * group {
-            for i0 in (0..n_q).step_by(QUERY_BLOCK) {
-                let m = QUERY_BLOCK.min(n_q - i0);
+            for i0 in (0..n_q).step_by(ROW_CHUNK) {
+                let m = ROW_CHUNK.min(n_q - i0);
                 for r in 0..m {
                     let src = (i0 + r) * wq + h * hd;
                     qb[r * hd..(r + 1) * hd].copy_from_slice(&q[src..src + hd]);
                 }
-                // Scores tile by tile: tile `t` holds `[m][t.len()]` at `m * t.start`.
-                for t in &tiles {
-                    let nk = t.len();
-                    qk(
-                        &qb[..m * hd],
-                        hd,
-                        &kt[t.start * hd..t.end * hd],
-                        nk,
-                        shape.scale,
-                        &mut sc[m * t.start..m * t.end],
-                    );
-                }
-                let mut inv = [0f32; QUERY_BLOCK];
-                for (r, inv) in inv.iter_mut().enumerate().take(m) {
-                    let row = |t: &std::ops::Range<usize>| {
-                        m * t.start + r * t.len()..m * t.start + (r + 1) * t.len()
-                    };
-                    let max = tiles
-                        .iter()
-                        .flat_map(|t| sc[row(t)].iter().copied())
-                        .fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f64 = tiles.iter().map(|t| exp_sum(&mut sc[row(t)], max)).sum();
-                    *inv = (1.0 / sum) as f32;
-                }
-                ob[..m * hd].iter_mut().for_each(|v| *v = 0.0);
-                for t in &tiles {
-                    pv(
-                        &sc[m * t.start..m * t.end],
-                        t.len(),
-                        &vt[t.start * hd..t.end * hd],
-                        hd,
-                        &mut ob[..m * hd],
-                    );
-                }
+                attend(
+                    &qb[..m * hd],
+                    hd,
+                    &kt,
+                    v,
+                    vs,
+                    n_keys,
+                    shape.scale,
+                    &mut ob[..m * hd],
+                );
                 for r in 0..m {
                     let dst = (i0 + r) * wq + h * hd;
-                    for (o, &v) in out[dst..dst + hd].iter_mut().zip(&ob[r * hd..(r + 1) * hd]) {
-                        *o = v * inv[r];
-                    }
+                    out[dst..dst + hd].copy_from_slice(&ob[r * hd..(r + 1) * hd]);
                 }
             }
         }

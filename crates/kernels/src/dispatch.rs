@@ -67,6 +67,21 @@ pub type QkTileFn = fn(q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, 
 /// own weights alone.
 pub type PvTileFn = fn(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]);
 
+/// One head's softmax attention for a block of query rows over keys held
+/// in tiles ([`crate::scalar::attn::attend_block`] says the layout and the
+/// contract): the dense route of the vision tower and of long
+/// cross-attention, where no bit-for-bit rule between batch sizes applies.
+pub type AttendBlockFn = fn(
+    q: &[f32],
+    hd: usize,
+    kt: &[f32],
+    v: &[f32],
+    v_stride: usize,
+    n_keys: usize,
+    scale: f32,
+    out: &mut [f32],
+);
+
 /// The kernels of one tensor type.
 #[derive(Clone, Copy, Debug)]
 pub struct TypeKernels {
@@ -133,6 +148,8 @@ pub(crate) struct F16RowKernels {
     /// at once against keys and values widened once.
     pub qk_tile: QkTileFn,
     pub pv_tile: PvTileFn,
+    /// The dense route's flash-style block (online softmax over key tiles).
+    pub attend_block: AttendBlockFn,
     /// llama.cpp's F16 attention route (short batches, decoding): these
     /// follow `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`
     /// of the matching llama.cpp build (portable C for the scalar table).
@@ -149,6 +166,7 @@ impl F16RowKernels {
         axpy_f16: crate::scalar::attn::axpy_f16,
         qk_tile: crate::scalar::attn::qk_tile,
         pv_tile: crate::scalar::attn::pv_tile,
+        attend_block: crate::scalar::attn::attend_block,
         dot_f16: crate::ops::dot_f16_ggml,
         mad_f16: crate::ops::mad_f16,
         scale_f16: crate::ops::scale_f16,
@@ -241,6 +259,12 @@ impl Kernels {
     pub(crate) fn with_attention_tiles(mut self, qk: QkTileFn, pv: PvTileFn) -> Kernels {
         self.f16_rows.qk_tile = qk;
         self.f16_rows.pv_tile = pv;
+        self
+    }
+
+    /// This table with another dense attention block.
+    pub(crate) fn with_attend_block(mut self, f: AttendBlockFn) -> Kernels {
+        self.f16_rows.attend_block = f;
         self
     }
 
@@ -341,6 +365,12 @@ impl Kernels {
     #[inline]
     pub fn pv_tile(&self) -> PvTileFn {
         self.f16_rows.pv_tile
+    }
+
+    /// The dense attention block.
+    #[inline]
+    pub fn attend_block(&self) -> AttendBlockFn {
+        self.f16_rows.attend_block
     }
 
     /// Output += weight * f16 value, bit-identical across tables

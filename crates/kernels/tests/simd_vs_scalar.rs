@@ -903,3 +903,68 @@ fn attention_tiles_match_fused_chains_and_scalar_twins() {
         }
     }
 }
+
+/// The dense attention block of every table against softmax attention
+/// written out in f64 here, and so against the scalar twin: ragged query
+/// blocks and key tiles, head widths that are not whole vectors, values
+/// read in place between other heads' columns.
+#[test]
+fn attend_block_matches_definition_on_every_table() {
+    use edgellama_kernels::scalar::attn::{attend_key_tile, ATTEND_KEY_TILE};
+    let mut rng = Rng(0x5eed_0013);
+    for (nq, hd, n_keys, vs) in [
+        (1usize, 64usize, 1usize, 64usize),
+        (5, 80, 37, 80),
+        (33, 80, 97, 240),
+        (70, 13, 300, 13),
+        (9, 128, ATTEND_KEY_TILE, 256),
+        (40, 8, 2 * ATTEND_KEY_TILE + 5, 24),
+        (3, 96, 0, 96),
+    ] {
+        let q = rng.normals(nq * hd, 1.0);
+        let k = rng.normals(n_keys * hd, 1.0);
+        let v = rng.normals(n_keys * vs, 1.0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut kt = vec![0f32; n_keys * hd];
+        for j in 0..n_keys {
+            let (base, n) = attend_key_tile(j, n_keys, hd);
+            for d in 0..hd {
+                kt[base + d * n + j % ATTEND_KEY_TILE] = k[j * hd + d];
+            }
+        }
+        let mut want = vec![0f64; nq * hd];
+        for i in 0..nq {
+            let s: Vec<f64> = (0..n_keys)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| q[i * hd + d] as f64 * k[j * hd + d] as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            // No keys at all: rows of 0, as the contract says.
+            let z: f64 = e.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+            for d in 0..hd {
+                want[i * hd + d] = (0..n_keys)
+                    .map(|j| e[j] * v[j * vs + d] as f64)
+                    .sum::<f64>()
+                    / z;
+            }
+        }
+        for kern in tables() {
+            let mut out = vec![f32::NAN; nq * hd];
+            (kern.attend_block())(&q, hd, &kt, &v, vs, n_keys, scale, &mut out);
+            for (idx, (&g, &w)) in out.iter().zip(&want).enumerate() {
+                // Values are N(0, 1): outputs are weighted means of them, so
+                // their scale is 1 and the products' roundings stay far below.
+                assert!(
+                    (g as f64 - w).abs() < 2e-5,
+                    "{} {nq}x{hd} over {n_keys} keys (stride {vs}) [{idx}]: {g} vs {w}",
+                    kern.name()
+                );
+            }
+        }
+    }
+}

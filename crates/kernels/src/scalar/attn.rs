@@ -101,6 +101,74 @@ pub fn pv_tile(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]) {
     }
 }
 
+/// Keys per tile in the layout [`attend_block`] reads.
+pub const ATTEND_KEY_TILE: usize = 96;
+
+/// Where the tile holding key `j` starts in [`attend_block`]'s key layout,
+/// and that tile's length: keys go in tiles of [`ATTEND_KEY_TILE`], each
+/// tile `hd` rows of its own length (the keys transposed), tile after tile.
+pub fn attend_key_tile(j: usize, n_keys: usize, hd: usize) -> (usize, usize) {
+    let t0 = j / ATTEND_KEY_TILE * ATTEND_KEY_TILE;
+    (t0 * hd, ATTEND_KEY_TILE.min(n_keys - t0))
+}
+
+/// One head's softmax attention for a block of query rows:
+/// `out[i] = sum_j softmax_j(scale * q_i . k_j) v_j` over `n_keys` keys,
+/// with `q` and `out` rows of `hd` floats, the keys in
+/// [`attend_key_tile`]'s layout and value row `j` at `v[j * v_stride..][..hd]`.
+/// Plain and exact in order: each row's scores, their maximum, the
+/// exponentials and their sum in `f64`, then the weighted rows in turn.
+/// The SIMD versions run an online softmax tile by tile and agree to a few
+/// ulp of the output's magnitude. No keys gives rows of 0.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_block(
+    q: &[f32],
+    hd: usize,
+    kt: &[f32],
+    v: &[f32],
+    v_stride: usize,
+    n_keys: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    if hd == 0 {
+        return;
+    }
+    let nq = (q.len() / hd).min(out.len() / hd);
+    let fits = n_keys == 0 || (kt.len() >= n_keys * hd && v.len() >= (n_keys - 1) * v_stride + hd);
+    if !fits {
+        return;
+    }
+    let mut s = vec![0f32; n_keys];
+    for i in 0..nq {
+        let (qi, oi) = (&q[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
+        oi.iter_mut().for_each(|o| *o = 0.0);
+        if n_keys == 0 {
+            continue;
+        }
+        for (j, sj) in s.iter_mut().enumerate() {
+            let (base, n) = attend_key_tile(j, n_keys, hd);
+            let c = j % ATTEND_KEY_TILE;
+            let mut sum = 0.0f32;
+            for (d, &x) in qi.iter().enumerate() {
+                sum += x * kt[base + d * n + c];
+            }
+            *sj = sum * scale;
+        }
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f64;
+        for sj in s.iter_mut() {
+            *sj = (*sj - max).exp();
+            total += *sj as f64;
+        }
+        for (j, &p) in s.iter().enumerate() {
+            axpy_f32(oi, p, &v[j * v_stride..j * v_stride + hd]);
+        }
+        let inv = (1.0 / total) as f32;
+        oi.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -234,3 +234,80 @@ pub unsafe fn qk_tile_avx512(
 pub unsafe fn pv_tile_avx512(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]) {
     gemm_avx512(p, nk, v, hd, out, None)
 }
+
+/// [`crate::dispatch::AttendBlockFn`] on 256-bit vectors: per block of 32
+/// query rows and tile of keys, the scores through [`gemm_avx2`], an online
+/// softmax (each row's earlier outputs rescaled when its maximum grows),
+/// and the weighted values through [`gemm_avx2`] again, the tile's value
+/// rows copied together first when they lie apart.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attend_block_avx2(
+    q: &[f32],
+    hd: usize,
+    kt: &[f32],
+    v: &[f32],
+    vs: usize,
+    n_keys: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    use crate::scalar::attn::ATTEND_KEY_TILE as TILE;
+    const BLOCK: usize = 32;
+    if hd == 0 {
+        return;
+    }
+    let nq = (q.len() / hd).min(out.len() / hd);
+    if n_keys == 0 {
+        out[..nq * hd].iter_mut().for_each(|o| *o = 0.0);
+        return;
+    }
+    if kt.len() < n_keys * hd || v.len() < (n_keys - 1) * vs + hd {
+        return;
+    }
+    let mut s = vec![0f32; BLOCK * TILE];
+    let mut vt = vec![0f32; TILE * hd];
+    for i0 in (0..nq).step_by(BLOCK) {
+        let m = BLOCK.min(nq - i0);
+        let (qb, ob) = (&q[i0 * hd..(i0 + m) * hd], &mut out[i0 * hd..(i0 + m) * hd]);
+        ob.iter_mut().for_each(|o| *o = 0.0);
+        let (mut max, mut sum) = ([f32::NEG_INFINITY; BLOCK], [0f32; BLOCK]);
+        for t0 in (0..n_keys).step_by(TILE) {
+            let n = TILE.min(n_keys - t0);
+            gemm_avx2(
+                qb,
+                hd,
+                &kt[t0 * hd..(t0 + n) * hd],
+                n,
+                &mut s[..m * n],
+                Some(scale),
+            );
+            for r in 0..m {
+                let row = &mut s[r * n..(r + 1) * n];
+                let new_max = row.iter().copied().fold(max[r], f32::max);
+                let alpha = (max[r] - new_max).exp();
+                max[r] = new_max;
+                sum[r] = sum[r] * alpha + super::float::exp_sum(row, new_max) as f32;
+                if alpha != 1.0 {
+                    ob[r * hd..(r + 1) * hd]
+                        .iter_mut()
+                        .for_each(|o| *o *= alpha);
+                }
+            }
+            let vrows = if vs == hd {
+                &v[t0 * hd..(t0 + n) * hd]
+            } else {
+                for j in 0..n {
+                    let src = (t0 + j) * vs;
+                    vt[j * hd..(j + 1) * hd].copy_from_slice(&v[src..src + hd]);
+                }
+                &vt[..n * hd]
+            };
+            gemm_avx2(&s[..m * n], n, vrows, hd, ob, None);
+        }
+        for (r, o) in ob.chunks_exact_mut(hd).enumerate() {
+            let inv = 1.0 / sum[r];
+            o.iter_mut().for_each(|x| *x *= inv);
+        }
+    }
+}

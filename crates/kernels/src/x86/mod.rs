@@ -23,6 +23,7 @@
 //! slice, so out-of-contract lengths cannot make them read out of bounds.
 
 mod attn;
+mod flash;
 mod float;
 mod kquants;
 mod legacy;
@@ -34,8 +35,8 @@ mod vnni_k;
 use edgellama_gguf::GgmlType;
 
 use crate::dispatch::{
-    F16RowKernels, FloatOps, Kernels, PvTileFn, QkTileFn, TypeKernels, VecDotBatchFn, VecDotFn,
-    VecDotTileFn,
+    AttendBlockFn, F16RowKernels, FloatOps, Kernels, PvTileFn, QkTileFn, TypeKernels,
+    VecDotBatchFn, VecDotFn, VecDotTileFn,
 };
 
 /// Proof that this CPU has AVX2, FMA and F16C.
@@ -154,6 +155,7 @@ fn f16_rows(_: Avx2) -> F16RowKernels {
         axpy_f16: avx2!(float::axpy_f16, |y: &mut [f32], alpha: f32, x: &[u16]| -> ()),
         qk_tile: avx2!(attn::qk_tile_avx2, |q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]| -> ()),
         pv_tile: avx2!(attn::pv_tile_avx2, |p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]| -> ()),
+        attend_block: avx2!(attn::attend_block_avx2, |q: &[f32], hd: usize, kt: &[f32], v: &[f32], vs: usize, n: usize, scale: f32, out: &mut [f32]| -> ()),
         dot_f16: avx2!(float::dot_f16, |a: &[u16], b: &[u16]| -> f32),
         mad_f16: avx2!(float::mad_f16, |y: &mut [u16], x: &[u16], v: f32| -> ()),
         scale_f16: avx2!(float::scale_f16, |y: &mut [u16], v: f32| -> ()),
@@ -319,6 +321,21 @@ fn vnni_pv_tile(_: Avx512Vnni) -> PvTileFn {
     }
 }
 
+/// The dense attention block on 512-bit vectors.
+fn vnni_attend_block(_: Avx512Vnni) -> AttendBlockFn {
+    |q: &[f32],
+     hd: usize,
+     kt: &[f32],
+     v: &[f32],
+     vs: usize,
+     n: usize,
+     scale: f32,
+     out: &mut [f32]| {
+        // SAFETY: as in `vnni_qk_tile`.
+        unsafe { flash::attend_block_avx512(q, hd, kt, v, vs, n, scale, out) }
+    }
+}
+
 /// The AVX2 table.
 fn avx2_table(cpu: Avx2, scalar: &Kernels) -> Kernels {
     scalar
@@ -343,7 +360,8 @@ pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels>
             .with_tile(&vnni_tiles(cpu))
             .with_batch(&vnni_batches(cpu))
             .with_tile_rows(&[(GgmlType::Q4_K, 16), (GgmlType::Q6_K, 16)])
-            .with_attention_tiles(vnni_qk_tile(cpu), vnni_pv_tile(cpu)),
+            .with_attention_tiles(vnni_qk_tile(cpu), vnni_pv_tile(cpu))
+            .with_attend_block(vnni_attend_block(cpu)),
         None => avx2,
     })
 }
