@@ -66,7 +66,7 @@ const ROW_CHUNK: usize = 256;
 /// in place when they are one segment (gathered otherwise), and each query
 /// head's rows go through the block kernel a chunk at a time.
 fn attention_tiled(q: &[f32], segs: &[KvSegment<'_>], shape: DenseShape, out: &mut [f32]) {
-    use crate::scalar::attn::attend_key_tile;
+    use crate::scalar::attn::{attend_key_tile, ATTEND_KEY_TILE};
     let attend = crate::kernels().attend_block();
     let (hd, wq, wkv) = (shape.head_dim, shape.q_width(), shape.kv_width());
     let group = shape.n_head / shape.n_head_kv.max(1);
@@ -90,14 +90,34 @@ fn attention_tiled(q: &[f32], segs: &[KvSegment<'_>], shape: DenseShape, out: &m
     };
     let mut qb = vec![0f32; ROW_CHUNK.min(n_q) * hd];
     let mut ob = vec![0f32; ROW_CHUNK.min(n_q) * hd];
+    // Where each segment's keys start among all keys.
+    let mut starts = Vec::with_capacity(whole.len());
+    let mut at = 0;
+    for s in &whole {
+        starts.push(at);
+        at += s.k.len() / wkv;
+    }
+    let transpose = crate::kernels().transpose();
     for g in 0..shape.n_head_kv {
-        for (j, (k, v)) in keys.iter().enumerate() {
-            let (base, n) = attend_key_tile(j, n_keys, hd);
-            let c = j % crate::scalar::attn::ATTEND_KEY_TILE;
-            for (d, &x) in k[g * hd..(g + 1) * hd].iter().enumerate() {
-                kt[base + d * n + c] = x;
+        for t0 in (0..n_keys).step_by(ATTEND_KEY_TILE) {
+            let (base, n) = attend_key_tile(t0, n_keys, hd);
+            let dst = &mut kt[base..base + n * hd];
+            // A tile inside one segment is one strided transpose.
+            let si = starts.partition_point(|&st| st <= t0) - 1;
+            let seg_end = starts[si] + whole[si].k.len() / wkv;
+            if t0 + n <= seg_end {
+                let src = &whole[si].k[(t0 - starts[si]) * wkv + g * hd..];
+                transpose(src, wkv, n, hd, dst);
+            } else {
+                for (c, (k, _)) in keys[t0..t0 + n].iter().enumerate() {
+                    for (d, &x) in k[g * hd..(g + 1) * hd].iter().enumerate() {
+                        dst[d * n + c] = x;
+                    }
+                }
             }
-            if !in_place {
+        }
+        if !in_place {
+            for (j, (_, v)) in keys.iter().enumerate() {
                 vg[j * hd..(j + 1) * hd].copy_from_slice(&v[g * hd..(g + 1) * hd]);
             }
         }
