@@ -74,6 +74,10 @@ impl<T> SendPtr<T> {
 /// Tokens per block of the transposing scatter of batched products.
 const SCATTER_TOKENS: usize = 16;
 
+/// Tokens multiplied together at most: a longer batch (an image's thousands
+/// of rows in the vision tower) goes through in blocks of this many.
+const MATMUL_TOKEN_BLOCK: usize = 512;
+
 /// A task's products before they are scattered token by token (`band`,
 /// weight rows x tokens) and one block of them transposed (`block`).
 struct BandBuffers {
@@ -230,9 +234,28 @@ impl Backend for CpuBackend {
                 ),
             });
         }
-        self.par_rows_mut(out, wq, 1, |r0, dst| {
-            let qs = &q[r0 * wq..][..dst.len()];
-            k::dense_attn::attention_segments(qs, segs, shape, &mut Vec::new(), dst);
+        let n_rows = q.len() / wq;
+        if !k::dense_attn::uses_tiles(n_rows) {
+            k::dense_attn::attention_segments(q, segs, shape, &mut Vec::new(), out);
+            return Ok(());
+        }
+        // Keys gathered once, a KV head per task, then the rows split over
+        // the threads (each row's result is the same however they split).
+        let mut keys = k::dense_attn::DenseKeys::new(segs, shape);
+        let blocks: Vec<std::sync::Mutex<Option<k::dense_attn::HeadBlock<'_, '_>>>> = keys
+            .head_blocks_mut()
+            .map(|b| std::sync::Mutex::new(Some(b)))
+            .collect();
+        self.pool.run(blocks.len(), &|g| {
+            let block = blocks[g].lock().ok().and_then(|mut b| b.take());
+            if let Some(block) = block {
+                block.fill(g);
+            }
+        });
+        drop(blocks);
+        let min_rows = n_rows.div_ceil(self.n_threads()).max(16);
+        self.par_rows_mut(out, wq, min_rows, |r0, dst| {
+            keys.attend(&q[r0 * wq..][..dst.len()], dst);
         });
         Ok(())
     }
@@ -270,6 +293,27 @@ impl Backend for CpuBackend {
             return Ok(());
         };
         let n_in = first.n_in;
+        if n_tokens > MATMUL_TOKEN_BLOCK && x.len() == n_tokens * n_in && ws.len() == ys.len() {
+            // Each product depends on its row and token alone, so blocks of
+            // tokens give the same bits, with their quantized activations
+            // small enough to stay in L2 while every band of rows reads them.
+            for t0 in (0..n_tokens).step_by(MATMUL_TOKEN_BLOCK) {
+                let t1 = (t0 + MATMUL_TOKEN_BLOCK).min(n_tokens);
+                let mut parts = Vec::with_capacity(ys.len());
+                for (w, y) in ws.iter().zip(ys.iter_mut()) {
+                    let len = y.len();
+                    let y = y.get_mut(t0 * w.n_out..t1 * w.n_out).ok_or_else(|| {
+                        BackendError::Shape {
+                            op: "matmul",
+                            detail: format!("y {len} floats for {n_tokens} tokens of {}", w.n_out),
+                        }
+                    })?;
+                    parts.push(y);
+                }
+                self.matmul_group(ws, &x[t0 * n_in..t1 * n_in], t1 - t0, &mut parts)?;
+            }
+            return Ok(());
+        }
         let act_ty = k::vec_dot_type(first.ty);
         if ws.iter().any(|w| k::vec_dot_type(w.ty) != act_ty) && ws.len() == ys.len() {
             // Different activation formats: nothing to share.

@@ -14,7 +14,7 @@ pub use kv::KvCache;
 pub use threads::default_threads;
 
 use edgellama_gguf::GgmlType;
-pub use edgellama_kernels::dense_attn::{DenseShape, KvSegment};
+pub use edgellama_kernels::dense_attn::{DenseProducts, DenseShape, KvSegment};
 use thiserror::Error;
 
 #[derive(Debug, Error)]

@@ -1,8 +1,9 @@
 //! Throughput of the dense attention (the vision tower's shape: 80-wide
 //! heads over one image's 6432 token rows), in GFLOP/s of the two products.
 //! `cargo run --release -p edgellama-kernels --example dense_attn_throughput -- [queries] [keys]`
+//! (`EDGELLAMA_DENSE_PRODUCTS=bf16`: the bfloat16 products)
 
-use edgellama_kernels::dense_attn::{attention_segments, DenseShape, KvSegment};
+use edgellama_kernels::dense_attn::{attention_segments, DenseProducts, DenseShape, KvSegment};
 use std::time::Instant;
 
 fn main() {
@@ -16,6 +17,10 @@ fn main() {
         n_head_kv: 2,
         head_dim: 80,
         scale: 80f32.sqrt().recip(),
+        products: match std::env::var("EDGELLAMA_DENSE_PRODUCTS").as_deref() {
+            Ok("bf16") => DenseProducts::Bf16,
+            _ => DenseProducts::F32,
+        },
     };
     let fill = |n: usize, seed: u32| -> Vec<f32> {
         (0..n)

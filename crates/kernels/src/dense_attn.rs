@@ -18,6 +18,19 @@ pub struct KvSegment<'a> {
     pub v: &'a [f32],
 }
 
+/// The arithmetic of a dense attention call's two products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenseProducts {
+    /// `f32` throughout.
+    #[default]
+    F32,
+    /// Many query rows take queries, keys, values and softmax weights
+    /// rounded to bfloat16, summed in `f32`, where the CPU multiplies
+    /// bfloat16 pairs natively (twice the `f32` rate); `f32` elsewhere and
+    /// for a few rows.
+    Bf16,
+}
+
 /// Head layout of a dense attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct DenseShape {
@@ -25,6 +38,7 @@ pub struct DenseShape {
     pub n_head_kv: usize,
     pub head_dim: usize,
     pub scale: f32,
+    pub products: DenseProducts,
 }
 
 impl DenseShape {
@@ -40,7 +54,8 @@ impl DenseShape {
 /// `out[i] = softmax_j(q_i . k_j * scale) v_j` per head over every key of
 /// `segs` (query head `h` reads KV head `h / (n_head / n_head_kv)`), for the
 /// query rows `q` (`[n][n_head * head_dim]`). With no keys at all the output
-/// rows are 0. `scores` is scratch, grown as needed.
+/// rows are 0. `scores` is scratch, grown as needed. On one thread; a
+/// caller with a pool fills [`DenseKeys`] per head and attends per rows.
 pub fn attention_segments(
     q: &[f32],
     segs: &[KvSegment<'_>],
@@ -48,104 +63,266 @@ pub fn attention_segments(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    if q.len() / shape.q_width().max(1) < TILED_MIN_ROWS {
-        attention_rows(q, segs, shape, scores, out)
-    } else {
-        attention_tiled(q, segs, shape, out)
+    if !uses_tiles(q.len() / shape.q_width().max(1)) {
+        return attention_rows(q, segs, shape, scores, out);
     }
+    let mut keys = DenseKeys::new(segs, shape);
+    for (g, block) in keys.head_blocks_mut().enumerate() {
+        block.fill(g);
+    }
+    keys.attend(q, out);
 }
 
-/// Query rows from which the tiled path pays for gathering the keys.
-const TILED_MIN_ROWS: usize = 16;
+/// Whether `n_rows` query rows go through [`DenseKeys`] (else one row at a
+/// time, reading the keys where they lie).
+pub fn uses_tiles(n_rows: usize) -> bool {
+    n_rows >= TILED_MIN_ROWS
+}
+
+/// Query rows from which the tiled path pays for gathering the keys (the
+/// vision tower's seven padding rows per tile already do).
+const TILED_MIN_ROWS: usize = 4;
 /// Query rows of one head handed to the block kernel at a time (their
 /// copies stay in L2).
 const ROW_CHUNK: usize = 256;
 
-/// [`attention_segments`] through the table's `attend_block`: per KV head
-/// the keys are gathered once into its tiles (transposed), the values read
-/// in place when they are one segment (gathered otherwise), and each query
-/// head's rows go through the block kernel a chunk at a time.
-fn attention_tiled(q: &[f32], segs: &[KvSegment<'_>], shape: DenseShape, out: &mut [f32]) {
-    use crate::scalar::attn::{attend_key_tile, ATTEND_KEY_TILE};
-    let attend = crate::kernels().attend_block();
-    let (hd, wq, wkv) = (shape.head_dim, shape.q_width(), shape.kv_width());
-    let group = shape.n_head / shape.n_head_kv.max(1);
-    let n_q = q.len() / wq;
-    let keys: Vec<(&[f32], &[f32])> = segs
-        .iter()
-        .flat_map(|s| s.k.chunks_exact(wkv).zip(s.v.chunks_exact(wkv)))
-        .collect();
-    let n_keys = keys.len();
-    if n_keys == 0 {
-        out.iter_mut().for_each(|v| *v = 0.0);
-        return;
-    }
-    let whole: Vec<&KvSegment<'_>> = segs.iter().filter(|s| !s.k.is_empty()).collect();
-    let in_place = whole.len() == 1;
-    let mut kt = vec![0f32; n_keys * hd];
-    let mut vg = if in_place {
-        Vec::new()
-    } else {
-        vec![0f32; n_keys * hd]
-    };
-    let mut qb = vec![0f32; ROW_CHUNK.min(n_q) * hd];
-    let mut ob = vec![0f32; ROW_CHUNK.min(n_q) * hd];
-    // Where each segment's keys start among all keys.
-    let mut starts = Vec::with_capacity(whole.len());
-    let mut at = 0;
-    for s in &whole {
-        starts.push(at);
-        at += s.k.len() / wkv;
-    }
-    let transpose = crate::kernels().transpose();
-    for g in 0..shape.n_head_kv {
-        for t0 in (0..n_keys).step_by(ATTEND_KEY_TILE) {
-            let (base, n) = attend_key_tile(t0, n_keys, hd);
-            let dst = &mut kt[base..base + n * hd];
-            // A tile inside one segment is one strided transpose.
-            let si = starts.partition_point(|&st| st <= t0) - 1;
-            let seg_end = starts[si] + whole[si].k.len() / wkv;
-            if t0 + n <= seg_end {
-                let src = &whole[si].k[(t0 - starts[si]) * wkv + g * hd..];
-                transpose(src, wkv, n, hd, dst);
-            } else {
-                for (c, (k, _)) in keys[t0..t0 + n].iter().enumerate() {
-                    for (d, &x) in k[g * hd..(g + 1) * hd].iter().enumerate() {
-                        dst[d * n + c] = x;
-                    }
+/// The keys and values of one dense attention call, gathered per KV head
+/// into the block kernel's layouts: `f32` key tiles (values read in place
+/// when they are one segment, else gathered beside them), or bfloat16
+/// pairs of both where the call asks for bfloat16 products and the CPU has
+/// them. Filled head by head (in parallel where the caller has threads),
+/// then read by any number of row ranges.
+pub struct DenseKeys<'a> {
+    shape: DenseShape,
+    keys: Vec<(&'a [f32], &'a [f32])>,
+    /// Values read in place: the one non-empty segment's.
+    in_place: Option<&'a [f32]>,
+    route: Route,
+}
+
+enum Route {
+    F32 {
+        buf: Vec<f32>,
+        per_head: usize,
+    },
+    Bf16 {
+        f: crate::AttendBlockBf16Fn,
+        buf: Vec<u16>,
+        per_head: usize,
+    },
+}
+
+/// One KV head's part of [`DenseKeys`], to be filled.
+pub enum HeadBlock<'k, 'a> {
+    F32 {
+        keys: &'k [(&'a [f32], &'a [f32])],
+        hd: usize,
+        gather_v: bool,
+        buf: &'k mut [f32],
+    },
+    Bf16 {
+        keys: &'k [(&'a [f32], &'a [f32])],
+        hd: usize,
+        buf: &'k mut [u16],
+    },
+}
+
+impl<'a> DenseKeys<'a> {
+    /// Buffers for the keys of `segs` (not yet filled).
+    pub fn new(segs: &[KvSegment<'a>], shape: DenseShape) -> DenseKeys<'a> {
+        use crate::scalar::attn::attend_bf16_len;
+        let (hd, wkv) = (shape.head_dim, shape.kv_width());
+        let keys: Vec<(&[f32], &[f32])> = segs
+            .iter()
+            .flat_map(|s| {
+                s.k.chunks_exact(wkv.max(1))
+                    .zip(s.v.chunks_exact(wkv.max(1)))
+            })
+            .collect();
+        let n_keys = keys.len();
+        let mut whole = segs.iter().filter(|s| !s.k.is_empty());
+        let in_place = match (whole.next(), whole.next()) {
+            (Some(s), None) => Some(s.v),
+            _ => None,
+        };
+        let n_kv = shape.n_head_kv;
+        let route = match (shape.products, crate::kernels().attend_block_bf16()) {
+            (DenseProducts::Bf16, Some(f)) => {
+                let per_head = 2 * attend_bf16_len(n_keys, hd);
+                Route::Bf16 {
+                    f,
+                    buf: vec![0; per_head * n_kv],
+                    per_head,
                 }
             }
-        }
-        if !in_place {
-            for (j, (_, v)) in keys.iter().enumerate() {
-                vg[j * hd..(j + 1) * hd].copy_from_slice(&v[g * hd..(g + 1) * hd]);
+            _ => {
+                let per_head = n_keys * hd * if in_place.is_some() { 1 } else { 2 };
+                Route::F32 {
+                    buf: vec![0.0; per_head * n_kv],
+                    per_head,
+                }
             }
-        }
-        let (v, vs) = if in_place {
-            (&whole[0].v[g * hd..], wkv)
-        } else {
-            (&vg[..], hd)
         };
-        for h in g * group..(g + 1) * group {
+        DenseKeys {
+            shape,
+            keys,
+            in_place,
+            route,
+        }
+    }
+
+    /// Each KV head's part, in order, to fill with [`HeadBlock::fill`].
+    pub fn head_blocks_mut(&mut self) -> impl Iterator<Item = HeadBlock<'_, 'a>> {
+        let (keys, hd) = (&self.keys[..], self.shape.head_dim);
+        let gather_v = self.in_place.is_none();
+        let (f32s, bf16s): (Vec<_>, Vec<_>) = match &mut self.route {
+            Route::F32 { buf, per_head } => (
+                buf.chunks_mut((*per_head).max(1))
+                    .map(|buf| HeadBlock::F32 {
+                        keys,
+                        hd,
+                        gather_v,
+                        buf,
+                    })
+                    .collect(),
+                Vec::new(),
+            ),
+            Route::Bf16 { buf, per_head, .. } => (
+                Vec::new(),
+                buf.chunks_mut((*per_head).max(1))
+                    .map(|buf| HeadBlock::Bf16 { keys, hd, buf })
+                    .collect(),
+            ),
+        };
+        f32s.into_iter().chain(bf16s)
+    }
+
+    /// Attention of the query rows `q` (`[n][n_head * head_dim]`) into
+    /// `out`, over keys already filled.
+    pub fn attend(&self, q: &[f32], out: &mut [f32]) {
+        let shape = self.shape;
+        let (hd, wq, wkv) = (shape.head_dim, shape.q_width(), shape.kv_width());
+        let group = shape.n_head / shape.n_head_kv.max(1);
+        let (n_q, n_keys) = (q.len() / wq.max(1), self.keys.len());
+        if n_keys == 0 {
+            out.iter_mut().for_each(|v| *v = 0.0);
+            return;
+        }
+        let attend_f32 = crate::kernels().attend_block();
+        let mut qb = vec![0f32; ROW_CHUNK.min(n_q) * hd];
+        let mut ob = vec![0f32; ROW_CHUNK.min(n_q) * hd];
+        for h in 0..shape.n_head {
+            let g = h / group;
             for i0 in (0..n_q).step_by(ROW_CHUNK) {
                 let m = ROW_CHUNK.min(n_q - i0);
                 for r in 0..m {
                     let src = (i0 + r) * wq + h * hd;
                     qb[r * hd..(r + 1) * hd].copy_from_slice(&q[src..src + hd]);
                 }
-                attend(
-                    &qb[..m * hd],
-                    hd,
-                    &kt,
-                    v,
-                    vs,
-                    n_keys,
-                    shape.scale,
-                    &mut ob[..m * hd],
-                );
+                let (qs, os) = (&qb[..m * hd], &mut ob[..m * hd]);
+                match &self.route {
+                    Route::F32 { buf, per_head } => {
+                        let block = &buf[g * per_head..(g + 1) * per_head];
+                        let (kt, rest) = block.split_at(n_keys * hd);
+                        match self.in_place {
+                            Some(v) => {
+                                attend_f32(qs, hd, kt, &v[g * hd..], wkv, n_keys, shape.scale, os)
+                            }
+                            None => attend_f32(qs, hd, kt, rest, hd, n_keys, shape.scale, os),
+                        }
+                    }
+                    Route::Bf16 { f, buf, per_head } => {
+                        let block = &buf[g * per_head..(g + 1) * per_head];
+                        let (kp, vp) = block.split_at(per_head / 2);
+                        f(qs, hd, kp, vp, n_keys, shape.scale, os)
+                    }
+                }
                 for r in 0..m {
                     let dst = (i0 + r) * wq + h * hd;
                     out[dst..dst + hd].copy_from_slice(&ob[r * hd..(r + 1) * hd]);
+                }
+            }
+        }
+    }
+}
+
+impl HeadBlock<'_, '_> {
+    /// Gathers KV head `g`'s keys (and values where they are not read in
+    /// place) into this part.
+    pub fn fill(self, g: usize) {
+        use crate::scalar::attn::{attend_bf16_len, bf16_bits, ATTEND_KEY_TILE};
+        let transpose = crate::kernels().transpose();
+        match self {
+            HeadBlock::F32 {
+                keys,
+                hd,
+                gather_v,
+                buf,
+            } => {
+                let n_keys = keys.len();
+                let (kt, vg) = buf.split_at_mut(n_keys * hd);
+                let mut rows = vec![0f32; ATTEND_KEY_TILE * hd];
+                for t0 in (0..n_keys).step_by(ATTEND_KEY_TILE) {
+                    let n = ATTEND_KEY_TILE.min(n_keys - t0);
+                    for (c, (k, _)) in keys[t0..t0 + n].iter().enumerate() {
+                        rows[c * hd..(c + 1) * hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
+                    }
+                    transpose(&rows[..n * hd], hd, n, hd, &mut kt[t0 * hd..(t0 + n) * hd]);
+                }
+                if gather_v {
+                    for (j, (_, v)) in keys.iter().enumerate() {
+                        vg[j * hd..(j + 1) * hd].copy_from_slice(&v[g * hd..(g + 1) * hd]);
+                    }
+                }
+            }
+            HeadBlock::Bf16 { keys, hd, buf } => {
+                let n_keys = keys.len();
+                let (hd2, hp) = (hd.div_ceil(2), hd.next_multiple_of(2));
+                let (kp, vp) = buf.split_at_mut(attend_bf16_len(n_keys, hd));
+                let mut rows = vec![0f32; ATTEND_KEY_TILE * hd];
+                let mut tr = vec![0f32; ATTEND_KEY_TILE * hd];
+                for t0 in (0..n_keys).step_by(ATTEND_KEY_TILE) {
+                    let n = ATTEND_KEY_TILE.min(n_keys - t0);
+                    let (kt, vt) = (&mut kp[t0 * hp..], &mut vp[t0 * hp..]);
+                    // Keys: the tile's rows transposed (a row per
+                    // dimension), then rows 2p and 2p + 1 interleaved (an
+                    // odd head's last partner left 0).
+                    for (c, (k, _)) in keys[t0..t0 + n].iter().enumerate() {
+                        rows[c * hd..(c + 1) * hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
+                    }
+                    transpose(&rows[..n * hd], hd, n, hd, &mut tr[..n * hd]);
+                    for p in 0..hd2 {
+                        let lo = &tr[2 * p * n..(2 * p + 1) * n];
+                        let dst = &mut kt[p * n * 2..(p + 1) * n * 2];
+                        if 2 * p + 1 < hd {
+                            let hi = &tr[(2 * p + 1) * n..(2 * p + 2) * n];
+                            for ((d, &a), &b) in dst.chunks_exact_mut(2).zip(lo).zip(hi) {
+                                d[0] = bf16_bits(a);
+                                d[1] = bf16_bits(b);
+                            }
+                        } else {
+                            for (d, &a) in dst.chunks_exact_mut(2).zip(lo) {
+                                d[0] = bf16_bits(a);
+                            }
+                        }
+                    }
+                    // Values: rows c and c + 1 interleaved (an odd tile's
+                    // last partner left 0).
+                    for c in (0..n).step_by(2) {
+                        let dst = &mut vt[(c / 2) * hd * 2..(c / 2 + 1) * hd * 2];
+                        let a = &keys[t0 + c].1[g * hd..(g + 1) * hd];
+                        if c + 1 < n {
+                            let b = &keys[t0 + c + 1].1[g * hd..(g + 1) * hd];
+                            for ((d, &x), &y) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+                                d[0] = bf16_bits(x);
+                                d[1] = bf16_bits(y);
+                            }
+                        } else {
+                            for (d, &x) in dst.chunks_exact_mut(2).zip(a) {
+                                d[0] = bf16_bits(x);
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -281,6 +458,7 @@ mod tests {
                 n_head_kv,
                 head_dim: hd,
                 scale: 1.0 / (hd as f32).sqrt(),
+                products: DenseProducts::F32,
             };
             let (n_q, n_k) = (5, 23);
             check_against_reference(shape, n_q, n_k, &mut seed);
@@ -290,7 +468,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn bf16_products_match_definition_within_bf16_rounding() {
+        let mut seed = 11;
+        // Odd head widths and ragged tiles; the cut segments gather values.
+        for (n_head, n_head_kv, hd) in [(4, 2, 13), (2, 2, 80), (6, 1, 20)] {
+            let shape = DenseShape {
+                n_head,
+                n_head_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                products: DenseProducts::Bf16,
+            };
+            check_within(shape, 37, 301, &mut seed, 3e-2);
+            check_within(shape, 16, 97, &mut seed, 3e-2);
+        }
+    }
+
     fn check_against_reference(shape: DenseShape, n_q: usize, n_k: usize, seed: &mut u64) {
+        check_within(shape, n_q, n_k, seed, 1e-5)
+    }
+
+    fn check_within(shape: DenseShape, n_q: usize, n_k: usize, seed: &mut u64, tol: f64) {
         {
             let q = rand(n_q * shape.q_width(), seed);
             let k = rand(n_k * shape.kv_width(), seed);
@@ -317,7 +516,7 @@ mod tests {
                 let mut out = vec![0f32; q.len()];
                 attention_segments(&q, segs, shape, &mut Vec::new(), &mut out);
                 for (g, w) in out.iter().zip(&want) {
-                    assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+                    assert!((*g as f64 - w).abs() < tol, "{g} vs {w}");
                 }
             }
         }
@@ -330,6 +529,7 @@ mod tests {
             n_head_kv: 1,
             head_dim: 4,
             scale: 0.5,
+            products: DenseProducts::F32,
         };
         let q = vec![1.0; 8];
         let mut out = vec![9.0; 8];

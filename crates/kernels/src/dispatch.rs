@@ -82,6 +82,11 @@ pub type AttendBlockFn = fn(
     out: &mut [f32],
 );
 
+/// [`AttendBlockFn`] with bfloat16 products
+/// ([`crate::scalar::attn::attend_block_bf16`] says the layouts).
+pub type AttendBlockBf16Fn =
+    fn(q: &[f32], hd: usize, kp: &[u16], vp: &[u16], n_keys: usize, scale: f32, out: &mut [f32]);
+
 /// The kernels of one tensor type.
 #[derive(Clone, Copy, Debug)]
 pub struct TypeKernels {
@@ -150,6 +155,8 @@ pub(crate) struct F16RowKernels {
     pub pv_tile: PvTileFn,
     /// The dense route's flash-style block (online softmax over key tiles).
     pub attend_block: AttendBlockFn,
+    /// Only where the CPU multiplies bfloat16 pairs natively.
+    pub attend_block_bf16: Option<AttendBlockBf16Fn>,
     /// llama.cpp's F16 attention route (short batches, decoding): these
     /// follow `ggml_vec_dot_f16`, `ggml_vec_mad_f16` and `ggml_vec_scale_f16`
     /// of the matching llama.cpp build (portable C for the scalar table).
@@ -167,6 +174,7 @@ impl F16RowKernels {
         qk_tile: crate::scalar::attn::qk_tile,
         pv_tile: crate::scalar::attn::pv_tile,
         attend_block: crate::scalar::attn::attend_block,
+        attend_block_bf16: None,
         dot_f16: crate::ops::dot_f16_ggml,
         mad_f16: crate::ops::mad_f16,
         scale_f16: crate::ops::scale_f16,
@@ -265,6 +273,12 @@ impl Kernels {
     /// This table with another dense attention block.
     pub(crate) fn with_attend_block(mut self, f: AttendBlockFn) -> Kernels {
         self.f16_rows.attend_block = f;
+        self
+    }
+
+    /// This table with a native bfloat16 dense attention block.
+    pub(crate) fn with_attend_block_bf16(mut self, f: AttendBlockBf16Fn) -> Kernels {
+        self.f16_rows.attend_block_bf16 = Some(f);
         self
     }
 
@@ -371,6 +385,13 @@ impl Kernels {
     #[inline]
     pub fn attend_block(&self) -> AttendBlockFn {
         self.f16_rows.attend_block
+    }
+
+    /// The dense attention block with bfloat16 products, where the CPU has
+    /// them natively.
+    #[inline]
+    pub fn attend_block_bf16(&self) -> Option<AttendBlockBf16Fn> {
+        self.f16_rows.attend_block_bf16
     }
 
     /// Output += weight * f16 value, bit-identical across tables

@@ -25,9 +25,10 @@ mod aarch64;
 mod x86;
 
 pub use dispatch::{
-    kernels, tables, AttendBlockFn, AxpyF16Fn, DequantizeFn, DotF16Fn, DotF32F16Fn, ExpSumFn,
-    F16ToF32Fn, F32ToF16Fn, Kernels, MadF16Fn, PvTileFn, QkTileFn, QuantizeFn, ScaleF16Fn,
-    SwigluFn, TransposeFn, TypeKernels, VecDotBatchFn, VecDotFn, VecDotTileFn,
+    kernels, tables, AttendBlockBf16Fn, AttendBlockFn, AxpyF16Fn, DequantizeFn, DotF16Fn,
+    DotF32F16Fn, ExpSumFn, F16ToF32Fn, F32ToF16Fn, Kernels, MadF16Fn, PvTileFn, QkTileFn,
+    QuantizeFn, ScaleF16Fn, SwigluFn, TransposeFn, TypeKernels, VecDotBatchFn, VecDotFn,
+    VecDotTileFn,
 };
 pub use edgellama_gguf::{GgmlType, QK_K};
 pub use error::KernelError;

@@ -968,3 +968,85 @@ fn attend_block_matches_definition_on_every_table() {
         }
     }
 }
+
+/// The bfloat16 dense attention block: the scalar twin within bfloat16's
+/// rounding of softmax attention written out in f64, and every table that
+/// has a native block close to the twin: the same rounded inputs, but its
+/// weights are rounded against each tile's running maximum and rescaled
+/// when it grows, where the twin rounds them once against the row's
+/// maximum, so the two differ by a weight's rounding (2^-9), not by ulps.
+#[test]
+fn attend_block_bf16_matches_twin_and_definition() {
+    use edgellama_kernels::scalar::attn::{
+        attend_bf16_key_index, attend_bf16_len, attend_bf16_value_index, attend_block_bf16,
+        bf16_bits,
+    };
+    let mut rng = Rng(0x5eed_0014);
+    for (nq, hd, n_keys) in [
+        (1usize, 64usize, 1usize),
+        (5, 80, 37),
+        (33, 80, 97),
+        (70, 13, 300),
+        (9, 128, 96),
+        (40, 8, 197),
+        (3, 96, 0),
+    ] {
+        let q = rng.normals(nq * hd, 1.0);
+        let k = rng.normals(n_keys * hd, 1.0);
+        let v = rng.normals(n_keys * hd, 1.0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let len = attend_bf16_len(n_keys, hd);
+        // Padding halves hold NaN's bits where the layout promises 0 only
+        // in the weights, never in the inputs: fill with 0 as callers do.
+        let (mut kp, mut vp) = (vec![0u16; len], vec![0u16; len]);
+        for j in 0..n_keys {
+            for d in 0..hd {
+                kp[attend_bf16_key_index(j, d, n_keys, hd)] = bf16_bits(k[j * hd + d]);
+                vp[attend_bf16_value_index(j, d, hd)] = bf16_bits(v[j * hd + d]);
+            }
+        }
+        let mut twin = vec![f32::NAN; nq * hd];
+        attend_block_bf16(&q, hd, &kp, &vp, n_keys, scale, &mut twin);
+        for i in 0..nq {
+            let s: Vec<f64> = (0..n_keys)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| q[i * hd + d] as f64 * k[j * hd + d] as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+            for d in 0..hd {
+                let want = (0..n_keys)
+                    .map(|j| e[j] * v[j * hd + d] as f64)
+                    .sum::<f64>()
+                    / z;
+                let got = twin[i * hd + d] as f64;
+                // Inputs and weights carry 2^-9 relative error each; the
+                // output, a weighted mean of N(0, 1) values, moves by a few
+                // hundredths at most.
+                assert!(
+                    (got - want).abs() < 3e-2,
+                    "twin {nq}x{hd}x{n_keys} [{i},{d}]: {got} vs {want}"
+                );
+            }
+        }
+        for kern in tables() {
+            let Some(f) = kern.attend_block_bf16() else {
+                continue;
+            };
+            let mut out = vec![f32::NAN; nq * hd];
+            f(&q, hd, &kp, &vp, n_keys, scale, &mut out);
+            for (idx, (&g, &t)) in out.iter().zip(&twin).enumerate() {
+                assert!(
+                    (g - t).abs() < 4e-3,
+                    "{} {nq}x{hd} over {n_keys} keys [{idx}]: {g} vs {t}",
+                    kern.name()
+                );
+            }
+        }
+    }
+}

@@ -169,6 +169,102 @@ pub fn attend_block(
     }
 }
 
+/// `x` rounded to bfloat16 (nearest, ties to even), as bits; NaNs stay
+/// NaNs (quieted). Branch-free, so loops over rows vectorize.
+#[inline]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    let nan = (b & 0x7fff_ffff) > 0x7f80_0000;
+    (if nan { (b >> 16) | 0x40 } else { rounded }) as u16
+}
+
+/// The value of bfloat16 bits.
+pub fn bf16_value(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// The length of both buffers [`attend_block_bf16`] reads for `n_keys`
+/// keys of `hd` dimensions (each padded to an even count).
+pub fn attend_bf16_len(n_keys: usize, hd: usize) -> usize {
+    n_keys.next_multiple_of(2) * hd.next_multiple_of(2)
+}
+
+/// Where dimension `d` of key `j` goes in [`attend_block_bf16`]'s keys:
+/// tile by tile (tiles of [`ATTEND_KEY_TILE`] keys), each tile pairs of
+/// dimensions (`d / 2`) by key by the pair's two halves, so that one 32-bit
+/// lane holds two dimensions of one key. Odd `hd` leaves a last half 0.
+pub fn attend_bf16_key_index(j: usize, d: usize, n_keys: usize, hd: usize) -> usize {
+    let t0 = j / ATTEND_KEY_TILE * ATTEND_KEY_TILE;
+    let n = ATTEND_KEY_TILE.min(n_keys - t0);
+    t0 * hd.next_multiple_of(2) + ((d / 2) * n + (j - t0)) * 2 + d % 2
+}
+
+/// Where dimension `d` of value `j` goes in [`attend_block_bf16`]'s values:
+/// tile by tile, each tile pairs of keys (`j / 2`) by dimension by the
+/// pair's two halves, so that one 32-bit lane holds one dimension of two
+/// keys. An odd tile leaves its last half 0.
+pub fn attend_bf16_value_index(j: usize, d: usize, hd: usize) -> usize {
+    let t0 = j / ATTEND_KEY_TILE * ATTEND_KEY_TILE;
+    t0 * hd.next_multiple_of(2) + (((j - t0) / 2) * hd + d) * 2 + (j - t0) % 2
+}
+
+/// [`attend_block`] with bfloat16 products: queries, keys, values and the
+/// softmax weights rounded to bfloat16, products summed in `f32` (as CPUs
+/// that multiply bfloat16 pairs into `f32` lanes do), the weights' sum
+/// taken over the rounded weights. Keys and values (bfloat16 bits) in the
+/// layouts of [`attend_bf16_key_index`] and [`attend_bf16_value_index`],
+/// both [`attend_bf16_len`] long. Plain and in order; the SIMD versions
+/// agree to a few ulp of the output's magnitude.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_block_bf16(
+    q: &[f32],
+    hd: usize,
+    kp: &[u16],
+    vp: &[u16],
+    n_keys: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    if hd == 0 {
+        return;
+    }
+    let nq = (q.len() / hd).min(out.len() / hd);
+    let len = attend_bf16_len(n_keys, hd);
+    if kp.len() < len || vp.len() < len {
+        return;
+    }
+    let r = |x: f32| bf16_value(bf16_bits(x));
+    let mut s = vec![0f32; n_keys];
+    for i in 0..nq {
+        let (qi, oi) = (&q[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
+        oi.iter_mut().for_each(|o| *o = 0.0);
+        if n_keys == 0 {
+            continue;
+        }
+        for (j, sj) in s.iter_mut().enumerate() {
+            let mut sum = 0.0f32;
+            for (d, &x) in qi.iter().enumerate() {
+                sum += r(x) * bf16_value(kp[attend_bf16_key_index(j, d, n_keys, hd)]);
+            }
+            *sj = sum * scale;
+        }
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f64;
+        for sj in s.iter_mut() {
+            *sj = r((*sj - max).exp());
+            total += *sj as f64;
+        }
+        for (j, &p) in s.iter().enumerate() {
+            for (d, o) in oi.iter_mut().enumerate() {
+                *o += p * bf16_value(vp[attend_bf16_value_index(j, d, hd)]);
+            }
+        }
+        let inv = (1.0 / total) as f32;
+        oi.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,8 +35,8 @@ mod vnni_k;
 use edgellama_gguf::GgmlType;
 
 use crate::dispatch::{
-    AttendBlockFn, F16RowKernels, FloatOps, Kernels, PvTileFn, QkTileFn, TypeKernels,
-    VecDotBatchFn, VecDotFn, VecDotTileFn,
+    AttendBlockBf16Fn, AttendBlockFn, F16RowKernels, FloatOps, Kernels, PvTileFn, QkTileFn,
+    TypeKernels, VecDotBatchFn, VecDotFn, VecDotTileFn,
 };
 
 /// Proof that this CPU has AVX2, FMA and F16C.
@@ -155,6 +155,7 @@ fn f16_rows(_: Avx2) -> F16RowKernels {
         axpy_f16: avx2!(float::axpy_f16, |y: &mut [f32], alpha: f32, x: &[u16]| -> ()),
         qk_tile: avx2!(attn::qk_tile_avx2, |q: &[f32], hd: usize, kt: &[f32], nk: usize, scale: f32, s: &mut [f32]| -> ()),
         pv_tile: avx2!(attn::pv_tile_avx2, |p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]| -> ()),
+        attend_block_bf16: None,
         attend_block: avx2!(attn::attend_block_avx2, |q: &[f32], hd: usize, kt: &[f32], v: &[f32], vs: usize, n: usize, scale: f32, out: &mut [f32]| -> ()),
         dot_f16: avx2!(float::dot_f16, |a: &[u16], b: &[u16]| -> f32),
         mad_f16: avx2!(float::mad_f16, |y: &mut [u16], x: &[u16], v: f32| -> ()),
@@ -228,6 +229,26 @@ impl Avx512Vnni {
             && std::is_x86_feature_detected!("avx512bw")
             && std::is_x86_feature_detected!("avx512vnni");
         ok.then_some(Avx512Vnni(()))
+    }
+}
+
+/// Proof that this CPU also multiplies bfloat16 pairs (AVX-512 BF16).
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Bf16(());
+
+impl Avx512Bf16 {
+    pub(crate) fn detect() -> Option<Avx512Bf16> {
+        Avx512Vnni::detect()?;
+        std::is_x86_feature_detected!("avx512bf16").then_some(Avx512Bf16(()))
+    }
+}
+
+/// The dense attention block with bfloat16 products.
+fn bf16_attend_block(_: Avx512Bf16) -> AttendBlockBf16Fn {
+    |q: &[f32], hd: usize, kp: &[u16], vp: &[u16], n: usize, scale: f32, out: &mut [f32]| {
+        // SAFETY: built only where an `Avx512Bf16` token proves the CPU has
+        // the features the kernel is compiled for.
+        unsafe { flash::attend_block_bf16_avx512(q, hd, kp, vp, n, scale, out) }
     }
 }
 
@@ -354,7 +375,7 @@ pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels>
     if prefer == Some("x86-avx2") {
         return Some(avx2);
     }
-    Some(match Avx512Vnni::detect() {
+    let vnni = match Avx512Vnni::detect() {
         Some(cpu) => avx2
             .with("x86-avx512vnni", &vnni_overrides(cpu, &avx2))
             .with_tile(&vnni_tiles(cpu))
@@ -362,6 +383,10 @@ pub(crate) fn kernels(scalar: &Kernels, prefer: Option<&str>) -> Option<Kernels>
             .with_tile_rows(&[(GgmlType::Q4_K, 16), (GgmlType::Q6_K, 16)])
             .with_attention_tiles(vnni_qk_tile(cpu), vnni_pv_tile(cpu))
             .with_attend_block(vnni_attend_block(cpu)),
-        None => avx2,
+        None => return Some(avx2),
+    };
+    Some(match Avx512Bf16::detect() {
+        Some(cpu) => vnni.with_attend_block_bf16(bf16_attend_block(cpu)),
+        None => vnni,
     })
 }

@@ -23,7 +23,7 @@ use crate::layers::{
 use crate::{
     AttachedImage, CausalLm, ImageKv, Logits, ModelError, ModelInfo, PreparedImage, SeqState,
 };
-use edgellama_backend::{Backend, DenseShape, KvCache, KvSegment};
+use edgellama_backend::{Backend, DenseProducts, DenseShape, KvCache, KvSegment};
 use edgellama_gguf::names::TensorKind as T;
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
@@ -331,6 +331,7 @@ impl Mllama {
                 n_head_kv: dims.n_head_kv,
                 head_dim: dims.head_dim,
                 scale: 1.0 / (dims.head_dim as f32).sqrt(),
+                products: DenseProducts::F32,
             };
             let w = dims.q_width();
             for (rows, imgs) in &runs {
