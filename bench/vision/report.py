@@ -3,13 +3,15 @@
 
     python3 bench/vision/report.py bench/vision/results/<time>.jsonl
 
-Per thread count and program (edgellama, torch-f32, torch-bf16): the median
+Per thread count and program (edgellama-TYPE for each vision type,
+torch-f32, torch-bf16): the median
 over rounds of each run's mean time per image (avg_ns), the spread of those
 means (min-max), the largest peak RSS over the rounds (GNU time's maximum
 resident set size), and the largest share of the CPUs other processes used
 during a run (timings are only comparable when it is near 0). The ratio is
 edgellama's median time over the faster torch variant's at the same thread
-count (below 1: edgellama is faster). Standard library only.
+count (below 1: edgellama is faster), for each edgellama vision type.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import statistics
 import sys
 from collections import defaultdict
 
-PROGRAMS = ("edgellama", "torch-f32", "torch-bf16")
+TORCH = ("torch-f32", "torch-bf16")
 
 
 def main(path: str) -> int:
     rows = [json.loads(line) for line in open(path) if line.strip()]
-    runs = [r for r in rows if "program" in r]
+    runs = [r for r in rows if "program" in r and "check" not in r]
     checks = [r for r in rows if "check" in r]
     by = defaultdict(list)
     for r in runs:
@@ -32,13 +34,14 @@ def main(path: str) -> int:
             by[(r["n_threads"], r["program"])].append(r)
     failed = [r for r in runs if r.get("exit") != 0 or "avg_ns" not in r]
 
-    first = next((r for r in runs if r["program"] == "edgellama" and "avg_ns" in r), None)
+    mine = sorted({r["program"] for r in runs if r["program"].startswith("edgellama")})
+    programs = mine + list(TORCH)
+    first = next((r for r in runs if r["program"].startswith("edgellama") and "avg_ns" in r), None)
     if first:
         print(
             f"image {first['image_width']}x{first['image_height']} ({first['n_tiles']} tiles, "
             f"{first['n_image_tokens']} tokens); tower {first['vision_n_layer']} local + "
-            f"{first['vision_n_global']} global layers of width {first['vision_n_embd']}; "
-            f"edgellama vision weights {first['vision_type']} ({first['vision_size'] / 2**20:.0f} MiB)"
+            f"{first['vision_n_global']} global layers of width {first['vision_n_embd']}"
         )
         print()
     print("| threads | program | s/image (median) | range | peak RSS MiB | other CPU % | rounds |")
@@ -46,7 +49,7 @@ def main(path: str) -> int:
     threads = sorted({t for t, _ in by})
     med = {}
     for t in threads:
-        for p in PROGRAMS:
+        for p in programs:
             rs = by.get((t, p))
             if not rs:
                 continue
@@ -60,18 +63,20 @@ def main(path: str) -> int:
             )
     print()
     for t in threads:
-        torch = [(med[(t, p)], p) for p in PROGRAMS[1:] if (t, p) in med]
-        if (t, "edgellama") in med and torch:
-            best, name = min(torch)
-            print(f"-t {t}: edgellama / {name} (the faster torch) = {med[(t, 'edgellama')] / best:.2f}")
+        torch = [(med[(t, p)], p) for p in TORCH if (t, p) in med]
+        for p in mine:
+            if (t, p) in med and torch:
+                best, name = min(torch)
+                print(f"-t {t}: {p} / {name} (the faster torch) = {med[(t, p)] / best:.2f} "
+                      f"({best / med[(t, p)]:.2f}x as fast)")
     for c in checks:
         if "rel_max_diff" in c:
-            verdict = "ok" if c["pass"] else "FAILS"
-            print(f"check: {c['check']}: max |diff| / max |torch| = {c['rel_max_diff']:.2e} "
-                  f"(shape {c['torch_shape']}; below {c['tolerance']}: {verdict})")
+            bound = f"; below {c['tolerance']}: {'ok' if c['pass'] else 'FAILS'}" if "tolerance" in c else ""
+            print(f"check: {c['check']}: max |diff| / max |torch| = {c['rel_max_diff']:.2e}, "
+                  f"rms ratio {c['rel_rms_diff']:.2e} (shape {c['torch_shape']}{bound})")
         else:
             print(f"check: {c['check']}: FAILS ({c.get('error') or 'shapes differ'}: "
-                  f"{c.get('edgellama_shape')} vs {c.get('torch_shape')})")
+                  f"{c.get('shape')} vs {c.get('torch_shape')})")
     for r in failed:
         print(f"failed: {r['program']} -t {r['n_threads']} round {r['round']} (exit {r.get('exit')})")
     return 0

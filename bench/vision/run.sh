@@ -8,7 +8,7 @@
 #   bench/vision/run.sh [--threads "1 2"] [--rounds N] [--reps N]
 #                       [--local-layers N] [--global-layers N] [--text-width N]
 #                       [--edgellama-load mmap|default] [--no-check]
-#                       [--wait-idle SECONDS]
+#                       [--vision-types "f16 q8_0"] [--wait-idle SECONDS]
 #
 # Steps (the first four cached, so a second run only measures):
 #  1. the Python environment .cache/venv-mllama (as the mllama goldens use):
@@ -23,11 +23,17 @@
 #     when the generator changes), the test image test-1120x1120.png (made by
 #     the same script), and the GGUF of `edgellama convert` with its default
 #     types: the tower's and projector's matrices F16, position tables, norms
-#     and biases F32, the text model BF16 (it is never run).
-#  4. for each thread count T, ROUNDS rounds of three programs, each under
+#     and biases F32, the text model BF16 (it is never run); for each other
+#     type of --vision-types (default "f16 q8_0"), a copy with the tower's
+#     and projector's matrices in that type (`edgellama quantize GGUF OUT
+#     BF16 --vision-type TYPE`). A tower in F32 or F16 attends in f32; one in
+#     BF16 or Q8_0 rounds its attention products to bfloat16 (README, Vision).
+#  4. for each thread count T, ROUNDS rounds of the programs, each under
 #     /usr/bin/time for its peak RSS, the order rotating (round 1
-#     edgellama, torch f32, torch bf16; round 2 the reverse; ...):
+#     edgellama per vision type, torch f32, torch bf16; round 2 the
+#     reverse; ...):
 #       edgellama bench -m GGUF --image PNG -t T -r REPS -o json [--mmap]
+#         (program edgellama-TYPE)
 #       torch_encode.py MODEL_DIR PNG --dtype f32  -t T -r REPS
 #       torch_encode.py MODEL_DIR PNG --dtype bf16 -t T -r REPS
 #     Each prepares the image once (untimed), encodes it once to warm up and
@@ -35,9 +41,12 @@
 #     transformers' MllamaVisionModel with SDPA attention (torch_encode.py
 #     says how it is loaded).
 #  5. check (unless --no-check): round 1 of the first thread count also dumps
-#     the projected features of edgellama and torch f32 (streamed to disk,
-#     after the warm-up, outside the timed encodes); they are compared as the
-#     model tests compare: max |a - b| / max |b|, expected below 1e-3.
+#     the projected features of every program (streamed to disk, after the
+#     warm-up, outside the timed encodes); each is compared with torch f32's
+#     as the model tests compare: max |a - b| / max |b| (and the ratio of
+#     RMS norms), expected below 1e-3 for an F32 or F16 tower; the others
+#     (Q8_0 and BF16 weights, bfloat16 arithmetic) are reported beside torch
+#     bf16's own distance from torch f32.
 #  6. results: bench/vision/results/<UTC time>.jsonl, one line per run
 #     (the program's JSON, its round, peak RSS, user/system/wall time and the
 #     share of the CPUs other processes used meanwhile), the check as a line
@@ -79,6 +88,7 @@ text_width=4096
 el_load=mmap
 check=1
 wait_idle=0
+vision_types="f16 q8_0"
 die() { echo "bench/vision/run.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -90,6 +100,7 @@ while [ $# -gt 0 ]; do
     --text-width) text_width="${2:?}"; shift ;;
     --edgellama-load) el_load="${2:?}"; shift ;;
     --no-check) check=0 ;;
+    --vision-types) vision_types="${2:?}"; shift ;;
     --wait-idle) wait_idle="${2:?}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -106,6 +117,10 @@ case "$wait_idle" in ''|*[!0-9]*) die "--wait-idle takes seconds" ;; esac
 case "$el_load" in mmap|default) ;; *) die "--edgellama-load is mmap or default" ;; esac
 [ -n "$threads" ] || die "--threads is empty"
 for t in $threads; do posint --threads "$t"; done
+for v in $vision_types; do
+  case "$v" in f32|f16|bf16|q8_0) ;; *) die "--vision-types takes f32, f16, bf16, q8_0" ;; esac
+done
+[ -n "$vision_types" ] || die "--vision-types is empty"
 
 # --- 1. Python environment ----------------------------------------------------
 py="$venv/bin/python"
@@ -162,6 +177,16 @@ if ! [ -s "$gguf" ] || [ "$model/model.safetensors" -nt "$gguf" ]; then
   "$edgellama" convert "$model" -o "$gguf.part" >&2
   mv "$gguf.part" "$gguf"
 fi
+# The converter's default keeps the tower at F16; other types are copies.
+gguf_for() { if [ "$1" = f16 ]; then echo "$gguf"; else echo "${gguf%.gguf}-vision-$1.gguf"; fi; }
+for v in $vision_types; do
+  g="$(gguf_for "$v")"
+  if [ "$g" != "$gguf" ] && { ! [ -s "$g" ] || [ "$gguf" -nt "$g" ]; }; then
+    echo "edgellama quantize $name --vision-type $v" >&2
+    "$edgellama" quantize "$gguf" "$g.part" BF16 --vision-type "$v" >&2
+    mv "$g.part" "$g"
+  fi
+done
 
 # --- 4. the runs --------------------------------------------------------------
 stamp_utc="$(date -u +%Y%m%dT%H%M%SZ)"
@@ -243,6 +268,7 @@ PY
   echo "gguf=$(basename "$gguf") $(stat -c %s "$gguf") bytes"
   echo "image=$(basename "$image")"
   echo "edgellama_load=$el_load"
+  echo "vision_types=$vision_types"
   echo "rounds=$rounds reps=$reps threads=$threads"
 } >"$out.meta"
 
@@ -251,39 +277,54 @@ load_flag=()
 first_t="${threads%% *}"
 for t in $threads; do
   for ((round = 1; round <= rounds; round++)); do
-    dump_el=() dump_tf=()
-    if [ "$check" = 1 ] && [ "$round" = 1 ] && [ "$t" = "$first_t" ]; then
-      dump_el=(--dump-features "$raw/edgellama.npy")
-      dump_tf=(--dump-features "$raw/torch-f32.npy")
-    fi
-    el=(measure edgellama "$t" "$round" "$edgellama" bench -m "$gguf" --image "$image"
-        -t "$t" -r "$reps" -o json "${load_flag[@]}" "${dump_el[@]}")
-    f32=(measure torch-f32 "$t" "$round" "$py" "$here/torch_encode.py"
-         "$model" "$image" --dtype f32 -t "$t" -r "$reps" "${dump_tf[@]}")
-    bf16=(measure torch-bf16 "$t" "$round" "$py" "$here/torch_encode.py"
-          "$model" "$image" --dtype bf16 -t "$t" -r "$reps")
+    dump() { # NAME: the --dump-features arguments of round 1 of the first thread count
+      if [ "$check" = 1 ] && [ "$round" = 1 ] && [ "$t" = "$first_t" ]; then
+        echo "--dump-features $raw/$1.npy"
+      fi
+    }
+    progs=()
+    for v in $vision_types; do
+      # shellcheck disable=SC2046 # dump's words are meant to split
+      progs+=("measure edgellama-$v $t $round $edgellama bench -m $(gguf_for "$v") --image $image -t $t -r $reps -o json ${load_flag[*]} $(dump "edgellama-$v")")
+    done
+    progs+=("measure torch-f32 $t $round $py $here/torch_encode.py $model $image --dtype f32 -t $t -r $reps $(dump torch-f32)")
+    progs+=("measure torch-bf16 $t $round $py $here/torch_encode.py $model $image --dtype bf16 -t $t -r $reps $(dump torch-bf16)")
     echo "-t $t round $round/$rounds (-r $reps)" >&2
-    if (( round % 2 )); then "${el[@]}"; "${f32[@]}"; "${bf16[@]}"; else "${bf16[@]}"; "${f32[@]}"; "${el[@]}"; fi
+    n=${#progs[@]}
+    for ((i = 0; i < n; i++)); do
+      if (( round % 2 )); then j=$i; else j=$((n - 1 - i)); fi
+      # Paths hold no spaces (the cache and results folders are ours).
+      # shellcheck disable=SC2086
+      ${progs[$j]}
+    done
   done
 done
 
 # --- 5. check -----------------------------------------------------------------
 if [ "$check" = 1 ]; then
-  "$py" - "$raw/edgellama.npy" "$raw/torch-f32.npy" >>"$out" <<'PY'
-import json, sys
+  "$py" - "$raw" "$vision_types" >>"$out" <<'PY'
+import json, os, sys
 import numpy as np
-line = {"check": "projected features, edgellama vs torch f32", "tolerance": 1e-3}
-try:
-    a, b = np.load(sys.argv[1]), np.load(sys.argv[2])
-    line.update(edgellama_shape=list(a.shape), torch_shape=list(b.shape))
-    if a.shape == b.shape:
-        line["rel_max_diff"] = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-6))
-        line["pass"] = line["rel_max_diff"] < 1e-3
-    else:
-        line["pass"] = False
-except OSError as e:
-    line.update(error=str(e), **{"pass": False})
-print(json.dumps(line))
+raw, types = sys.argv[1], sys.argv[2].split()
+ref = os.path.join(raw, "torch-f32.npy")
+for prog in [f"edgellama-{v}" for v in types] + ["torch-bf16"]:
+    strict = prog in ("edgellama-f32", "edgellama-f16")
+    line = {"check": f"projected features, {prog} vs torch-f32", "program": prog}
+    if strict:
+        line["tolerance"] = 1e-3
+    try:
+        a = np.load(os.path.join(raw, prog + ".npy")).astype(np.float32)
+        b = np.load(ref).astype(np.float32)
+        line.update(shape=list(a.shape), torch_shape=list(b.shape))
+        if a.shape == b.shape:
+            line["rel_max_diff"] = float(np.abs(a - b).max() / max(float(np.abs(b).max()), 1e-6))
+            line["rel_rms_diff"] = float(np.sqrt(((a - b) ** 2).mean()) / max(float(np.sqrt((b ** 2).mean())), 1e-6))
+            line["pass"] = line["rel_max_diff"] < 1e-3 if strict else True
+        else:
+            line["pass"] = False
+    except OSError as e:
+        line.update(error=str(e), **{"pass": False})
+    print(json.dumps(line))
 PY
 fi
 
