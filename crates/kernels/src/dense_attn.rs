@@ -7,9 +7,11 @@
 //!
 //! Each query row is computed alone, so splitting rows over threads never
 //! changes a result. Many rows (the vision tower's thousands) go through
-//! the dispatch table's register-blocked score and value tiles, keys taken
-//! in tiles that stay in cache; a few rows (a decoding step's
-//! cross-attention) read the key rows where they lie.
+//! the dispatch table's flash-style block: [`DenseKeys`] gathers each KV
+//! head's keys once into tiles, and the block runs an online softmax over
+//! them, in `f32` or, where the call asks for it and the CPU has them,
+//! with bfloat16 products. A few rows (a decoding step's cross-attention)
+//! read the key rows where they lie.
 
 /// A run of key and value rows, `n_head_kv * head_dim` floats each.
 #[derive(Debug, Clone, Copy)]

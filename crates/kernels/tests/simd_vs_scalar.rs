@@ -904,6 +904,40 @@ fn attention_tiles_match_fused_chains_and_scalar_twins() {
     }
 }
 
+/// Softmax attention written out in f64: query rows `q` and key rows `k`
+/// of `hd`, value rows `vs` apart; no keys gives rows of 0.
+fn softmax_attention_f64(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    vs: usize,
+    hd: usize,
+    scale: f32,
+) -> Vec<f64> {
+    let (nq, n_keys) = (q.len() / hd, k.len() / hd);
+    let mut want = vec![0f64; nq * hd];
+    for i in 0..nq {
+        let s: Vec<f64> = (0..n_keys)
+            .map(|j| {
+                (0..hd)
+                    .map(|d| q[i * hd + d] as f64 * k[j * hd + d] as f64)
+                    .sum::<f64>()
+                    * scale as f64
+            })
+            .collect();
+        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = e.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+        for d in 0..hd {
+            want[i * hd + d] = (0..n_keys)
+                .map(|j| e[j] * v[j * vs + d] as f64)
+                .sum::<f64>()
+                / z;
+        }
+    }
+    want
+}
+
 /// The dense attention block of every table against softmax attention
 /// written out in f64 here, and so against the scalar twin: ragged query
 /// blocks and key tiles, head widths that are not whole vectors, values
@@ -932,27 +966,7 @@ fn attend_block_matches_definition_on_every_table() {
                 kt[base + d * n + j % ATTEND_KEY_TILE] = k[j * hd + d];
             }
         }
-        let mut want = vec![0f64; nq * hd];
-        for i in 0..nq {
-            let s: Vec<f64> = (0..n_keys)
-                .map(|j| {
-                    (0..hd)
-                        .map(|d| q[i * hd + d] as f64 * k[j * hd + d] as f64)
-                        .sum::<f64>()
-                        * scale as f64
-                })
-                .collect();
-            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            // No keys at all: rows of 0, as the contract says.
-            let z: f64 = e.iter().sum::<f64>().max(f64::MIN_POSITIVE);
-            for d in 0..hd {
-                want[i * hd + d] = (0..n_keys)
-                    .map(|j| e[j] * v[j * vs + d] as f64)
-                    .sum::<f64>()
-                    / z;
-            }
-        }
+        let want = softmax_attention_f64(&q, &k, &v, vs, hd, scale);
         for kern in tables() {
             let mut out = vec![f32::NAN; nq * hd];
             (kern.attend_block())(&q, hd, &kt, &v, vs, n_keys, scale, &mut out);
@@ -1007,32 +1021,16 @@ fn attend_block_bf16_matches_twin_and_definition() {
         }
         let mut twin = vec![f32::NAN; nq * hd];
         attend_block_bf16(&q, hd, &kp, &vp, n_keys, scale, &mut twin);
-        for i in 0..nq {
-            let s: Vec<f64> = (0..n_keys)
-                .map(|j| {
-                    (0..hd)
-                        .map(|d| q[i * hd + d] as f64 * k[j * hd + d] as f64)
-                        .sum::<f64>()
-                        * scale as f64
-                })
-                .collect();
-            let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
-            let z: f64 = e.iter().sum::<f64>().max(f64::MIN_POSITIVE);
-            for d in 0..hd {
-                let want = (0..n_keys)
-                    .map(|j| e[j] * v[j * hd + d] as f64)
-                    .sum::<f64>()
-                    / z;
-                let got = twin[i * hd + d] as f64;
-                // Inputs and weights carry 2^-9 relative error each; the
-                // output, a weighted mean of N(0, 1) values, moves by a few
-                // hundredths at most.
-                assert!(
-                    (got - want).abs() < 3e-2,
-                    "twin {nq}x{hd}x{n_keys} [{i},{d}]: {got} vs {want}"
-                );
-            }
+        let want = softmax_attention_f64(&q, &k, &v, hd, hd, scale);
+        for (idx, (&got, &want)) in twin.iter().zip(&want).enumerate() {
+            // Inputs and weights carry 2^-9 relative error each; the
+            // output, a weighted mean of N(0, 1) values, moves by a few
+            // hundredths at most.
+            let got = got as f64;
+            assert!(
+                (got - want).abs() < 3e-2,
+                "twin {nq}x{hd}x{n_keys} [{idx}]: {got} vs {want}"
+            );
         }
         for kern in tables() {
             let Some(f) = kern.attend_block_bf16() else {

@@ -101,6 +101,28 @@ pub fn pv_tile(p: &[f32], nk: usize, v: &[f32], hd: usize, out: &mut [f32]) {
     }
 }
 
+/// The query rows an attention block call computes: `None` when it has
+/// nothing to do (no head width; no keys, the rows then set to 0 here; or
+/// key and value buffers too short for `n_keys`, checked by `fits` only
+/// when there are keys, and nothing written).
+pub(crate) fn block_rows(
+    q_len: usize,
+    hd: usize,
+    n_keys: usize,
+    fits: impl FnOnce() -> bool,
+    out: &mut [f32],
+) -> Option<usize> {
+    if hd == 0 {
+        return None;
+    }
+    let nq = (q_len / hd).min(out.len() / hd);
+    if n_keys == 0 {
+        out[..nq * hd].iter_mut().for_each(|o| *o = 0.0);
+        return None;
+    }
+    fits().then_some(nq)
+}
+
 /// Keys per tile in the layout [`attend_block`] reads.
 pub const ATTEND_KEY_TILE: usize = 96;
 
@@ -131,38 +153,55 @@ pub fn attend_block(
     scale: f32,
     out: &mut [f32],
 ) {
-    if hd == 0 {
+    let fits = || kt.len() >= n_keys * hd && v.len() >= (n_keys - 1) * v_stride + hd;
+    let Some(nq) = block_rows(q.len(), hd, n_keys, fits, out) else {
         return;
-    }
-    let nq = (q.len() / hd).min(out.len() / hd);
-    let fits = n_keys == 0 || (kt.len() >= n_keys * hd && v.len() >= (n_keys - 1) * v_stride + hd);
-    if !fits {
-        return;
-    }
+    };
+    let score = |qi: &[f32], j: usize| {
+        let (base, n) = attend_key_tile(j, n_keys, hd);
+        let c = j % ATTEND_KEY_TILE;
+        let mut sum = 0.0f32;
+        for (d, &x) in qi.iter().enumerate() {
+            sum += x * kt[base + d * n + c];
+        }
+        sum * scale
+    };
+    let value = |j: usize, d: usize| v[j * v_stride + d];
+    attend_rows(&q[..nq * hd], hd, n_keys, score, |p| p, value, out);
+}
+
+/// The rows of the scalar attention blocks, in order: each row's scores
+/// (`score(q row, key)`), their maximum, the weights `round(exp(s - max))`
+/// and their sum in `f64`, then `out[d] = sum_j weight_j * value(j, d)`
+/// key by key, divided by the sum.
+fn attend_rows(
+    q: &[f32],
+    hd: usize,
+    n_keys: usize,
+    score: impl Fn(&[f32], usize) -> f32,
+    round: impl Fn(f32) -> f32,
+    value: impl Fn(usize, usize) -> f32,
+    out: &mut [f32],
+) {
     let mut s = vec![0f32; n_keys];
-    for i in 0..nq {
-        let (qi, oi) = (&q[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
+    for (qi, oi) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
         oi.iter_mut().for_each(|o| *o = 0.0);
         if n_keys == 0 {
             continue;
         }
         for (j, sj) in s.iter_mut().enumerate() {
-            let (base, n) = attend_key_tile(j, n_keys, hd);
-            let c = j % ATTEND_KEY_TILE;
-            let mut sum = 0.0f32;
-            for (d, &x) in qi.iter().enumerate() {
-                sum += x * kt[base + d * n + c];
-            }
-            *sj = sum * scale;
+            *sj = score(qi, j);
         }
         let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut total = 0f64;
         for sj in s.iter_mut() {
-            *sj = (*sj - max).exp();
+            *sj = round((*sj - max).exp());
             total += *sj as f64;
         }
         for (j, &p) in s.iter().enumerate() {
-            axpy_f32(oi, p, &v[j * v_stride..j * v_stride + hd]);
+            for (d, o) in oi.iter_mut().enumerate() {
+                *o += p * value(j, d);
+            }
         }
         let inv = (1.0 / total) as f32;
         oi.iter_mut().for_each(|o| *o *= inv);
@@ -226,43 +265,26 @@ pub fn attend_block_bf16(
     scale: f32,
     out: &mut [f32],
 ) {
-    if hd == 0 {
-        return;
-    }
-    let nq = (q.len() / hd).min(out.len() / hd);
     let len = attend_bf16_len(n_keys, hd);
-    if kp.len() < len || vp.len() < len {
+    let Some(nq) = block_rows(
+        q.len(),
+        hd,
+        n_keys,
+        || kp.len() >= len && vp.len() >= len,
+        out,
+    ) else {
         return;
-    }
+    };
     let r = |x: f32| bf16_value(bf16_bits(x));
-    let mut s = vec![0f32; n_keys];
-    for i in 0..nq {
-        let (qi, oi) = (&q[i * hd..(i + 1) * hd], &mut out[i * hd..(i + 1) * hd]);
-        oi.iter_mut().for_each(|o| *o = 0.0);
-        if n_keys == 0 {
-            continue;
+    let score = |qi: &[f32], j: usize| {
+        let mut sum = 0.0f32;
+        for (d, &x) in qi.iter().enumerate() {
+            sum += r(x) * bf16_value(kp[attend_bf16_key_index(j, d, n_keys, hd)]);
         }
-        for (j, sj) in s.iter_mut().enumerate() {
-            let mut sum = 0.0f32;
-            for (d, &x) in qi.iter().enumerate() {
-                sum += r(x) * bf16_value(kp[attend_bf16_key_index(j, d, n_keys, hd)]);
-            }
-            *sj = sum * scale;
-        }
-        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0f64;
-        for sj in s.iter_mut() {
-            *sj = r((*sj - max).exp());
-            total += *sj as f64;
-        }
-        for (j, &p) in s.iter().enumerate() {
-            for (d, o) in oi.iter_mut().enumerate() {
-                *o += p * bf16_value(vp[attend_bf16_value_index(j, d, hd)]);
-            }
-        }
-        let inv = (1.0 / total) as f32;
-        oi.iter_mut().for_each(|o| *o *= inv);
-    }
+        sum * scale
+    };
+    let value = |j: usize, d: usize| bf16_value(vp[attend_bf16_value_index(j, d, hd)]);
+    attend_rows(&q[..nq * hd], hd, n_keys, score, r, value, out);
 }
 
 #[cfg(test)]

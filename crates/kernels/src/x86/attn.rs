@@ -254,17 +254,10 @@ pub unsafe fn attend_block_avx2(
 ) {
     use crate::scalar::attn::ATTEND_KEY_TILE as TILE;
     const BLOCK: usize = 32;
-    if hd == 0 {
+    let fits = || kt.len() >= n_keys * hd && v.len() >= (n_keys - 1) * vs + hd;
+    let Some(nq) = crate::scalar::attn::block_rows(q.len(), hd, n_keys, fits, out) else {
         return;
-    }
-    let nq = (q.len() / hd).min(out.len() / hd);
-    if n_keys == 0 {
-        out[..nq * hd].iter_mut().for_each(|o| *o = 0.0);
-        return;
-    }
-    if kt.len() < n_keys * hd || v.len() < (n_keys - 1) * vs + hd {
-        return;
-    }
+    };
     let mut s = vec![0f32; BLOCK * TILE];
     let mut vt = vec![0f32; TILE * hd];
     for i0 in (0..nq).step_by(BLOCK) {

@@ -198,17 +198,10 @@ pub unsafe fn attend_block_avx512(
     scale: f32,
     out: &mut [f32],
 ) {
-    if hd == 0 {
+    let fits = || kt.len() >= n_keys * hd && v.len() >= (n_keys - 1) * vs + hd;
+    let Some(nq) = crate::scalar::attn::block_rows(q.len(), hd, n_keys, fits, out) else {
         return;
-    }
-    let nq = (q.len() / hd).min(out.len() / hd);
-    if n_keys == 0 {
-        out[..nq * hd].iter_mut().for_each(|o| *o = 0.0);
-        return;
-    }
-    if kt.len() < n_keys * hd || v.len() < (n_keys - 1) * vs + hd {
-        return;
-    }
+    };
     let mut s = [0f32; QB * TILE];
     for i0 in (0..nq).step_by(QB) {
         let m = QB.min(nq - i0);
@@ -418,18 +411,11 @@ pub unsafe fn attend_block_bf16_avx512(
     out: &mut [f32],
 ) {
     use crate::scalar::attn::{attend_bf16_len, bf16_bits};
-    if hd == 0 {
-        return;
-    }
-    let nq = (q.len() / hd).min(out.len() / hd);
-    if n_keys == 0 {
-        out[..nq * hd].iter_mut().for_each(|o| *o = 0.0);
-        return;
-    }
     let len = attend_bf16_len(n_keys, hd);
-    if kp.len() < len || vp.len() < len {
+    let fits = || kp.len() >= len && vp.len() >= len;
+    let Some(nq) = crate::scalar::attn::block_rows(q.len(), hd, n_keys, fits, out) else {
         return;
-    }
+    };
     let hd2 = hd.div_ceil(2);
     let (hp, mut qp) = (2 * hd2, vec![0u32; QB * hd2]);
     let mut s = [0f32; QB * TILE];
