@@ -242,13 +242,9 @@ impl Backend for CpuBackend {
         // Keys gathered once, a KV head per task, then the rows split over
         // the threads (each row's result is the same however they split).
         let mut keys = k::dense_attn::DenseKeys::new(segs, shape);
-        let blocks: Vec<std::sync::Mutex<Option<k::dense_attn::HeadBlock<'_, '_>>>> = keys
-            .head_blocks_mut()
-            .map(|b| std::sync::Mutex::new(Some(b)))
-            .collect();
-        self.pool.run(blocks.len(), &|g| {
-            let block = blocks[g].lock().ok().and_then(|mut b| b.take());
-            if let Some(block) = block {
+        let mut blocks: Vec<Option<_>> = keys.head_blocks_mut().into_iter().map(Some).collect();
+        self.par_chunks_mut(&mut blocks, 1, |g, block| {
+            if let Some(block) = block[0].take() {
                 block.fill(g);
             }
         });

@@ -69,7 +69,7 @@ pub fn attention_segments(
         return attention_rows(q, segs, shape, scores, out);
     }
     let mut keys = DenseKeys::new(segs, shape);
-    for (g, block) in keys.head_blocks_mut().enumerate() {
+    for (g, block) in keys.head_blocks_mut().into_iter().enumerate() {
         block.fill(g);
     }
     keys.attend(q, out);
@@ -174,29 +174,24 @@ impl<'a> DenseKeys<'a> {
     }
 
     /// Each KV head's part, in order, to fill with [`HeadBlock::fill`].
-    pub fn head_blocks_mut(&mut self) -> impl Iterator<Item = HeadBlock<'_, 'a>> {
+    pub fn head_blocks_mut(&mut self) -> Vec<HeadBlock<'_, 'a>> {
         let (keys, hd) = (&self.keys[..], self.shape.head_dim);
         let gather_v = self.in_place.is_none();
-        let (f32s, bf16s): (Vec<_>, Vec<_>) = match &mut self.route {
-            Route::F32 { buf, per_head } => (
-                buf.chunks_mut((*per_head).max(1))
-                    .map(|buf| HeadBlock::F32 {
-                        keys,
-                        hd,
-                        gather_v,
-                        buf,
-                    })
-                    .collect(),
-                Vec::new(),
-            ),
-            Route::Bf16 { buf, per_head, .. } => (
-                Vec::new(),
-                buf.chunks_mut((*per_head).max(1))
-                    .map(|buf| HeadBlock::Bf16 { keys, hd, buf })
-                    .collect(),
-            ),
-        };
-        f32s.into_iter().chain(bf16s)
+        match &mut self.route {
+            Route::F32 { buf, per_head } => buf
+                .chunks_mut((*per_head).max(1))
+                .map(|buf| HeadBlock::F32 {
+                    keys,
+                    hd,
+                    gather_v,
+                    buf,
+                })
+                .collect(),
+            Route::Bf16 { buf, per_head, .. } => buf
+                .chunks_mut((*per_head).max(1))
+                .map(|buf| HeadBlock::Bf16 { keys, hd, buf })
+                .collect(),
+        }
     }
 
     /// Attention of the query rows `q` (`[n][n_head * head_dim]`) into
@@ -252,8 +247,7 @@ impl HeadBlock<'_, '_> {
     /// Gathers KV head `g`'s keys (and values where they are not read in
     /// place) into this part.
     pub fn fill(self, g: usize) {
-        use crate::scalar::attn::{attend_bf16_len, bf16_bits, ATTEND_KEY_TILE};
-        let transpose = crate::kernels().transpose();
+        use crate::scalar::attn::{attend_bf16_len, ATTEND_KEY_TILE};
         match self {
             HeadBlock::F32 {
                 keys,
@@ -266,10 +260,8 @@ impl HeadBlock<'_, '_> {
                 let mut rows = vec![0f32; ATTEND_KEY_TILE * hd];
                 for t0 in (0..n_keys).step_by(ATTEND_KEY_TILE) {
                     let n = ATTEND_KEY_TILE.min(n_keys - t0);
-                    for (c, (k, _)) in keys[t0..t0 + n].iter().enumerate() {
-                        rows[c * hd..(c + 1) * hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
-                    }
-                    transpose(&rows[..n * hd], hd, n, hd, &mut kt[t0 * hd..(t0 + n) * hd]);
+                    let tile = &keys[t0..t0 + n];
+                    transpose_keys(tile, g, hd, &mut rows, &mut kt[t0 * hd..(t0 + n) * hd]);
                 }
                 if gather_v {
                     for (j, (_, v)) in keys.iter().enumerate() {
@@ -279,7 +271,7 @@ impl HeadBlock<'_, '_> {
             }
             HeadBlock::Bf16 { keys, hd, buf } => {
                 let n_keys = keys.len();
-                let (hd2, hp) = (hd.div_ceil(2), hd.next_multiple_of(2));
+                let hp = hd.next_multiple_of(2);
                 let (kp, vp) = buf.split_at_mut(attend_bf16_len(n_keys, hd));
                 let mut rows = vec![0f32; ATTEND_KEY_TILE * hd];
                 let mut tr = vec![0f32; ATTEND_KEY_TILE * hd];
@@ -289,43 +281,58 @@ impl HeadBlock<'_, '_> {
                     // Keys: the tile's rows transposed (a row per
                     // dimension), then rows 2p and 2p + 1 interleaved (an
                     // odd head's last partner left 0).
-                    for (c, (k, _)) in keys[t0..t0 + n].iter().enumerate() {
-                        rows[c * hd..(c + 1) * hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
-                    }
-                    transpose(&rows[..n * hd], hd, n, hd, &mut tr[..n * hd]);
-                    for p in 0..hd2 {
-                        let lo = &tr[2 * p * n..(2 * p + 1) * n];
-                        let dst = &mut kt[p * n * 2..(p + 1) * n * 2];
-                        if 2 * p + 1 < hd {
-                            let hi = &tr[(2 * p + 1) * n..(2 * p + 2) * n];
-                            for ((d, &a), &b) in dst.chunks_exact_mut(2).zip(lo).zip(hi) {
-                                d[0] = bf16_bits(a);
-                                d[1] = bf16_bits(b);
-                            }
-                        } else {
-                            for (d, &a) in dst.chunks_exact_mut(2).zip(lo) {
-                                d[0] = bf16_bits(a);
-                            }
-                        }
+                    transpose_keys(&keys[t0..t0 + n], g, hd, &mut rows, &mut tr[..n * hd]);
+                    for (p, dst) in kt[..hd.div_ceil(2) * n * 2]
+                        .chunks_exact_mut(n * 2)
+                        .enumerate()
+                    {
+                        let row = |d: usize| (d < hd).then(|| &tr[d * n..(d + 1) * n]);
+                        interleave_bf16(dst, &tr[2 * p * n..(2 * p + 1) * n], row(2 * p + 1));
                     }
                     // Values: rows c and c + 1 interleaved (an odd tile's
                     // last partner left 0).
                     for c in (0..n).step_by(2) {
                         let dst = &mut vt[(c / 2) * hd * 2..(c / 2 + 1) * hd * 2];
-                        let a = &keys[t0 + c].1[g * hd..(g + 1) * hd];
-                        if c + 1 < n {
-                            let b = &keys[t0 + c + 1].1[g * hd..(g + 1) * hd];
-                            for ((d, &x), &y) in dst.chunks_exact_mut(2).zip(a).zip(b) {
-                                d[0] = bf16_bits(x);
-                                d[1] = bf16_bits(y);
-                            }
-                        } else {
-                            for (d, &x) in dst.chunks_exact_mut(2).zip(a) {
-                                d[0] = bf16_bits(x);
-                            }
-                        }
+                        let row = |c: usize| &keys[t0 + c].1[g * hd..(g + 1) * hd];
+                        interleave_bf16(dst, row(c), (c + 1 < n).then(|| row(c + 1)));
                     }
                 }
+            }
+        }
+    }
+}
+
+/// KV head `g`'s part of the key rows `tile`, transposed into `dst` (a row
+/// per dimension), through `rows` (scratch of the tile's rows side by side).
+fn transpose_keys(
+    tile: &[(&[f32], &[f32])],
+    g: usize,
+    hd: usize,
+    rows: &mut [f32],
+    dst: &mut [f32],
+) {
+    let n = tile.len();
+    for (c, (k, _)) in tile.iter().enumerate() {
+        rows[c * hd..(c + 1) * hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
+    }
+    (crate::kernels().transpose())(&rows[..n * hd], hd, n, hd, dst);
+}
+
+/// `dst[2i] = bf16(a[i])`, `dst[2i + 1] = bf16(b[i])`: two rows as the
+/// pairs of one 32-bit lane each; without `b` the second halves are left
+/// as they are (0 in a fresh buffer).
+fn interleave_bf16(dst: &mut [u16], a: &[f32], b: Option<&[f32]>) {
+    use crate::scalar::attn::bf16_bits;
+    match b {
+        Some(b) => {
+            for ((d, &x), &y) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+                d[0] = bf16_bits(x);
+                d[1] = bf16_bits(y);
+            }
+        }
+        None => {
+            for (d, &x) in dst.chunks_exact_mut(2).zip(a) {
+                d[0] = bf16_bits(x);
             }
         }
     }
