@@ -10,6 +10,8 @@
 #                                     (public-domain Gutenberg text, modern spelling; perplexity goldens)
 #   tiny-llama32-{f32,q8_0,q4_k}.gguf made here by scripts/make-tiny-models.py (random weights,
 #                                     Llama 3.2 vocabulary; needs numpy==2.4.6 gguf==0.19.0)
+#   tiny-llama-guard.gguf             made here by scripts/make-tiny-guard.py (random weights shaped like
+#                                     Llama Guard 3 1B, its chat template; numpy==2.4.6 gguf==0.19.0)
 #   tiny-mllama{,-90b-pattern,-inmemory}/  made here by scripts/make-tiny-mllama.py (random
 #                                     Llama 3.2 Vision checkpoints in Hugging Face layout; numpy==2.4.6)
 set -euo pipefail
@@ -77,6 +79,12 @@ if need tiny-llama32-f32.gguf || need tiny-llama32-q8_0.gguf || need tiny-llama3
     python3 -m pip install -q numpy==2.4.6 gguf==0.19.0
   fi
   python3 "$root/scripts/make-tiny-models.py" "$dest" --tokenizer "$dest/llama3.2-tokenizer.json"
+fi
+if need tiny-llama-guard.gguf; then
+  if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(not (m.version("numpy") == "2.4.6" and m.version("gguf") == "0.19.0"))' 2>/dev/null; then
+    python3 -m pip install -q numpy==2.4.6 gguf==0.19.0
+  fi
+  python3 "$root/scripts/make-tiny-guard.py" "$dest" --tokenizer "$dest/llama3.2-tokenizer.json"
 fi
 if need tiny-mllama/model.safetensors || need tiny-mllama-90b-pattern/model.safetensors || need tiny-mllama-inmemory/model.safetensors; then
   python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("numpy") != "2.4.6")' 2>/dev/null || python3 -m pip install -q numpy==2.4.6

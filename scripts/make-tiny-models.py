@@ -112,17 +112,18 @@ NORM_JITTER = 0.1
 OUTPUT_NORM_GAIN = 20.0
 
 
-def rope_freqs(head_dim: int) -> np.ndarray:
+def rope_freqs(head_dim: int, theta: float = ROPE_THETA, scaling: dict | None = None) -> np.ndarray:
     """llama3 RoPE frequency factors, ported from convert_hf_to_gguf.py
     (LlamaModel.generate_extra_tensors), float32 arithmetic as torch does there."""
-    base = np.float32(ROPE_THETA)
+    scaling = scaling or ROPE_SCALING
+    base = np.float32(theta)
     exps = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
     freqs = np.float32(1.0) / np.power(base, exps, dtype=np.float32)
 
-    factor = ROPE_SCALING["factor"]
-    low_freq_factor = ROPE_SCALING["low_freq_factor"]
-    high_freq_factor = ROPE_SCALING["high_freq_factor"]
-    old_context_len = ROPE_SCALING["original_max_position_embeddings"]
+    factor = scaling["factor"]
+    low_freq_factor = scaling["low_freq_factor"]
+    high_freq_factor = scaling["high_freq_factor"]
+    old_context_len = scaling["original_max_position_embeddings"]
     low_freq_wavelen = old_context_len / low_freq_factor
     high_freq_wavelen = old_context_len / high_freq_factor
 

@@ -33,6 +33,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Print the prompt a conversation becomes under the model's chat template.
     Template(commands::template::TemplateArgs),
+    /// Judge a prompt or a reply with a Llama Guard model (safe or unsafe, with scores).
+    Guard(commands::guard::GuardArgs),
     /// Score a text file (llama-perplexity's method).
     Perplexity(commands::perplexity::PerplexityArgs),
     /// Measure prompt and generation speed (llama-bench's method).
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Template(a) => commands::template::run(a),
+        Command::Guard(a) => commands::guard::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Quantize(a) => commands::quantize::run(a),

@@ -3,6 +3,7 @@
 
 pub mod batch;
 mod generate;
+pub mod guard;
 mod perplexity;
 pub mod stop;
 pub mod tools;

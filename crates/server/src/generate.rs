@@ -222,6 +222,7 @@ pub fn submit(state: &AppState, plan: &Plan) -> Result<Vec<UnboundedReceiver<Eve
             stop: plan.stop.clone(),
             special: plan.tools.is_some(),
             logprobs: plan.logprobs,
+            watch: Vec::new(),
             constraint: match &plan.constraint {
                 Some(c) => Some(c.build()?),
                 None => None,
@@ -406,6 +407,7 @@ mod tests {
             usage: Usage::default(),
             time_to_first_token: Duration::ZERO,
             total_time: Duration::ZERO,
+            end_logprob: None,
         })
     }
 

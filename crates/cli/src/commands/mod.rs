@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod chat;
 pub mod convert;
+pub mod guard;
 pub mod inspect;
 pub mod list;
 pub mod perplexity;

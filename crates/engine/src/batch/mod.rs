@@ -105,6 +105,10 @@ pub struct Request {
     pub special: bool,
     /// Report each token's log-probability and this many alternatives.
     pub logprobs: Option<usize>,
+    /// Report, at every generated position, the log-probabilities of these
+    /// tokens (a classifier reading its label's probability, such as a
+    /// guard model's `unsafe`); implies per-token log-probabilities.
+    pub watch: Vec<u32>,
     pub constraint: Option<Box<dyn Constraint>>,
     /// The images of the prompt's image tokens, in order (vision models).
     pub images: Vec<Arc<PreparedImage>>,
@@ -120,6 +124,7 @@ impl Request {
             stop: Vec::new(),
             special: false,
             logprobs: None,
+            watch: Vec::new(),
             constraint: None,
         }
     }
@@ -133,6 +138,8 @@ pub struct TokenLogprob {
     pub logprob: f32,
     /// `(id, logprob)`, most likely first.
     pub top: Vec<(u32, f32)>,
+    /// The log-probabilities of [`Request::watch`]'s tokens, in its order.
+    pub watched: Vec<f32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,6 +178,9 @@ pub struct Done {
     pub usage: Usage,
     pub time_to_first_token: Duration,
     pub total_time: Duration,
+    /// Where an end-of-generation token ended the reply and log-probabilities
+    /// were asked for: that token's (it sends no [`TokenEvent`]).
+    pub end_logprob: Option<TokenLogprob>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -303,6 +313,9 @@ impl EngineHandle {
         let image_token = self.inner.image_token;
         let outside = |id: u32| id as usize >= n_vocab && Some(id) != image_token;
         if let Some(&id) = req.prompt.iter().find(|&&id| outside(id)) {
+            return Err(SubmitError::TokenOutOfRange { id, n_vocab });
+        }
+        if let Some(&id) = req.watch.iter().find(|&&id| id as usize >= n_vocab) {
             return Err(SubmitError::TokenOutOfRange { id, n_vocab });
         }
         if image_token.is_none() && !req.images.is_empty() {

@@ -113,6 +113,9 @@ struct Active {
     constraint: Option<Box<dyn Constraint>>,
     max_tokens: Option<usize>,
     logprobs: Option<usize>,
+    watch: Vec<u32>,
+    /// The end-of-generation token's log-probability, sent with `Done`.
+    end_logprob: Option<TokenLogprob>,
     n_generated: usize,
     /// The sampled token to feed at the next step.
     next: Option<u32>,
@@ -355,6 +358,8 @@ impl Scheduler {
             constraint: req.constraint,
             max_tokens: req.max_tokens,
             logprobs: req.logprobs,
+            watch: req.watch,
+            end_logprob: None,
             n_generated: 0,
             next: None,
             submitted,
@@ -566,7 +571,20 @@ fn sample_one(
         return Outcome::Finished(FinishReason::MaxTokens);
     }
     // Log-probabilities are the model's, before biases and masks.
-    let stats = a.logprobs.map(|k| logprob_stats(&logits, k));
+    let wants = a.logprobs.is_some() || !a.watch.is_empty();
+    let stats = wants.then(|| {
+        let (lse, top) = logprob_stats(&logits, a.logprobs.unwrap_or(0));
+        let watched = a
+            .watch
+            .iter()
+            .map(|&w| {
+                logits
+                    .get(w as usize)
+                    .map_or(f32::NEG_INFINITY, |&l| (l as f64 - lse) as f32)
+            })
+            .collect::<Vec<f32>>();
+        (lse, top, watched)
+    });
     // Biases are the chain's first step: applied here, in place, they
     // leave greedy sampling a plain argmax.
     for &(id, b) in &a.bias {
@@ -589,7 +607,7 @@ fn sample_one(
         Ok(_) => return Outcome::Failed(SamplerError::AllExcluded.to_string()),
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    let logprob = stats.map(|(lse, top)| {
+    let logprob = stats.map(|(lse, top, watched)| {
         // The chosen token was not masked, so its logit is the model's
         // plus its biases.
         let bias: f32 = a.bias.iter().filter(|b| b.0 == id).map(|b| b.1).sum();
@@ -600,6 +618,7 @@ fn sample_one(
             id,
             logprob: (raw as f64 - lse) as f32,
             top,
+            watched,
         }
     });
     let now = Instant::now();
@@ -613,6 +632,7 @@ fn sample_one(
     }
     a.last_token = Some(now);
     if tokenizer.is_eog(id) {
+        a.end_logprob = logprob;
         return Outcome::Finished(FinishReason::EndOfGeneration);
     }
     a.n_generated += 1;
@@ -674,6 +694,7 @@ fn finish(mut a: Active, reason: FinishReason) {
         },
         time_to_first_token: a.first_token.unwrap_or(now - a.submitted),
         total_time: now - a.submitted,
+        end_logprob: a.end_logprob.take(),
     }));
 }
 

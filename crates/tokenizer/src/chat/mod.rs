@@ -23,6 +23,7 @@
 //! recursion limit, so a template cannot loop forever or exhaust memory, and
 //! every failure is a [`ChatTemplateError`].
 
+pub mod guard;
 mod jinja;
 mod llama3;
 mod message;
