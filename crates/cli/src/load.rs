@@ -156,7 +156,24 @@ pub fn tokenizer(file: &GgufFile, path: &Path) -> Result<Tokenizer> {
 }
 
 pub fn model(file: &Arc<GgufFile>, path: &Path, threads: usize) -> Result<Box<dyn CausalLm>> {
-    let backend = Arc::new(CpuBackend::new(threads).context("cannot start the CPU backend")?);
+    model_on(file, path, backend(threads)?)
+}
+
+/// A CPU backend with its pool of `threads` threads.
+pub fn backend(threads: usize) -> Result<Arc<CpuBackend>> {
+    Ok(Arc::new(
+        CpuBackend::new(threads).context("cannot start the CPU backend")?,
+    ))
+}
+
+/// A model on a given backend: several models of one process share its
+/// thread pool (one parallel job at a time) instead of each oversubscribing
+/// the cores.
+pub fn model_on(
+    file: &Arc<GgufFile>,
+    path: &Path,
+    backend: Arc<CpuBackend>,
+) -> Result<Box<dyn CausalLm>> {
     edgellama_models::load_model(file.clone(), backend)
         .with_context(|| format!("cannot load model {}", path.display()))
 }

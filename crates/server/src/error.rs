@@ -22,6 +22,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("not found: {0}")]
     NotFound(String),
+    /// A request named a model this server does not serve.
+    #[error("The model `{0}` does not exist")]
+    ModelNotFound(String),
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
     /// The queue is full; the client should retry after a while.
@@ -52,7 +55,7 @@ impl ApiError {
             | ApiError::ContextLength { .. }
             | ApiError::Unsupported(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::Unsupported(_) => ("invalid_request_error", Some("unsupported")),
             ApiError::Unauthorized => ("authentication_error", Some("invalid_api_key")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::TooLarge(_) => ("invalid_request_error", Some("request_too_large")),
             ApiError::Busy { .. } => ("server_error", Some("server_busy")),
             ApiError::Internal(_) => ("server_error", None),
@@ -80,6 +84,7 @@ impl ApiError {
         let param = match self {
             ApiError::BadRequest { param, .. } => param.clone(),
             ApiError::ContextLength { .. } => Some("messages".into()),
+            ApiError::ModelNotFound(_) => Some("model".into()),
             _ => None,
         };
         json!({"error": {

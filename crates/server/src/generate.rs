@@ -3,7 +3,7 @@
 
 use crate::error::ApiError;
 use crate::types::Common;
-use crate::AppState;
+use crate::ServedModel;
 use edgellama_engine::batch::{
     Constraint, Done, Event, FinishReason, JsonConstraint, Request, SubmitError, TokenLogprob,
 };
@@ -23,6 +23,8 @@ pub const MAX_TOP_LOGPROBS: u64 = 20;
 
 /// What every choice of a request is generated with.
 pub struct Plan {
+    /// The model that generates.
+    pub target: Arc<ServedModel>,
     pub prompt: Vec<u32>,
     pub n: usize,
     pub max_tokens: Option<usize>,
@@ -210,7 +212,7 @@ pub fn response_format(v: &Option<Value>) -> Result<Option<ConstraintSpec>, ApiE
 
 /// Submits every choice; on failure the ones already queued are
 /// cancelled by dropping their receivers.
-pub fn submit(state: &AppState, plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
+pub fn submit(plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
     let mut rxs = Vec::with_capacity(plan.n);
     for i in 0..plan.n {
         let mut sampling = plan.sampling.clone();
@@ -229,7 +231,7 @@ pub fn submit(state: &AppState, plan: &Plan) -> Result<Vec<UnboundedReceiver<Eve
             },
             images: plan.images.clone(),
         };
-        let rx = state.engine.submit(req).map_err(|e| match e {
+        let rx = plan.target.engine.submit(req).map_err(|e| match e {
             SubmitError::QueueFull(waiting) => ApiError::Busy { waiting },
             SubmitError::PromptTooLong { n_prompt, n_ctx } => {
                 ApiError::ContextLength { n_prompt, n_ctx }
@@ -246,6 +248,7 @@ pub fn finish_reason(f: FinishReason) -> &'static str {
     match f {
         FinishReason::EndOfGeneration | FinishReason::StopString(_) => "stop",
         FinishReason::MaxTokens | FinishReason::ContextFull => "length",
+        FinishReason::ContentFilter => "content_filter",
     }
 }
 
@@ -323,7 +326,9 @@ impl Choice {
             .done
             .as_ref()
             .map_or("stop", |d| finish_reason(d.finish));
-        match &self.tools {
+        // A stopped reply is not read for calls: its text is cut short.
+        let tools = self.tools.as_ref().filter(|_| reason != "content_filter");
+        match tools {
             None => Final {
                 content: Some(self.text.clone()),
                 tool_calls: Vec::new(),

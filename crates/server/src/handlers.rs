@@ -2,8 +2,9 @@
 
 use crate::error::ApiError;
 use crate::generate::{self as gen, Choice, ConstraintSpec, Plan};
+use crate::moderation::{shield_conversation, shield_output, Stage};
 use crate::types::{ChatRequest, Common, CompletionRequest, Prompt, TemplateRequest};
-use crate::{images, metrics as prom, unix_now, AppState};
+use crate::{images, metrics as prom, unix_now, AppState, ServedModel};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
@@ -29,7 +30,10 @@ type AppResult<T> = Result<T, ApiError>;
 
 /// The body as JSON of type `T`; every failure is a 400 (413 when too
 /// large), never a panic.
-fn parse<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>, limit: usize) -> AppResult<T> {
+pub(crate) fn parse<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> AppResult<T> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge(limit)
@@ -85,30 +89,39 @@ pub async fn page() -> Html<&'static str> {
 }
 
 pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
-    let cfg = st.engine.config();
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": st.config.model_id,
-            "object": "model",
-            "created": st.started,
-            "owned_by": "edgellama",
-            "meta": {
-                "n_ctx": cfg.n_ctx,
-                "n_parallel": cfg.n_parallel,
-                "n_vocab": st.tokenizer.vocab_size(),
-            },
-        }],
-    }))
+    let data: Vec<Value> = st
+        .models
+        .iter()
+        .map(|m| {
+            let cfg = m.engine.config();
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": st.started,
+                "owned_by": "edgellama",
+                "meta": {
+                    "n_ctx": cfg.n_ctx,
+                    "n_parallel": cfg.n_parallel,
+                    "n_vocab": m.tokenizer.vocab_size(),
+                    "guard": st.shield.as_ref().is_some_and(|g| Arc::ptr_eq(&g.model, m)),
+                },
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
 pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let mut text = prom::render(st.main().engine.metrics(), &st.http);
+    if let Some(shield) = &st.shield {
+        shield.render_metrics(&mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        prom::render(st.engine.metrics(), &st.http),
+        text,
     )
         .into_response()
 }
@@ -116,10 +129,10 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 /// [`images::take_images`] off the async workers: decoding (and
 /// downloading) images is slow work.
 async fn take_images(
-    st: &AppState,
+    m: &ServedModel,
     messages: &mut Vec<ChatMessage>,
 ) -> AppResult<Vec<Arc<PreparedImage>>> {
-    let support = st.config.images.clone();
+    let support = m.images.clone();
     let mut taken = std::mem::take(messages);
     let (taken, images) = tokio::task::spawn_blocking(move || {
         images::take_images(&mut taken, support.as_ref()).map(|i| (taken, i))
@@ -157,7 +170,7 @@ fn check_messages(messages: &[ChatMessage]) -> AppResult<()> {
 }
 
 fn render(
-    st: &AppState,
+    m: &ServedModel,
     messages: Vec<ChatMessage>,
     tools: Option<Vec<Value>>,
     add_generation_prompt: bool,
@@ -181,7 +194,7 @@ fn render(
     if let Some(t) = tools {
         req = req.with_tools(t);
     }
-    match st.template.render(&req) {
+    match m.template.render(&req) {
         Ok(text) => Ok(text),
         // Templates written without tool calls in mind fail on an assistant
         // message that has calls and no content: give it the calls as text,
@@ -204,7 +217,7 @@ fn render(
                     m.content = Some(MessageContent::Text(text.join("\n")));
                 }
             }
-            st.template
+            m.template
                 .render(&req)
                 .map_err(|_| ApiError::bad_param("messages", e.to_string()))
         }
@@ -215,9 +228,9 @@ fn render(
 /// Tokens of a rendered prompt with exactly one BOS: templates write the
 /// BOS text themselves, and when the tokenizer adds BOS too the text's
 /// copy is dropped, as llama.cpp does.
-fn encode_rendered(st: &AppState, text: &str) -> Vec<u32> {
-    let tok = &st.tokenizer;
-    let bos_text = st.template.bos_token();
+fn encode_rendered(m: &ServedModel, text: &str) -> Vec<u32> {
+    let tok = &m.tokenizer;
+    let bos_text = m.template.bos_token();
     let mut ids = Vec::new();
     let mut text = text;
     if let (Some(bos), true) = (tok.bos_id(), tok.adds_bos()) {
@@ -235,9 +248,10 @@ pub async fn apply_template(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Json<Value>> {
     let mut req: TemplateRequest = parse(body, st.config.max_body_bytes)?;
-    take_images(&st, &mut req.messages).await?;
+    let m = st.model(req.model.as_deref())?;
+    take_images(&m, &mut req.messages).await?;
     check_messages(&req.messages)?;
-    let prompt = render(&st, req.messages, req.tools, req.add_generation_prompt)?;
+    let prompt = render(&m, req.messages, req.tools, req.add_generation_prompt)?;
     Ok(Json(json!({ "prompt": prompt })))
 }
 
@@ -288,9 +302,10 @@ fn forced_call_schema(tools: &[Value], names: &[String]) -> Value {
     json!({ "anyOf": alts })
 }
 
-fn common_plan(st: &AppState, c: &Common, prompt: Vec<u32>) -> AppResult<Plan> {
-    let n_vocab = st.tokenizer.vocab_size();
+fn common_plan(m: &Arc<ServedModel>, c: &Common, prompt: Vec<u32>) -> AppResult<Plan> {
+    let n_vocab = m.tokenizer.vocab_size();
     Ok(Plan {
+        target: m.clone(),
         prompt,
         n: gen::choices(c)?,
         max_tokens: gen::max_tokens(c),
@@ -304,8 +319,8 @@ fn common_plan(st: &AppState, c: &Common, prompt: Vec<u32>) -> AppResult<Plan> {
     })
 }
 
-fn check_prompt_fits(st: &AppState, prompt: &[u32]) -> AppResult<()> {
-    let n_ctx = st.engine.config().n_ctx;
+fn check_prompt_fits(m: &ServedModel, prompt: &[u32]) -> AppResult<()> {
+    let n_ctx = m.engine.config().n_ctx;
     if prompt.len() > n_ctx {
         return Err(ApiError::ContextLength {
             n_prompt: prompt.len(),
@@ -331,7 +346,8 @@ pub async fn chat(
     body: Result<Bytes, BytesRejection>,
 ) -> AppResult<Response> {
     let mut req: ChatRequest = parse(body, st.config.max_body_bytes)?;
-    let images = take_images(&st, &mut req.messages).await?;
+    let m = st.model(req.common.model.as_deref())?;
+    let images = take_images(&m, &mut req.messages).await?;
     check_messages(&req.messages)?;
     let mut tools = req.tools.clone().filter(|t| !t.is_empty());
     let mut forced: Option<Vec<String>> = None;
@@ -370,10 +386,10 @@ pub async fn chat(
             ))
         }
     }
-    let text = render(&st, req.messages.clone(), tools.clone(), true)?;
-    let prompt = encode_rendered(&st, &text);
-    check_prompt_fits(&st, &prompt)?;
-    if let Some(sup) = &st.config.images {
+    let text = render(&m, req.messages.clone(), tools.clone(), true)?;
+    let prompt = encode_rendered(&m, &text);
+    check_prompt_fits(&m, &prompt)?;
+    if let Some(sup) = &m.images {
         let n_tokens = prompt.iter().filter(|&&t| t == sup.token).count();
         if n_tokens != images.len() {
             return Err(ApiError::bad_param(
@@ -387,7 +403,7 @@ pub async fn chat(
             ));
         }
     }
-    let mut plan = common_plan(&st, &req.common, prompt)?;
+    let mut plan = common_plan(&m, &req.common, prompt)?;
     plan.images = images;
     if req.logprobs {
         plan.logprobs = Some(gen::top_logprobs(req.top_logprobs)?);
@@ -403,31 +419,55 @@ pub async fn chat(
     if (tools.is_some() && plan.constraint.is_none()) || forced.is_some() {
         plan.tools = names;
     }
-    let rxs = gen::submit(&st, &plan)?;
     let id = new_id(&st, "chatcmpl");
-    let model = req
-        .common
-        .model
-        .clone()
-        .unwrap_or_else(|| st.config.model_id.clone());
+    // The shields guard the main model (a request to the guard itself is
+    // not judged by it).
+    let shield = st
+        .shield
+        .as_ref()
+        .filter(|s| !Arc::ptr_eq(&s.model, &m) && (s.settings.input || s.settings.output));
+    let conversation = shield.map(|_| shield_conversation(&req.messages));
+    if let (Some(s), Some(conv)) = (shield, &conversation) {
+        if s.settings.input && conv.last().is_some_and(|t| t.role == "user") {
+            let r = s.check(conv, Stage::Input, false).await?;
+            if r.flagged {
+                let model = req.common.model.clone().unwrap_or_else(|| m.id.clone());
+                let usage = req
+                    .common
+                    .stream_options
+                    .as_ref()
+                    .is_some_and(|o| o.include_usage);
+                return Ok(refusal_response(
+                    &s.settings.refusal,
+                    &id,
+                    &model,
+                    req.common.stream,
+                    usage,
+                ));
+            }
+        }
+    }
+    let mut rxs = gen::submit(&plan)?;
+    if let (Some(s), Some(conv)) = (shield, conversation) {
+        if s.settings.output {
+            let n_prompt = plan.prompt.len();
+            rxs = rxs
+                .into_iter()
+                .map(|rx| shield_output(st.clone(), conv.clone(), n_prompt, rx))
+                .collect();
+        }
+    }
+    let model = req.common.model.clone().unwrap_or_else(|| m.id.clone());
     if req.common.stream {
         let usage = req
             .common
             .stream_options
             .as_ref()
             .is_some_and(|o| o.include_usage);
-        Ok(stream_response(st, rxs, plan, id, model, Kind::Chat, usage))
+        Ok(stream_response(rxs, plan, id, model, Kind::Chat, usage))
     } else {
         let choices = collect(rxs, &plan).await;
-        Ok(Json(whole_response(
-            &st,
-            &choices,
-            &plan,
-            &id,
-            &model,
-            Kind::Chat,
-        )?)
-        .into_response())
+        Ok(Json(whole_response(&choices, &plan, &id, &model, Kind::Chat)?).into_response())
     }
 }
 
@@ -450,7 +490,8 @@ pub async fn completions(
                 .into(),
         ));
     }
-    let tok = &st.tokenizer;
+    let m = st.model(req.common.model.as_deref())?;
+    let tok = &m.tokenizer;
     // Each prompt with the text `echo` gives back: the text as sent, or
     // what its token ids spell.
     let text = |t: String| (tok.encode(&t, tok.adds_bos(), true), t);
@@ -484,7 +525,7 @@ pub async fn completions(
     }
     let n_vocab = tok.vocab_size();
     for (prompt, _) in &prompts {
-        check_prompt_fits(&st, prompt)?;
+        check_prompt_fits(&m, prompt)?;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= n_vocab) {
             return Err(ApiError::bad_param(
                 "prompt",
@@ -492,7 +533,7 @@ pub async fn completions(
             ));
         }
     }
-    let mut plan = common_plan(&st, &req.common, Vec::new())?;
+    let mut plan = common_plan(&m, &req.common, Vec::new())?;
     if prompts.len() * plan.n > gen::MAX_N as usize * 4 {
         return Err(ApiError::bad_param(
             "n",
@@ -512,17 +553,13 @@ pub async fn completions(
     let mut rxs = Vec::new();
     for (prompt, text) in prompts {
         plan.prompt = prompt;
-        rxs.extend(gen::submit(&st, &plan)?);
+        rxs.extend(gen::submit(&plan)?);
         if req.echo {
             plan.echo.extend(std::iter::repeat_n(text, plan.n));
         }
     }
     let id = new_id(&st, "cmpl");
-    let model = req
-        .common
-        .model
-        .clone()
-        .unwrap_or_else(|| st.config.model_id.clone());
+    let model = req.common.model.clone().unwrap_or_else(|| m.id.clone());
     if req.common.stream {
         let usage = req
             .common
@@ -530,7 +567,6 @@ pub async fn completions(
             .as_ref()
             .is_some_and(|o| o.include_usage);
         Ok(stream_response(
-            st,
             rxs,
             plan,
             id,
@@ -541,7 +577,6 @@ pub async fn completions(
     } else {
         let choices = collect(rxs, &plan).await;
         Ok(Json(whole_response(
-            &st,
             &choices,
             &plan,
             &id,
@@ -652,7 +687,6 @@ fn completion_logprobs(tok: &Tokenizer, lps: &[TokenLogprob], offset0: usize) ->
 }
 
 fn whole_response(
-    st: &AppState,
     choices: &[Choice],
     plan: &Plan,
     id: &str,
@@ -662,7 +696,7 @@ fn whole_response(
     if let Some(e) = choices.iter().find_map(|c| c.error.clone()) {
         return Err(ApiError::Internal(e));
     }
-    let tok = &st.tokenizer;
+    let tok = &plan.target.tokenizer;
     let items: Vec<Value> = choices
         .iter()
         .map(|c| {
@@ -709,7 +743,7 @@ type Merged = SelectAll<stream::BoxStream<'static, (usize, Event)>>;
 
 /// The state of one streamed response.
 struct Streamer {
-    st: Arc<AppState>,
+    target: Arc<ServedModel>,
     merged: Merged,
     choices: Vec<Choice>,
     id: String,
@@ -746,7 +780,7 @@ impl Streamer {
         if text.is_empty() && finish.is_none() && lps.is_empty() {
             return None;
         }
-        let tok = &self.st.tokenizer;
+        let tok = &self.target.tokenizer;
         let choice = match self.kind {
             Kind::Chat => json!({
                 "index": i,
@@ -822,7 +856,6 @@ impl Streamer {
 }
 
 fn stream_response(
-    st: Arc<AppState>,
     rxs: Vec<UnboundedReceiver<Event>>,
     plan: Plan,
     id: String,
@@ -837,7 +870,7 @@ fn stream_response(
             .boxed()
     }));
     let s = Streamer {
-        st,
+        target: plan.target.clone(),
         merged,
         choices: (0..n).map(|i| Choice::new(i, plan.tools.clone())).collect(),
         id,
@@ -899,6 +932,75 @@ fn stream_response(
         )
         .map(Ok::<_, Infallible>);
     let mut r = Sse::new(body).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// The reply to a request the input shield blocked: a normal completion
+/// whose text is the refusal, `finish_reason: "content_filter"`, no tokens
+/// of the main model spent.
+fn refusal_response(
+    refusal: &str,
+    id: &str,
+    model: &str,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let created = unix_now();
+    let usage = json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0});
+    if !stream {
+        return Json(json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "edgellama",
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": refusal},
+                "logprobs": Value::Null,
+                "finish_reason": "content_filter",
+            }],
+            "usage": usage,
+        }))
+        .into_response();
+    }
+    let chunk = |delta: Value, finish: Value| {
+        let mut v = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "edgellama",
+            "choices": [{"index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish}],
+        });
+        if include_usage {
+            v["usage"] = Value::Null;
+        }
+        SseEvent::default().data(v.to_string())
+    };
+    let mut events = vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": refusal}), Value::Null),
+        chunk(json!({}), json!("content_filter")),
+    ];
+    if include_usage {
+        let v = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": "edgellama",
+            "choices": [],
+            "usage": usage,
+        });
+        events.push(SseEvent::default().data(v.to_string()));
+    }
+    events.push(SseEvent::default().data("[DONE]"));
+    let mut r = Sse::new(stream::iter(events.into_iter().map(Ok::<_, Infallible>))).into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-cache"),

@@ -12,16 +12,19 @@ mod generate;
 mod handlers;
 mod images;
 mod metrics;
+mod moderation;
 pub mod types;
 
 pub use error::{ApiError, RETRY_AFTER_SECS};
 pub use images::ImageSupport;
+pub use moderation::{Shield, ShieldSettings};
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 use edgellama_engine::batch::EngineHandle;
+use edgellama_engine::guard::Guard;
 use edgellama_tokenizer::{ChatTemplate, Tokenizer};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -51,11 +54,23 @@ impl Default for ServerConfig {
     }
 }
 
-/// Everything the handlers share.
-pub struct AppState {
+/// One model the server answers for: its engine, tokenizer and template.
+pub struct ServedModel {
+    /// The name `/v1/models` lists and requests pick it by.
+    pub id: String,
     pub engine: EngineHandle,
     pub tokenizer: Arc<Tokenizer>,
     pub template: Arc<ChatTemplate>,
+    /// Set for a vision model: image parts are accepted.
+    pub images: Option<ImageSupport>,
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The models served; the first answers requests that name none.
+    pub models: Vec<Arc<ServedModel>>,
+    /// The guard model's checks: `/v1/moderations` and the shields.
+    pub shield: Option<Shield>,
     pub config: ServerConfig,
     /// Unix time the server started (`created` of the model).
     pub started: u64,
@@ -64,21 +79,63 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A server for one model, named and shaped by `config`.
     pub fn new(
         engine: EngineHandle,
         tokenizer: Arc<Tokenizer>,
         template: Arc<ChatTemplate>,
         config: ServerConfig,
     ) -> AppState {
-        AppState {
+        let main = ServedModel {
+            id: config.model_id.clone(),
             engine,
             tokenizer,
             template,
+            images: config.images.clone(),
+        };
+        AppState {
+            models: vec![Arc::new(main)],
+            shield: None,
             config,
             started: unix_now(),
             next_id: AtomicU64::new(1),
             http: metrics::HttpCounters::default(),
         }
+    }
+
+    /// Adds a guard model: listed and usable as a model, answering
+    /// `/v1/moderations`, and shielding the main model as `shield` says.
+    pub fn with_guard(
+        mut self,
+        model: ServedModel,
+        guard: Guard,
+        settings: ShieldSettings,
+    ) -> Self {
+        let model = Arc::new(model);
+        self.models.push(model.clone());
+        self.shield = Some(Shield::new(model, guard, settings));
+        self
+    }
+
+    /// The main model.
+    pub fn main(&self) -> &Arc<ServedModel> {
+        &self.models[0]
+    }
+
+    /// The model a request names. With one model served any name is
+    /// accepted (clients often send a fixed one, and llama-server ignores
+    /// it); with several, an unknown name is OpenAI's 404 `model_not_found`.
+    pub fn model(&self, name: Option<&str>) -> Result<Arc<ServedModel>, ApiError> {
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return Ok(self.main().clone());
+        };
+        if let Some(m) = self.models.iter().find(|m| m.id == name) {
+            return Ok(m.clone());
+        }
+        if self.models.len() == 1 {
+            return Ok(self.main().clone());
+        }
+        Err(ApiError::ModelNotFound(name.to_string()))
     }
 }
 
@@ -98,6 +155,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(handlers::models))
         .route("/models", get(handlers::models))
         .route("/apply-template", post(handlers::apply_template))
+        .route("/v1/moderations", post(moderation::moderations))
+        .route("/moderations", post(moderation::moderations))
         .route("/metrics", get(handlers::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

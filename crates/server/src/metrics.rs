@@ -34,7 +34,7 @@ fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+pub(crate) fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (b, c) in h.bounds().iter().zip(h.cumulative()) {
         let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");

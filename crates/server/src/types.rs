@@ -96,6 +96,7 @@ pub struct CompletionRequest {
 #[derive(Debug, Clone, Deserialize)]
 pub struct TemplateRequest {
     pub messages: Vec<ChatMessage>,
+    pub model: Option<String>,
     pub tools: Option<Vec<Value>>,
     #[serde(default = "yes")]
     pub add_generation_prompt: bool,

@@ -762,7 +762,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h[header::RETRY_AFTER], "1");
     assert_openai_error(&serde_json::from_slice(&b).unwrap(), "server_error");
-    let m = state.engine.metrics();
+    let m = state.main().engine.metrics();
     assert_eq!(
         m.requests_rejected
             .load(std::sync::atomic::Ordering::Relaxed),
@@ -798,7 +798,7 @@ async fn a_client_that_disconnects_frees_its_slot() {
     }
     drop(body);
     let t0 = std::time::Instant::now();
-    while state.engine.metrics().snapshot().active > 0 {
+    while state.main().engine.metrics().snapshot().active > 0 {
         assert!(t0.elapsed().as_secs() < 10, "the slot was not freed");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

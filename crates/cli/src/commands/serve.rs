@@ -4,7 +4,8 @@ use crate::load;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_engine::batch::{Engine, EngineConfig};
-use edgellama_server::{router, AppState, ImageSupport, ServerConfig};
+use edgellama_engine::guard::Guard;
+use edgellama_server::{router, AppState, ImageSupport, ServedModel, ServerConfig, ShieldSettings};
 use edgellama_tokenizer::ChatTemplate;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -54,6 +55,107 @@ pub struct ServeArgs {
     /// allowed local files are accepted).
     #[arg(long = "allow-image-urls")]
     pub allow_image_urls: bool,
+    #[command(flatten)]
+    pub guard: GuardServeArgs,
+}
+
+/// The guard model served beside the main one.
+#[derive(Args, Debug)]
+pub struct GuardServeArgs {
+    /// A Llama Guard model (GGUF) served beside the main one: listed in
+    /// /v1/models, answering /v1/moderations, shielding chats as --guard says.
+    #[arg(long = "guard-model", value_name = "FILE")]
+    pub guard_model: Option<PathBuf>,
+    /// Which chat turns the guard checks: `input` (the prompt, before any
+    /// generation), `output` (the reply, held back until checked), `both`,
+    /// or `none` (only /v1/moderations).
+    #[arg(long = "guard", value_enum, default_value = "none")]
+    pub guard: GuardMode,
+    /// A turn is flagged from this probability of "unsafe" on.
+    #[arg(long = "guard-threshold", default_value_t = 0.5)]
+    pub guard_threshold: f32,
+    /// The assistant's reply when the input shield blocks a request.
+    #[arg(long = "guard-refusal")]
+    pub guard_refusal: Option<String>,
+    /// Category codes left out of the guard's policy (comma-separated: S6,S8).
+    #[arg(long = "guard-exclude", value_delimiter = ',')]
+    pub guard_exclude: Vec<String>,
+    /// Reply bytes the output shield checks at a time.
+    #[arg(long = "guard-output-chunk", default_value_t = 200)]
+    pub guard_output_chunk: usize,
+    /// Guard checks run together.
+    #[arg(long = "guard-parallel", default_value_t = 2)]
+    pub guard_parallel: usize,
+    /// Context of each guard sequence (its prompt holds the conversation).
+    #[arg(long = "guard-ctx-size", default_value_t = 8192)]
+    pub guard_ctx_size: usize,
+    /// Name of the guard model (default: its file's name).
+    #[arg(long = "guard-alias")]
+    pub guard_alias: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuardMode {
+    None,
+    Input,
+    Output,
+    Both,
+}
+
+impl GuardServeArgs {
+    /// Checks what needs no loading.
+    fn validate(&self) -> Result<()> {
+        if self.guard_model.is_none() {
+            if self.guard != GuardMode::None {
+                bail!("--guard needs a guard model (--guard-model FILE)");
+            }
+            return Ok(());
+        }
+        if !(0.0..=1.0).contains(&self.guard_threshold) {
+            bail!(
+                "--guard-threshold must be within [0, 1], got {}",
+                self.guard_threshold
+            );
+        }
+        if self.guard_parallel == 0 {
+            bail!("--guard-parallel must be at least 1");
+        }
+        if self.guard_ctx_size < 64 {
+            bail!(
+                "--guard-ctx-size must be at least 64, got {}",
+                self.guard_ctx_size
+            );
+        }
+        if self.guard_output_chunk == 0 {
+            bail!("--guard-output-chunk must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> ShieldSettings {
+        let mut s = ShieldSettings {
+            input: matches!(self.guard, GuardMode::Input | GuardMode::Both),
+            output: matches!(self.guard, GuardMode::Output | GuardMode::Both),
+            threshold: self.guard_threshold,
+            excluded: self
+                .guard_exclude
+                .iter()
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect(),
+            output_chunk: self.guard_output_chunk,
+            ..ShieldSettings::default()
+        };
+        if let Some(r) = &self.guard_refusal {
+            s.refusal = r.clone();
+        }
+        s
+    }
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map_or_else(|| "edgellama".into(), |n| n.to_string_lossy().into_owned())
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -74,6 +176,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => None,
     };
 
+    a.guard.validate()?;
     if let Some(dir) = &a.allow_image_path {
         if !dir.is_dir() {
             bail!("--allow-image-path {} is not a directory", dir.display());
@@ -88,7 +191,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         None => ChatTemplate::from_gguf(&file),
     }
     .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
-    let model: Arc<dyn edgellama_models::CausalLm> = Arc::from(load::model(&file, &path, threads)?);
+    let backend = load::backend(threads)?;
+    let model: Arc<dyn edgellama_models::CausalLm> =
+        Arc::from(load::model_on(&file, &path, backend.clone())?);
     let n_ctx = if a.ctx_size == 0 {
         model.info().n_ctx_train
     } else {
@@ -113,11 +218,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
     let engine =
         Engine::start(model, tokenizer.clone(), config).context("cannot start the engine")?;
-    let model_id = a.alias.clone().unwrap_or_else(|| {
-        path.file_name()
-            .map_or_else(|| "edgellama".into(), |n| n.to_string_lossy().into_owned())
-    });
-    let state = Arc::new(AppState::new(
+    let model_id = a.alias.clone().unwrap_or_else(|| file_name(&path));
+    let state = AppState::new(
         engine,
         tokenizer,
         Arc::new(template),
@@ -127,8 +229,56 @@ pub fn run(a: ServeArgs) -> Result<()> {
             max_body_bytes: a.max_body,
             images,
         },
-    ));
-    let app = router(state);
+    );
+    let state = match &a.guard.guard_model {
+        None => state,
+        Some(gpath) => {
+            let g = &a.guard;
+            let gfile = load::open_gguf(gpath, a.model.load.mode())?;
+            let gtok = Arc::new(load::tokenizer(&gfile, gpath)?);
+            let gtemplate = Arc::new(ChatTemplate::from_gguf(&gfile).with_context(|| {
+                format!("cannot load the chat template of {}", gpath.display())
+            })?);
+            let gmodel: Arc<dyn edgellama_models::CausalLm> =
+                Arc::from(load::model_on(&gfile, gpath, backend.clone())?);
+            let n_ctx = g.guard_ctx_size.min(gmodel.info().n_ctx_train.max(64));
+            let gengine = Engine::start(
+                gmodel,
+                gtok.clone(),
+                EngineConfig {
+                    n_parallel: g.guard_parallel,
+                    n_ctx,
+                    max_queue: a.max_queue,
+                    batch_tokens: a.batch_size,
+                },
+            )
+            .context("cannot start the guard's engine")?;
+            let guard = Guard::new(gengine.clone(), gtok.clone(), gtemplate.clone())
+                .with_context(|| format!("{} cannot be used as a guard", gpath.display()))?;
+            let id = g.guard_alias.clone().unwrap_or_else(|| file_name(gpath));
+            if id == state.main().id {
+                bail!("the guard model and the main model have the same name `{id}`: give one an alias");
+            }
+            eprintln!(
+                "edgellama serve: guard {} as `{id}` (shields: {:?}, threshold {})",
+                gpath.display(),
+                g.guard,
+                g.guard_threshold
+            );
+            state.with_guard(
+                ServedModel {
+                    id,
+                    engine: gengine,
+                    tokenizer: gtok,
+                    template: gtemplate,
+                    images: None,
+                },
+                guard,
+                g.settings(),
+            )
+        }
+    };
+    let app = router(Arc::new(state));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -160,6 +160,9 @@ pub enum FinishReason {
     MaxTokens,
     /// The context is full; nothing was cut silently.
     ContextFull,
+    /// A guard judged the reply unsafe and stopped it (a server's output
+    /// shield; the scheduler itself never ends a reply so).
+    ContentFilter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
