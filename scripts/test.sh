@@ -3,7 +3,10 @@
 # (pinned Python packages; Debian's Chromium when missing), fetches the test
 # models and texts (cached), checks formatting and lints, runs every Rust
 # crate's tests, then drives `edgellama serve` with the official OpenAI
-# client and its chat page in headless Chromium (tests/openai).
+# client and its chat page in headless Chromium (tests/openai), and the
+# real OGX (Llama Stack) server in front of it with its own client
+# (tests/ogx, in a Python 3.12 environment made from tests/ogx/requirements.txt;
+# skipped with a message where no Python 3.12 is found or the install fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,3 +23,24 @@ cargo clippy --workspace --all-targets --release -- -D warnings
 cargo test --workspace --release
 cargo build --release -p edgellama-cli
 python3 -m pytest tests/openai -q
+
+# OGX needs Python >= 3.12.
+py312="$(command -v python3.12 || ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1 || true)"
+venv=.cache/venv-ogx
+if [ -n "$py312" ]; then
+    if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/ogx/requirements.txt "$venv/requirements.txt"; then
+        rm -rf "$venv"
+        if "$py312" -m venv "$venv" &&
+            "$venv/bin/pip" install -q --disable-pip-version-check -r tests/ogx/requirements.txt; then
+            cp tests/ogx/requirements.txt "$venv/requirements.txt"
+        else
+            echo "tests/ogx skipped: OGX could not be installed" >&2
+            rm -rf "$venv"
+        fi
+    fi
+else
+    echo "tests/ogx skipped: no Python 3.12 found for OGX" >&2
+fi
+if [ -x "$venv/bin/python" ]; then
+    "$venv/bin/python" -m pytest tests/ogx -q -p no:cacheprovider
+fi
