@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Writes random-weight F16 models with the exact shapes of Llama 3.2 1B and 3B.
+"""Writes random-weight F16 models with the exact shapes of Llama 3.2 1B and 3B
+(and of Llama Guard 3 1B).
 
-    python3 bench/make-shaped-models.py OUTDIR [--size 1b|3b|all] [--tokenizer PATH]
+    python3 bench/make-shaped-models.py OUTDIR [--size 1b|3b|guard1b|all] [--tokenizer PATH]
 
 Pinned: numpy==2.4.6, gguf==0.19.0 (gguf-py). Output:
     llama32-1b-shaped-f16.gguf   ~2.5 GB
     llama32-3b-shaped-f16.gguf   ~6.4 GB
+    llama-guard3-1b-shaped-f16.gguf  ~3.0 GB (--size guard1b: untied output, RoPE factor 8,
+                                 Llama Guard 3 1B's chat template; not part of "all")
 Quantized variants are made from these with llama-quantize (bench/run.sh does).
 
 Speed depends only on the shapes, so these stand in for Meta's weights in
@@ -84,11 +87,23 @@ class Shape:
     n_head_kv: int
     head_dim: int
     n_ff: int
+    # Llama Guard 3 1B: the 1B with an output matrix of its own, RoPE factor 8
+    # (Llama 3.1's), and its chat template.
+    untied: bool = False
+    rope_factor: float = 32.0
+    template: Path | None = None
+    file: str = ""
 
 
+GUARD_TEMPLATE = ROOT / "crates" / "engine" / "tests" / "golden" / "guard" / "llama-guard-3-1b.jinja"
 SHAPES = {
-    "1b": Shape("1b", "Llama-3.2-1B-shaped (random weights)", 16, 2048, 32, 8, 64, 8192),
-    "3b": Shape("3b", "Llama-3.2-3B-shaped (random weights)", 28, 3072, 24, 8, 128, 8192),
+    "1b": Shape("1b", "Llama-3.2-1B-shaped (random weights)", 16, 2048, 32, 8, 64, 8192,
+                file="llama32-1b-shaped-f16.gguf"),
+    "3b": Shape("3b", "Llama-3.2-3B-shaped (random weights)", 28, 3072, 24, 8, 128, 8192,
+                file="llama32-3b-shaped-f16.gguf"),
+    "guard1b": Shape("guard1b", "Llama-Guard-3-1B-shaped (random weights)", 16, 2048, 32, 8, 64, 8192,
+                     untied=True, rope_factor=8.0, template=GUARD_TEMPLATE,
+                     file="llama-guard3-1b-shaped-f16.gguf"),
 }
 
 
@@ -116,6 +131,8 @@ def tensor_plan(s: Shape) -> list[tuple[str, tuple[int, ...], float]]:
             (p + "ffn_down.weight", (s.n_embd, s.n_ff), s.n_ff**-0.5),  # [n_ff, n_embd]
         ]
     plan.append(("output_norm.weight", (s.n_embd,), 0.0))
+    if s.untied:
+        plan.append(("output.weight", (N_VOCAB, s.n_embd), s.n_embd**-0.5))  # [n_embd, n_vocab]
     return plan
 
 
@@ -160,8 +177,11 @@ def write_model(path: Path, s: Shape, vocab: tuple[list[str], list[int], list[st
     w.add_eos_token_id(EOS_ID)
     w.add_pad_token_id(PAD_ID)
     w.add_add_bos_token(True)
+    if s.template is not None:
+        w.add_chat_template(s.template.read_text(encoding="utf-8"))
 
-    freqs = tiny.rope_freqs(s.head_dim)  # [head_dim/2]
+    scaling = dict(tiny.ROPE_SCALING, factor=s.rope_factor)
+    freqs = tiny.rope_freqs(s.head_dim, ROPE_THETA, scaling)  # [head_dim/2]
     plan = tensor_plan(s)
     w.add_tensor_info("rope_freqs.weight", freqs.shape, freqs.dtype, freqs.nbytes)
     for name, shape, std in plan:
@@ -183,7 +203,7 @@ def write_model(path: Path, s: Shape, vocab: tuple[list[str], list[int], list[st
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("outdir", type=Path)
-    ap.add_argument("--size", choices=["1b", "3b", "all"], default="all")
+    ap.add_argument("--size", choices=["1b", "3b", "guard1b", "all"], default="all")
     ap.add_argument("--tokenizer", type=Path, help="llama3.2-tokenizer.json (default: OUTDIR/llama3.2-tokenizer.json)")
     args = ap.parse_args()
 
@@ -204,7 +224,7 @@ def main() -> None:
         sys.exit(f"vocabulary has {len(vocab[0])} tokens, expected {N_VOCAB}")
     for key in ["1b", "3b"] if args.size == "all" else [args.size]:
         s = SHAPES[key]
-        path = args.outdir / f"llama32-{key}-shaped-f16.gguf"
+        path = args.outdir / s.file
         tmp = path.with_suffix(".gguf.part")
         write_model(tmp, s, vocab)
         tmp.replace(path)

@@ -27,7 +27,8 @@
 use crate::batch::{EngineHandle, Event, Request, SubmitError};
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::chat::guard::{
-    listed_categories, parse_verdict, render_guard_prompt, GuardPolicy,
+    listed_categories, parse_verdict, render_guard_prompt, verdict_progress, GuardPolicy,
+    VerdictProgress,
 };
 use edgellama_tokenizer::{ChatMessage, ChatTemplate, ChatTemplateError, Tokenizer};
 use std::collections::BTreeMap;
@@ -186,7 +187,7 @@ impl Guard {
         let text = self.prompt_text(messages, &opts.policy)?;
         let prompt = self.encode(&text);
         let reply = self
-            .run(prompt.clone(), vec![self.unsafe_id], MAX_REPLY_TOKENS)
+            .run(prompt.clone(), vec![self.unsafe_id], MAX_REPLY_TOKENS, true)
             .await?;
         // The verdict position: the first token that is not whitespace, or
         // the ending token.
@@ -196,15 +197,19 @@ impl Guard {
             .position(|&id| !self.is_whitespace(id))
             .unwrap_or(reply.ids.len());
         let lead = &reply.ids[..at.min(reply.ids.len())];
-        // Read again as the last position of a prompt: prompt positions take
-        // the backend's f32 attention route, a decoding step its F16 one,
-        // and the score should not depend on that.
-        let mut forced = prompt.clone();
-        forced.extend_from_slice(lead);
-        let verdict = self.run(forced, vec![self.unsafe_id], 1).await?;
+        // The verdict position's distribution as the last position of a
+        // prompt: prompt positions take the backend's f32 attention route, a
+        // decoding step its F16 one, and the score should not depend on
+        // that. With no leading whitespace it already is one.
+        let verdict = if lead.is_empty() {
+            reply.watched.first().cloned()
+        } else {
+            let mut forced = prompt.clone();
+            forced.extend_from_slice(lead);
+            let v = self.run(forced, vec![self.unsafe_id], 1, false).await?;
+            v.watched.first().cloned()
+        };
         let lp = verdict
-            .watched
-            .first()
             .and_then(|w| w.first().copied())
             .unwrap_or(f32::NEG_INFINITY);
         let unsafe_probability = (lp as f64).exp();
@@ -265,7 +270,7 @@ impl Guard {
             forced.extend_from_slice(lead);
             forced.extend_from_slice(&prefix);
             let watch = members.iter().map(|m| m.1).collect();
-            let got = self.run(forced, watch, 1).await?;
+            let got = self.run(forced, watch, 1, false).await?;
             let Some(w) = got.watched.first() else {
                 continue;
             };
@@ -276,12 +281,15 @@ impl Guard {
         Ok(codes.iter().cloned().zip(scores).collect())
     }
 
-    /// One greedy request, collected.
+    /// One greedy request, collected; with `verdict_only` it ends (and the
+    /// generation is cancelled) once the reply's verdict is complete or the
+    /// reply is no verdict at all.
     async fn run(
         &self,
         prompt: Vec<u32>,
         watch: Vec<u32>,
         max_tokens: usize,
+        verdict_only: bool,
     ) -> Result<Collected, GuardError> {
         let mut req = Request::new(prompt, SamplingParams::greedy());
         req.max_tokens = Some(max_tokens);
@@ -299,6 +307,9 @@ impl Guard {
                     out.text.push_str(&t.text);
                     out.watched
                         .push(t.logprob.map(|l| l.watched).unwrap_or_default());
+                    if verdict_only && verdict_progress(&out.text) != VerdictProgress::Open {
+                        return Ok(out);
+                    }
                 }
                 Event::Done(d) => {
                     out.text.push_str(&d.tail);

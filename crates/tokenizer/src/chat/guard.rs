@@ -230,6 +230,44 @@ pub struct Verdict {
     pub categories: Vec<String>,
 }
 
+/// How far a reply being generated has stated its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictProgress {
+    /// Still a possible start of `safe` or `unsafe\n<codes>`.
+    Open,
+    /// The verdict (and its line of codes) is complete, or what follows
+    /// it is not a verdict: more text changes nothing.
+    Complete,
+    /// Not a verdict.
+    Invalid,
+}
+
+/// Where a reply stands: lets a caller stop decoding once the verdict is
+/// known (or known to be absent) rather than at a token limit.
+pub fn verdict_progress(reply: &str) -> VerdictProgress {
+    let t = reply.trim_start();
+    if t.starts_with("safe") {
+        return VerdictProgress::Complete;
+    }
+    if t.is_empty() || "safe".starts_with(t) || "unsafe".starts_with(t) {
+        return VerdictProgress::Open;
+    }
+    if let Some(rest) = t.strip_prefix("unsafe") {
+        let Some(codes) = rest.strip_prefix('\n') else {
+            return VerdictProgress::Complete;
+        };
+        let line_open = codes
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == ',' || c == ' ');
+        return if line_open {
+            VerdictProgress::Open
+        } else {
+            VerdictProgress::Complete
+        };
+    }
+    VerdictProgress::Invalid
+}
+
 /// Parses a guard's reply: `safe`, or `unsafe` then a line of
 /// comma-separated codes. An unsafe verdict whose codes are all excluded
 /// counts as safe (as Llama Stack decides). `None` for any other reply.
@@ -280,6 +318,25 @@ mod tests {
         assert_eq!(parse_verdict("unsafe", &none), None);
         assert_eq!(parse_verdict("Safe", &none), None);
         assert_eq!(parse_verdict("unsafe\nS1\nmore", &none), None);
+    }
+
+    #[test]
+    fn verdict_progress_follows_the_reply_grammar() {
+        use VerdictProgress::*;
+        for (text, want) in [
+            ("", Open),
+            ("\n\n", Open),
+            ("\n\nsa", Open),
+            ("\n\nsafe", Complete),
+            ("\n\nunsafe", Open),
+            ("\n\nunsafe\n", Open),
+            ("\n\nunsafe\nS1,S1", Open),
+            ("\n\nunsafe\nS1\n", Complete),
+            ("\n\nunsafe because", Complete),
+            ("\n\nhello", Invalid),
+        ] {
+            assert_eq!(verdict_progress(text), want, "{text:?}");
+        }
     }
 
     #[test]
