@@ -1,5 +1,5 @@
 use crate::stop::StopStrings;
-use crate::EngineError;
+use crate::{EngineError, FinishReason};
 use edgellama_models::{CausalLm, Logits, SeqState};
 use edgellama_sampler::{Sampler, SamplingParams};
 use edgellama_tokenizer::{StreamDecoder, Tokenizer};
@@ -18,21 +18,6 @@ pub struct GenerateParams {
     pub special: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// The model produced an end-of-generation token (EOS, end of turn, end
-    /// of message).
-    EndOfGeneration,
-    /// The text produced the stop string at this index of
-    /// [`GenerateParams::stop`].
-    StopString(usize),
-    MaxTokens,
-    /// The context is full; nothing was cut silently.
-    ContextFull,
-    /// The caller's callback asked to stop.
-    Cancelled,
-}
-
 #[derive(Debug, Clone)]
 pub struct GenerationStats {
     /// Tokens evaluated before the first one was generated.
@@ -40,7 +25,7 @@ pub struct GenerationStats {
     pub prompt_time: Duration,
     pub n_generated: usize,
     pub gen_time: Duration,
-    pub stop: StopReason,
+    pub stop: FinishReason,
     /// The generated tokens (end-of-generation tokens excluded). The last
     /// one is not in the state when generation was cancelled or the
     /// context filled: [`SeqState::n_past`] says how far the state goes.
@@ -126,29 +111,29 @@ pub fn generate_after(
     let mut tokens = Vec::new();
     let stop = loop {
         if params.max_tokens.is_some_and(|m| tokens.len() >= m) {
-            break StopReason::MaxTokens;
+            break FinishReason::MaxTokens;
         }
         let id = sampler.sample(&logits)?;
         if tokenizer.is_eog(id) {
-            break StopReason::EndOfGeneration;
+            break FinishReason::EndOfGeneration;
         }
         tokens.push(id);
         if let Some(piece) = decoder.push(id) {
             let r = stops.push(&piece);
             if !emit(&r.text, &mut text) {
-                break StopReason::Cancelled;
+                break FinishReason::Cancelled;
             }
             if let Some(i) = r.stop {
-                break StopReason::StopString(i);
+                break FinishReason::StopString(i);
             }
         }
         if state.n_past >= state.n_ctx() {
-            break StopReason::ContextFull;
+            break FinishReason::ContextFull;
         }
         logits = model.forward(state, &[id], Logits::Last)?;
     };
     let stop = match stop {
-        StopReason::Cancelled | StopReason::StopString(_) => stop,
+        FinishReason::Cancelled | FinishReason::StopString(_) => stop,
         // The text has ended: an unfinished character comes out as U+FFFD
         // and held-back text can no longer become a stop string, except
         // with the bytes the flush adds.
@@ -159,12 +144,12 @@ pub fn generate_after(
             if let Some(r) = r {
                 piece = r.text;
                 if let Some(i) = r.stop {
-                    stop = StopReason::StopString(i);
+                    stop = FinishReason::StopString(i);
                 }
             }
             piece.push_str(&stops.finish());
             if !emit(&piece, &mut text) {
-                stop = StopReason::Cancelled;
+                stop = FinishReason::Cancelled;
             }
             stop
         }
@@ -352,7 +337,7 @@ mod tests {
             script.push(end);
             script.extend(encode(" never shown"));
             let o = play(script, &greedy(), 64);
-            assert_eq!(o.stats.stop, StopReason::EndOfGeneration);
+            assert_eq!(o.stats.stop, FinishReason::EndOfGeneration);
             assert_eq!(o.stats.text, "Hi there");
             assert_eq!(o.stats.tokens, encode("Hi there"));
         }
@@ -362,7 +347,7 @@ mod tests {
     fn stop_string_spanning_tokens_is_never_passed_on() {
         let script = encode("Hello there.\nUser: more text");
         let o = play(script, &with_stop(&["User:"]), 64);
-        assert_eq!(o.stats.stop, StopReason::StopString(0));
+        assert_eq!(o.stats.stop, FinishReason::StopString(0));
         assert_eq!(o.stats.text, "Hello there.\n");
         assert!(o.pieces.iter().all(|p| !p.contains('U')), "{:?}", o.pieces);
         // Generation ended at the token that completed the stop string.
@@ -372,7 +357,7 @@ mod tests {
     #[test]
     fn stop_string_at_the_very_start() {
         let o = play(encode("\n\nHello"), &with_stop(&["\n\n"]), 64);
-        assert_eq!(o.stats.stop, StopReason::StopString(0));
+        assert_eq!(o.stats.stop, FinishReason::StopString(0));
         assert_eq!(o.stats.text, "");
         assert!(o.pieces.is_empty());
     }
@@ -384,18 +369,18 @@ mod tests {
         // Both complete with " END": the one that starts first wins.
         let o = play(script.clone(), &with_stop(&["### END", "# E"]), 64);
         assert_eq!(o.stats.text, "x = 1 ");
-        assert_eq!(o.stats.stop, StopReason::StopString(0));
+        assert_eq!(o.stats.stop, FinishReason::StopString(0));
         // "D" completes a token before "END ###" could.
         let o = play(script.clone(), &with_stop(&["END ###", "D"]), 64);
         assert_eq!(o.stats.text, "x = 1 ### EN");
-        assert_eq!(o.stats.stop, StopReason::StopString(1));
+        assert_eq!(o.stats.stop, FinishReason::StopString(1));
         // A stop string that never completes leaves the held text to be
         // released at the end.
         let mut s = script;
         s.push(EOT);
         let o = play(s, &with_stop(&["### ENDS"]), 64);
         assert_eq!(o.stats.text, "x = 1 ### END ###");
-        assert_eq!(o.stats.stop, StopReason::EndOfGeneration);
+        assert_eq!(o.stats.stop, FinishReason::EndOfGeneration);
     }
 
     #[test]
@@ -414,7 +399,7 @@ mod tests {
         for (stop, before) in [("😀", "สวัสดีครับ "), ("ครับ", "สวัสดี"), ("👋 ok", "สวัสดีครับ 😀")]
         {
             let o = play(script.clone(), &with_stop(&[stop]), 64);
-            assert_eq!(o.stats.stop, StopReason::StopString(0), "{stop}");
+            assert_eq!(o.stats.stop, FinishReason::StopString(0), "{stop}");
             assert_eq!(o.stats.text, before, "{stop}");
         }
     }
@@ -432,7 +417,7 @@ mod tests {
             ..greedy()
         };
         let o = play(script.clone(), &params, 64);
-        assert_eq!(o.stats.stop, StopReason::MaxTokens);
+        assert_eq!(o.stats.stop, FinishReason::MaxTokens);
         assert_eq!(o.stats.text, llama3().decode(&script[..split_at], false));
     }
 
@@ -444,7 +429,7 @@ mod tests {
         };
         let script = encode("one two three four five");
         let o = play(script.clone(), &params, 64);
-        assert_eq!(o.stats.stop, StopReason::MaxTokens);
+        assert_eq!(o.stats.stop, FinishReason::MaxTokens);
         assert_eq!(o.stats.tokens, script[..3]);
         assert_eq!(o.n_past, 2 + 3);
         let o = play(
@@ -457,7 +442,7 @@ mod tests {
         );
         assert_eq!(
             (o.stats.stop, o.stats.text.as_str()),
-            (StopReason::MaxTokens, "")
+            (FinishReason::MaxTokens, "")
         );
     }
 
@@ -467,7 +452,7 @@ mod tests {
         // is printed but finds no room.
         let script = encode(" a b c d e f g h");
         let o = play(script.clone(), &greedy(), 5);
-        assert_eq!(o.stats.stop, StopReason::ContextFull);
+        assert_eq!(o.stats.stop, FinishReason::ContextFull);
         assert_eq!(o.stats.tokens, script[..4]);
         assert_eq!(o.n_past, 5);
         assert_eq!(o.stats.text, " a b c d");
@@ -504,7 +489,7 @@ mod tests {
             n < 2
         })
         .unwrap();
-        assert_eq!(stats.stop, StopReason::Cancelled);
+        assert_eq!(stats.stop, FinishReason::Cancelled);
         assert_eq!(stats.text, " one two");
         // The token whose text was refused is not in the state.
         assert_eq!(state.n_past, 2 + 1);

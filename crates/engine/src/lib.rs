@@ -6,12 +6,31 @@ mod generate;
 pub mod guard;
 mod perplexity;
 pub mod stop;
-pub mod tools;
 
-pub use generate::{generate, generate_after, GenerateParams, GenerationStats, StopReason};
+pub use generate::{generate, generate_after, GenerateParams, GenerationStats};
 pub use perplexity::{perplexity, PerplexityResult};
 
 use thiserror::Error;
+
+/// Why a reply ended: one type for the generation loop, the batching
+/// scheduler and the servers on top.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token (EOS, end of turn, end
+    /// of message).
+    EndOfGeneration,
+    /// The text produced the stop string at this index of the request's
+    /// stop strings.
+    StopString(usize),
+    MaxTokens,
+    /// The context is full; nothing was cut silently.
+    ContextFull,
+    /// The caller asked to stop (the generation loop's callback).
+    Cancelled,
+    /// A guard judged the reply unsafe and stopped it (a server's output
+    /// shield; the engine itself never ends a reply so).
+    ContentFilter,
+}
 
 #[derive(Debug, Error)]
 pub enum EngineError {

@@ -4,6 +4,8 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use edgellama_engine::batch::SubmitError;
+use edgellama_engine::guard::GuardError;
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,35 @@ impl ApiError {
             "param": param,
             "code": code,
         }})
+    }
+}
+
+/// The one mapping of the engine's refusals: a full queue is 503 with
+/// `Retry-After`, a prompt past the context a 400 naming both sizes, a
+/// stopped engine a 500, anything else about the request a 400.
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> ApiError {
+        match e {
+            SubmitError::QueueFull(waiting) => ApiError::Busy { waiting },
+            SubmitError::PromptTooLong { n_prompt, n_ctx } => {
+                ApiError::ContextLength { n_prompt, n_ctx }
+            }
+            SubmitError::ShutDown => ApiError::Internal(e.to_string()),
+            e => ApiError::bad(e.to_string()),
+        }
+    }
+}
+
+/// The guard's failures: its prompt's (the conversation's) are the
+/// request's, its engine's as above, the rest the server's.
+impl From<GuardError> for ApiError {
+    fn from(e: GuardError) -> ApiError {
+        match e {
+            GuardError::Prompt(p) => ApiError::bad_param("messages", p.to_string()),
+            GuardError::Submit(s) => s.into(),
+            GuardError::Threshold(_) => ApiError::bad(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -5,13 +5,13 @@ use crate::error::ApiError;
 use crate::types::Common;
 use crate::ServedModel;
 use edgellama_engine::batch::{
-    Constraint, Done, Event, FinishReason, JsonConstraint, Request, SubmitError, TokenLogprob,
-};
-use edgellama_engine::tools::{
-    parse_reply_with, streamable_prefix_len, ToolCall, ToolParseOptions,
+    Constraint, Done, Event, FinishReason, JsonConstraint, Request, TokenLogprob,
 };
 use edgellama_models::PreparedImage;
 use edgellama_sampler::SamplingParams;
+use edgellama_tokenizer::chat::tools::{
+    parse_reply_with, streamable_prefix_len, ToolCall, ToolParseOptions,
+};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -231,14 +231,7 @@ pub fn submit(plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
             },
             images: plan.images.clone(),
         };
-        let rx = plan.target.engine.submit(req).map_err(|e| match e {
-            SubmitError::QueueFull(waiting) => ApiError::Busy { waiting },
-            SubmitError::PromptTooLong { n_prompt, n_ctx } => {
-                ApiError::ContextLength { n_prompt, n_ctx }
-            }
-            SubmitError::ShutDown => ApiError::Internal(e.to_string()),
-            e => ApiError::bad(e.to_string()),
-        })?;
+        let rx = plan.target.engine.submit(req)?;
         rxs.push(rx);
     }
     Ok(rxs)
@@ -246,7 +239,9 @@ pub fn submit(plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
 
 pub fn finish_reason(f: FinishReason) -> &'static str {
     match f {
-        FinishReason::EndOfGeneration | FinishReason::StopString(_) => "stop",
+        FinishReason::EndOfGeneration | FinishReason::StopString(_) | FinishReason::Cancelled => {
+            "stop"
+        }
         FinishReason::MaxTokens | FinishReason::ContextFull => "length",
         FinishReason::ContentFilter => "content_filter",
     }

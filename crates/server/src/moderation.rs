@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
 use edgellama_engine::batch::{Done, Event, FinishReason, Histogram, Usage};
-use edgellama_engine::guard::{Guard, GuardError, GuardOptions, GuardReport};
+use edgellama_engine::guard::{Guard, GuardOptions, GuardReport};
 use edgellama_tokenizer::chat::guard::GuardPolicy;
 use edgellama_tokenizer::chat::MessageContent;
 use edgellama_tokenizer::ChatMessage;
@@ -146,8 +146,7 @@ impl Shield {
         let r = self
             .guard
             .check(messages, &self.options(category_scores))
-            .await
-            .map_err(guard_error)?;
+            .await?;
         self.latency.observe(start.elapsed());
         if let Some(c) = self.metrics.checks.get(stage.label()) {
             c.fetch_add(1, Ordering::Relaxed);
@@ -203,21 +202,6 @@ impl Shield {
             "Time one guard check took.",
             &self.latency,
         );
-    }
-}
-
-fn guard_error(e: GuardError) -> ApiError {
-    match e {
-        GuardError::Prompt(p) => ApiError::bad_param("messages", p.to_string()),
-        GuardError::Submit(edgellama_engine::batch::SubmitError::QueueFull(waiting)) => {
-            ApiError::Busy { waiting }
-        }
-        GuardError::Submit(edgellama_engine::batch::SubmitError::PromptTooLong {
-            n_prompt,
-            n_ctx,
-        }) => ApiError::ContextLength { n_prompt, n_ctx },
-        GuardError::Threshold(_) => ApiError::bad(e.to_string()),
-        e => ApiError::Internal(e.to_string()),
     }
 }
 

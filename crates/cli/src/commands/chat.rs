@@ -8,7 +8,7 @@ use crate::commands::run::{check_logit_bias, max_tokens, threads, SamplingArgs};
 use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgellama_engine::{generate_after, GenerateParams, GenerationStats, StopReason};
+use edgellama_engine::{generate_after, FinishReason, GenerateParams, GenerationStats};
 use edgellama_gguf::GgufFile;
 use edgellama_models::mllama::preprocess::{self, ImageLimits};
 use edgellama_models::{CausalLm, PreparedImage, SeqState};
@@ -606,8 +606,8 @@ fn say(
         );
     }
     match turn.stats.stop {
-        StopReason::Cancelled => writeln!(out, "[stopped]")?,
-        StopReason::ContextFull => {
+        FinishReason::Cancelled => writeln!(out, "[stopped]")?,
+        FinishReason::ContextFull => {
             writeln!(
                 out,
                 "[the context of {n_ctx} tokens is full: the reply stops here]"
@@ -682,7 +682,7 @@ mod tests {
         let mut chat = session(1024);
         let t1 = chat.reply(Q1, |_| true).unwrap();
         assert_eq!(t1.reused, 0);
-        assert_eq!(t1.stats.stop, StopReason::EndOfGeneration);
+        assert_eq!(t1.stats.stop, FinishReason::EndOfGeneration);
         let first_prompt = chat.prompt_tokens(None).unwrap().len();
         let t2 = chat.reply(Q2, |_| true).unwrap();
         let added =
@@ -780,7 +780,7 @@ mod tests {
         let t = chat
             .reply("What is the capital of France?", |_| true)
             .unwrap();
-        assert_eq!(t.stats.stop, StopReason::ContextFull);
+        assert_eq!(t.stats.stop, FinishReason::ContextFull);
         assert_eq!(t.evaluated + t.stats.n_generated, 80 + 1);
         // The reply as far as it went is kept.
         assert_eq!(chat.messages()[1].text(), t.stats.text);

@@ -5,9 +5,9 @@ use crate::commands::chat::{encode_rendered, load_template};
 use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgellama_engine::tools::{parse_reply_with, ToolParseOptions};
-use edgellama_engine::{generate, GenerateParams, GenerationStats, StopReason};
+use edgellama_engine::{generate, FinishReason, GenerateParams, GenerationStats};
 use edgellama_sampler::SamplingParams;
+use edgellama_tokenizer::chat::tools::{parse_reply_with, ToolParseOptions};
 use edgellama_tokenizer::chat::{ChatMessage, RenderRequest};
 use edgellama_tokenizer::Tokenizer;
 use serde_json::Value;
@@ -372,7 +372,7 @@ fn report(stats: &GenerationStats, n_ctx: usize) {
         stats.gen_time.as_secs_f64(),
         stats.gen_tps()
     );
-    if stats.stop == StopReason::ContextFull {
+    if stats.stop == FinishReason::ContextFull {
         eprintln!("stopped: the context of {n_ctx} tokens is full (raise it with -c)");
     }
 }

@@ -25,6 +25,7 @@ mod scheduler;
 pub use json::{JsonConstraint, JsonSchemaError};
 pub use metrics::{EngineMetrics, Histogram, MetricsSnapshot};
 
+pub use crate::FinishReason;
 use edgellama_models::{CausalLm, PreparedImage};
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::Tokenizer;
@@ -149,20 +150,6 @@ pub struct TokenEvent {
     /// character, or possibly the start of a stop string).
     pub text: String,
     pub logprob: Option<TokenLogprob>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An end-of-generation token.
-    EndOfGeneration,
-    /// The stop string at this index of [`Request::stop`].
-    StopString(usize),
-    MaxTokens,
-    /// The context is full; nothing was cut silently.
-    ContextFull,
-    /// A guard judged the reply unsafe and stopped it (a server's output
-    /// shield; the scheduler itself never ends a reply so).
-    ContentFilter,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

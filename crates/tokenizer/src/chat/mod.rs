@@ -29,6 +29,7 @@ mod llama3;
 mod message;
 mod pyfmt;
 mod strftime;
+pub mod tools;
 
 use std::error::Error as _;
 

@@ -1,7 +1,7 @@
 //! Tool-call parsing for Llama 3.x replies: every form the model writes,
 //! malformed and partial calls (kept as text), and the streaming hold-back.
 
-use edgellama_engine::tools::{
+use edgellama_tokenizer::chat::tools::{
     may_be_tool_call, parse_json_calls, parse_pythonic_calls, parse_reply, parse_reply_with,
     streamable_prefix_len, ParsedReply, ToolCall, ToolCallError, ToolParseOptions,
     CODE_INTERPRETER,
