@@ -49,9 +49,12 @@ def percentile(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
+MODEL = "bench"
+
+
 def one_request(host, port, question, max_tokens, ban):
     body = json.dumps({
-        "model": "bench",
+        "model": MODEL,
         "messages": [{"role": "user", "content": question}],
         "max_tokens": max_tokens,
         "temperature": 0,
@@ -143,8 +146,11 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--ban", default="0,2", help="token ids that must not be generated")
     ap.add_argument("--label", default="")
+    ap.add_argument("--model", default="bench", help="the request's model (a server of several models picks by it)")
     ap.add_argument("--json", help="append the results to this JSON-lines file")
     a = ap.parse_args()
+    global MODEL
+    MODEL = a.model
     if a.host not in ("127.0.0.1", "localhost", "::1"):
         sys.exit("loadgen only targets loopback addresses")
     ban = [int(x) for x in a.ban.split(",") if x]

@@ -61,16 +61,16 @@ run_one() { # plain|shielded
         extra=(--guard-model "$GUARD" --guard input --guard-threshold 1 --guard-parallel "$GUARD_PARALLEL")
     fi
     port="$(free_port)"
-    "$EDGELLAMA" serve -m "$MODEL" --host 127.0.0.1 --port "$port" --parallel "$PARALLEL" \
+    "$EDGELLAMA" serve -m "$MODEL" --alias main --host 127.0.0.1 --port "$port" --parallel "$PARALLEL" \
         -c "$CTX" -t "$THREADS" "${extra[@]}" >"$OUT.$label.log" 2>&1 &
     pid=$!
     wait_up "$port" "$pid"
     # Llama 3's end-of-generation tokens are banned so every request decodes
     # MAX_TOKENS tokens. One warm-up request, not counted.
     python3 "$ROOT/bench/serve/loadgen.py" --port "$port" --levels 1 --ban 128001,128008,128009 \
-        --requests-per-worker 1 --max-tokens 8 >/dev/null
+        --model main --requests-per-worker 1 --max-tokens 8 >/dev/null
     python3 "$ROOT/bench/serve/loadgen.py" --port "$port" --levels "$LEVELS" \
-        --ban 128001,128008,128009 --requests-per-worker "$PER_WORKER" --max-tokens "$MAX_TOKENS" \
+        --ban 128001,128008,128009 --model main --requests-per-worker "$PER_WORKER" --max-tokens "$MAX_TOKENS" \
         --label "$label" --json "$OUT"
     if [ "$label" = shielded ]; then
         curl -s "http://127.0.0.1:$port/metrics" | grep '^edgellama_guard' >"$OUT.$label.metrics" || true
