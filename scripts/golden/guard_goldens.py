@@ -27,6 +27,15 @@ the guard templates and llama-recipes name them), as one user message in
 Meta's Llama 3 chat format (llama-models' ChatFormat: header, stripped
 content, <|eot_id|>, then the assistant header and its blank line).
 
+vision_scores.json: the same quantities for the tiny Llama 3.2 Vision checkpoint
+(scripts/make-tiny-mllama.py, `tiny-mllama` in the test data) judging a user turn
+with an image (crates/models/tests/golden/mllama/img-c1-300x200.png) under the
+same template (which writes `<|image|>` first), with transformers'
+MllamaForConditionalGeneration and Meta's two rules patched in as
+crates/models/tests/golden/mllama/make_goldens.py does (imported from there).
+Its weights are random and it is no guard: the probabilities are small, and a
+comparison should be of log-probabilities.
+
 scores.json: for some of those conversations, the model's greedy reply (24
 tokens at most, ending at <|eot_id|>, <|eom_id|> or <|end_of_text|>), the
 probability of `unsafe` at the first reply position whose token is not
@@ -281,6 +290,68 @@ def score(model, tok, prompt_text):
     }
 
 
+VISION_IMAGE = ROOT / "crates/models/tests/golden/mllama/img-c1-300x200.png"
+VISION_CASE = {
+    "name": "vision-user",
+    "messages": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in this picture?"}]}],
+}
+
+
+def vision_scores(testdata: Path, tok, template: str) -> dict:
+    spec = importlib.util.spec_from_file_location("mllama_goldens", ROOT / "crates/models/tests/golden/mllama/make_goldens.py")
+    mg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mg)  # patches transformers' mllama with Meta's two rules
+    from PIL import Image
+
+    model, processor = mg.load(testdata, "tiny-mllama")
+    prompt = render(tok, template, VISION_CASE)
+    image = Image.open(VISION_IMAGE)
+    inputs = mg.prepare(processor, prompt, [image])
+
+    def extend(inp, ids):
+        out = dict(inp)
+        out["input_ids"] = torch.cat([inp["input_ids"], torch.tensor([ids], dtype=inp["input_ids"].dtype)], dim=1)
+        if "cross_attention_mask" in out:
+            m = out["cross_attention_mask"]
+            out["cross_attention_mask"] = torch.cat([m] + [m[:, -1:]] * len(ids), dim=1)
+        if "attention_mask" in out:
+            out["attention_mask"] = torch.ones_like(out["input_ids"])
+        return out
+
+    def lsm(inp):
+        return torch.log_softmax(mg.logits(model, inp)[-1].double(), dim=-1)
+
+    reply, lps = [], []
+    while len(reply) < MAX_REPLY:
+        lp = lsm(extend(inputs, reply) if reply else inputs)
+        nxt = int(torch.argmax(lp))
+        lps.append(lp)
+        if nxt in EOG:
+            break
+        reply.append(nxt)
+    ws = lambda t: (s := tok.decode([t])) != "" and s.strip() == ""
+    at = next((i for i, t in enumerate(reply) if not ws(t)), len(reply))
+    at = min(at, len(lps) - 1)
+    unsafe_id = tok("unsafe", add_special_tokens=False)["input_ids"][0]
+    lp_unsafe = float(lps[at][unsafe_id])
+    lead = reply[:at]
+    scores = {}
+    for code in listed_categories(prompt):
+        forced = tok("unsafe\n" + code, add_special_tokens=False)["input_ids"]
+        lp = lsm(extend(inputs, lead + forced[:-1]))
+        scores[code] = lp_unsafe + float(lp[forced[-1]])
+    return {
+        "name": VISION_CASE["name"],
+        "messages": VISION_CASE["messages"],
+        "image": str(VISION_IMAGE.relative_to(ROOT)),
+        "model_sha256": mg.sha256(testdata / "tiny-mllama" / "model.safetensors"),
+        "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "reply_ids": reply,
+        "log_unsafe_probability": lp_unsafe,
+        "log_category_scores": scores,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--testdata", type=Path, default=ROOT / ".cache/testdata")
@@ -321,6 +392,11 @@ def main() -> None:
         rec["name"] = name
         scores.append(rec)
         print(name, rec["unsafe_probability"], repr(rec["reply"]), file=sys.stderr)
+    vis = vision_scores(args.testdata, tok, template)
+    print("vision", vis["log_unsafe_probability"], vis["reply_ids"], file=sys.stderr)
+    (args.out / "vision_scores.json").write_text(
+        json.dumps({"made_with": versions, "cases": [vis]}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+    )
     (args.out / "scores.json").write_text(
         json.dumps({"made_with": versions, "model_sha256": digest, "cases": scores}, ensure_ascii=False, indent=1)
         + "\n",

@@ -25,6 +25,7 @@
 //! score, with no categories.
 
 use crate::batch::{EngineHandle, Event, Request, SubmitError};
+use edgellama_models::PreparedImage;
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::chat::guard::{
     listed_categories, parse_verdict, render_guard_prompt, verdict_progress, GuardPolicy,
@@ -181,13 +182,32 @@ impl Guard {
         messages: &[ChatMessage],
         opts: &GuardOptions,
     ) -> Result<GuardReport, GuardError> {
+        self.check_with_images(messages, &[], opts).await
+    }
+
+    /// [`Guard::check`] for a vision guard (Llama Guard 3 11B-Vision): the
+    /// conversation's image parts make its template write `<|image|>`, and
+    /// `images` are the prepared images of those tokens (its template
+    /// writes one, so one image).
+    pub async fn check_with_images(
+        &self,
+        messages: &[ChatMessage],
+        images: &[Arc<PreparedImage>],
+        opts: &GuardOptions,
+    ) -> Result<GuardReport, GuardError> {
         if !(0.0..=1.0).contains(&opts.threshold) {
             return Err(GuardError::Threshold(opts.threshold));
         }
         let text = self.prompt_text(messages, &opts.policy)?;
         let prompt = self.encode(&text);
         let reply = self
-            .run(prompt.clone(), vec![self.unsafe_id], MAX_REPLY_TOKENS, true)
+            .run(
+                prompt.clone(),
+                images,
+                vec![self.unsafe_id],
+                MAX_REPLY_TOKENS,
+                true,
+            )
             .await?;
         // The verdict position: the first token that is not whitespace, or
         // the ending token.
@@ -206,7 +226,9 @@ impl Guard {
         } else {
             let mut forced = prompt.clone();
             forced.extend_from_slice(lead);
-            let v = self.run(forced, vec![self.unsafe_id], 1, false).await?;
+            let v = self
+                .run(forced, images, vec![self.unsafe_id], 1, false)
+                .await?;
             v.watched.first().cloned()
         };
         let lp = verdict
@@ -223,7 +245,7 @@ impl Guard {
             if codes.is_empty() {
                 codes = opts.policy.listed().into_iter().map(|(c, _)| c).collect();
             }
-            self.category_scores(&prompt, lead, &codes, unsafe_probability)
+            self.category_scores(&prompt, images, lead, &codes, unsafe_probability)
                 .await?
         } else {
             Vec::new()
@@ -252,6 +274,7 @@ impl Guard {
     async fn category_scores(
         &self,
         prompt: &[u32],
+        images: &[Arc<PreparedImage>],
         lead: &[u32],
         codes: &[String],
         unsafe_probability: f64,
@@ -270,7 +293,7 @@ impl Guard {
             forced.extend_from_slice(lead);
             forced.extend_from_slice(&prefix);
             let watch = members.iter().map(|m| m.1).collect();
-            let got = self.run(forced, watch, 1, false).await?;
+            let got = self.run(forced, images, watch, 1, false).await?;
             let Some(w) = got.watched.first() else {
                 continue;
             };
@@ -287,6 +310,7 @@ impl Guard {
     async fn run(
         &self,
         prompt: Vec<u32>,
+        images: &[Arc<PreparedImage>],
         watch: Vec<u32>,
         max_tokens: usize,
         verdict_only: bool,
@@ -294,6 +318,7 @@ impl Guard {
         let mut req = Request::new(prompt, SamplingParams::greedy());
         req.max_tokens = Some(max_tokens);
         req.watch = watch;
+        req.images = images.to_vec();
         let mut rx = self.engine.submit(req)?;
         let mut out = Collected {
             ids: Vec::new(),

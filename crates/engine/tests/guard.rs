@@ -216,3 +216,76 @@ fn thresholds_decide_flagged_and_bad_ones_are_refused() {
     let bad = vec![ChatMessage::user("a"), ChatMessage::user("b")];
     assert!(g.rt.block_on(g.guard.check(&bad, &opts)).is_err());
 }
+
+#[test]
+fn a_vision_guard_judges_the_image_with_the_text() {
+    // Llama Guard 3 11B-Vision is Llama 3.2 Vision with the guard template:
+    // here the tiny random Llama 3.2 Vision checkpoint with that template
+    // (it is no guard, so its probabilities are small: compared as logs).
+    let want = read_json("vision_scores.json");
+    let want = &want["cases"][0];
+    let dir = testdata("tiny-mllama/model.safetensors")
+        .parent()
+        .expect("dir")
+        .to_path_buf();
+    let file = edgellama_convert::Converter::open(&dir, edgellama_convert::OutType::F32)
+        .expect("plan conversion")
+        .to_gguf()
+        .expect("convert");
+    let file = Arc::new(file);
+    let tokenizer = Arc::new(Tokenizer::from_gguf(&file).expect("tokenizer"));
+    let template = Arc::new(guard_template());
+    let backend = Arc::new(CpuBackend::new(2).expect("backend"));
+    let model = edgellama_models::load_model(file, backend).expect("model");
+    let cfg = model.info().preprocess.clone().expect("a vision model");
+    let engine = Engine::start(
+        Arc::from(model),
+        tokenizer.clone(),
+        EngineConfig {
+            n_parallel: 2,
+            n_ctx: 1024,
+            max_queue: 16,
+            batch_tokens: 512,
+        },
+    )
+    .expect("engine");
+    let guard = Guard::new(engine, tokenizer, template).expect("guard");
+    let image_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(want["image"].as_str().expect("image"));
+    let bytes = std::fs::read(image_path).expect("image");
+    let image = edgellama_models::mllama::preprocess::prepare(&bytes, &Default::default(), &cfg)
+        .expect("prepare");
+    let msgs: Vec<ChatMessage> =
+        serde_json::from_value(want["messages"].clone()).expect("messages");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let got = rt
+        .block_on(guard.check_with_images(&msgs, &[Arc::new(image)], &GuardOptions::default()))
+        .expect("checks");
+    assert_eq!(
+        got.prompt_tokens as u64,
+        want["prompt_tokens"].as_u64().expect("n")
+    );
+    let lp = want["log_unsafe_probability"].as_f64().expect("lp");
+    assert!(
+        (got.unsafe_probability.ln() - lp).abs() < 2e-3,
+        "log unsafe_probability {} vs transformers {lp}",
+        got.unsafe_probability.ln()
+    );
+    let want_scores = want["log_category_scores"].as_object().expect("scores");
+    assert_eq!(got.category_scores.len(), want_scores.len());
+    for (code, s) in &got.category_scores {
+        let w = want_scores[code].as_f64().expect("score");
+        assert!(
+            (s.ln() - w).abs() < 2e-3,
+            "{code}: log {} vs transformers {w}",
+            s.ln()
+        );
+    }
+    // Without the image the prompt has no image token: the same check
+    // without it is refused by the template's count.
+    let err = rt.block_on(guard.check_with_images(&msgs, &[], &GuardOptions::default()));
+    assert!(err.is_err());
+}

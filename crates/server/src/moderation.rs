@@ -11,8 +11,9 @@ use axum::extract::State;
 use axum::Json;
 use edgellama_engine::batch::{Done, Event, FinishReason, Histogram, Usage};
 use edgellama_engine::guard::{Guard, GuardOptions, GuardReport};
+use edgellama_models::PreparedImage;
 use edgellama_tokenizer::chat::guard::GuardPolicy;
-use edgellama_tokenizer::chat::MessageContent;
+use edgellama_tokenizer::chat::{ContentPart, MessageContent};
 use edgellama_tokenizer::ChatMessage;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -142,10 +143,23 @@ impl Shield {
         stage: Stage,
         category_scores: bool,
     ) -> Result<GuardReport, ApiError> {
+        self.check_with_images(messages, &[], stage, category_scores)
+            .await
+    }
+
+    /// [`Shield::check`] with the images of the conversation's image parts
+    /// (a vision guard).
+    pub async fn check_with_images(
+        &self,
+        messages: &[ChatMessage],
+        images: &[Arc<PreparedImage>],
+        stage: Stage,
+        category_scores: bool,
+    ) -> Result<GuardReport, ApiError> {
         let start = Instant::now();
         let r = self
             .guard
-            .check(messages, &self.options(category_scores))
+            .check_with_images(messages, images, &self.options(category_scores))
             .await?;
         self.latency.observe(start.elapsed());
         if let Some(c) = self.metrics.checks.get(stage.label()) {
@@ -328,7 +342,9 @@ struct ModerationRequest {
     model: Option<String>,
 }
 
-/// One input of a moderation request, as a guard conversation.
+/// One input of a moderation request, as a guard conversation: a string,
+/// or a list of typed parts that make one input together (text, and an
+/// `image_url` for a vision guard).
 fn moderation_inputs(input: Value) -> Result<Vec<Vec<ChatMessage>>, ApiError> {
     let bad = |m: &str| ApiError::bad_param("input", m);
     match input {
@@ -339,29 +355,25 @@ fn moderation_inputs(input: Value) -> Result<Vec<Vec<ChatMessage>>, ApiError> {
             .map(|s| vec![ChatMessage::user(s.as_str().unwrap_or_default())])
             .collect()),
         Value::Array(items) => {
-            // Typed parts make one input together (text and images).
-            let mut text = Vec::new();
+            let mut parts = Vec::new();
             for p in items {
-                match p.get("type").and_then(Value::as_str) {
-                    Some("text") => match p.get("text").and_then(Value::as_str) {
-                        Some(t) => text.push(t.to_string()),
-                        None => return Err(bad("a text part needs a string `text`")),
-                    },
-                    Some("image_url") => {
-                        return Err(ApiError::Unsupported(
-                            "image inputs need a vision guard (Llama Guard 3 11B-Vision); \
-                             this server's guard reads text only"
-                                .into(),
-                        ))
-                    }
-                    _ => {
-                        return Err(bad(
-                            "input must be a string, a list of strings, or a list of text parts",
-                        ))
-                    }
+                let part: ContentPart = serde_json::from_value(p).map_err(|_| {
+                    bad("input must be a string, a list of strings, or a list of typed parts")
+                })?;
+                match part.kind.as_str() {
+                    "text" if part.text.is_some() => parts.push(part),
+                    "image_url" => parts.push(part),
+                    "text" => return Err(bad("a text part needs a string `text`")),
+                    k => return Err(bad(&format!("unknown input part type `{k}`"))),
                 }
             }
-            Ok(vec![vec![ChatMessage::user(text.join("\n"))]])
+            let n_images = parts.iter().filter(|p| p.kind == "image_url").count();
+            if n_images > 1 {
+                return Err(bad("a Llama Guard 3 Vision check takes one image"));
+            }
+            let mut m = ChatMessage::user("");
+            m.content = Some(MessageContent::Parts(parts));
+            Ok(vec![vec![m]])
         }
         _ => Err(bad(
             "input must be a string, a list of strings, or a list of parts",
@@ -436,11 +448,25 @@ pub async fn moderations(
     }
     let inputs = moderation_inputs(req.input)?;
     let mut tasks = Vec::with_capacity(inputs.len());
-    for conv in inputs {
+    for mut conv in inputs {
+        // Images are decoded off the async workers (slow work); a guard
+        // that takes none refuses them.
+        let support = shield.model.images.clone();
+        let (conv_back, images) = tokio::task::spawn_blocking(move || {
+            crate::images::take_images(&mut conv, support.as_ref()).map(|i| (conv, i))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("image preparation failed: {e}")))?
+        .map_err(|e| match e {
+            ApiError::BadRequest { message, .. } => ApiError::bad_param("input", message),
+            e => e,
+        })?;
         let st = st.clone();
         tasks.push(tokio::spawn(async move {
             let shield = st.shield.as_ref().expect("checked above");
-            shield.check(&conv, Stage::Moderation, true).await
+            shield
+                .check_with_images(&conv_back, &images, Stage::Moderation, true)
+                .await
         }));
     }
     let mut results = Vec::with_capacity(tasks.len());

@@ -5,7 +5,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_engine::batch::{Engine, EngineConfig};
 use edgellama_engine::guard::{Guard, GuardOptions, GuardReport};
+use edgellama_models::mllama::preprocess::{self, ImageLimits};
 use edgellama_tokenizer::chat::guard::GuardPolicy;
+use edgellama_tokenizer::chat::{ContentPart, MessageContent};
 use edgellama_tokenizer::{ChatMessage, ChatTemplate};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -23,6 +25,10 @@ pub struct GuardArgs {
     /// user's, a reply if it is the assistant's. System messages are left out.
     #[arg(long = "messages")]
     pub messages: Option<PathBuf>,
+    /// An image the judged turn shows, for a vision guard (Llama Guard 3
+    /// 11B-Vision): it joins the last user message.
+    #[arg(long = "image")]
+    pub image: Option<PathBuf>,
     /// Category codes to leave out of the policy (comma-separated: S6,S8).
     #[arg(long = "exclude", value_delimiter = ',')]
     pub exclude: Vec<String>,
@@ -33,6 +39,9 @@ pub struct GuardArgs {
     /// `flagged` from this probability of "unsafe" on.
     #[arg(long = "threshold", default_value_t = 0.5)]
     pub threshold: f32,
+    /// Use this Jinja chat template instead of the model's.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
     /// Print the result as one JSON object.
     #[arg(long = "json")]
     pub json: bool,
@@ -121,16 +130,60 @@ pub fn run(a: GuardArgs) -> Result<()> {
         threshold: a.threshold,
         category_scores: true,
     };
+    let mut messages = messages;
+    let image = match &a.image {
+        Some(p) => {
+            let file = crate::images::read(std::slice::from_ref(p))?;
+            let Some(last_user) = messages.iter_mut().rev().find(|m| m.role == "user") else {
+                bail!("--image needs a user message to join");
+            };
+            let mut parts = match last_user.content.take() {
+                Some(MessageContent::Parts(p)) => p,
+                _ => vec![ContentPart {
+                    kind: "text".into(),
+                    text: Some(last_user.text()),
+                    extra: Default::default(),
+                }],
+            };
+            parts.insert(
+                0,
+                ContentPart {
+                    kind: "image".into(),
+                    text: None,
+                    extra: Default::default(),
+                },
+            );
+            last_user.content = Some(MessageContent::Parts(parts));
+            file.into_iter().next()
+        }
+        None => None,
+    };
     // The conversation's shape is checked before anything is loaded.
     edgellama_tokenizer::chat::guard::guard_conversation(&messages)?;
 
     let path = a.model.resolve()?;
     let file = load::open_gguf(&path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, &path)?);
-    let template = ChatTemplate::from_gguf(&file)
-        .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
+    let template = match &a.chat_template_file {
+        Some(p) => {
+            let src = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read chat template {}", p.display()))?;
+            ChatTemplate::from_gguf_with_source(&file, &src)
+        }
+        None => ChatTemplate::from_gguf(&file),
+    }
+    .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
     let model: Arc<dyn edgellama_models::CausalLm> = Arc::from(load::model(&file, &path, threads)?);
     let n_ctx = a.ctx_size.min(model.info().n_ctx_train.max(16));
+    let images = match &image {
+        Some(im) => {
+            let cfg = crate::images::preprocess_config(model.info())?;
+            let prepared = preprocess::prepare(&im.bytes, &ImageLimits::default(), cfg)
+                .with_context(|| format!("cannot use the image {}", im.path.display()))?;
+            vec![Arc::new(prepared)]
+        }
+        None => Vec::new(),
+    };
     let engine = Engine::start(
         model,
         tokenizer.clone(),
@@ -150,7 +203,7 @@ pub fn run(a: GuardArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .context("cannot start the async runtime")?;
-    let report = rt.block_on(guard.check(&messages, &opts))?;
+    let report = rt.block_on(guard.check_with_images(&messages, &images, &opts))?;
     if a.json {
         println!("{}", report.to_json());
     } else {

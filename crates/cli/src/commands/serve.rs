@@ -6,7 +6,7 @@ use clap::Args;
 use edgellama_engine::batch::{Engine, EngineConfig};
 use edgellama_engine::guard::Guard;
 use edgellama_server::{router, AppState, ImageSupport, ServedModel, ServerConfig, ShieldSettings};
-use edgellama_tokenizer::ChatTemplate;
+use edgellama_tokenizer::{ChatTemplate, Tokenizer};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -205,10 +205,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         batch_tokens: a.batch_size,
     };
-    let images = match (model.info().image_token, &model.info().preprocess) {
+    let image_support = |model: &dyn edgellama_models::CausalLm, tok: &Tokenizer| match (
+        model.info().image_token,
+        &model.info().preprocess,
+    ) {
         (Some(token), Some(preprocess)) => Some(ImageSupport {
             token,
-            token_text: tokenizer.decode(&[token], true),
+            token_text: tok.decode(&[token], true),
             preprocess: preprocess.clone(),
             limits: Default::default(),
             allow_dir: a.allow_image_path.clone(),
@@ -216,6 +219,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }),
         _ => None,
     };
+    let images = image_support(&*model, &tokenizer);
     let engine =
         Engine::start(model, tokenizer.clone(), config).context("cannot start the engine")?;
     let model_id = a.alias.clone().unwrap_or_else(|| file_name(&path));
@@ -242,6 +246,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let gmodel: Arc<dyn edgellama_models::CausalLm> =
                 Arc::from(load::model_on(&gfile, gpath, backend.clone())?);
             let n_ctx = g.guard_ctx_size.min(gmodel.info().n_ctx_train.max(64));
+            let gimages = image_support(&*gmodel, &gtok);
             let gengine = Engine::start(
                 gmodel,
                 gtok.clone(),
@@ -271,7 +276,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     engine: gengine,
                     tokenizer: gtok,
                     template: gtemplate,
-                    images: None,
+                    images: gimages,
                 },
                 guard,
                 g.settings(),
