@@ -510,17 +510,22 @@ mod tests {
     }
 
     #[test]
-    fn moderation_inputs_take_strings_lists_and_text_parts() {
+    fn moderation_inputs_take_strings_lists_and_typed_parts() {
         assert_eq!(moderation_inputs(json!("x")).expect("ok").len(), 1);
         assert_eq!(moderation_inputs(json!(["x", "y"])).expect("ok").len(), 2);
         let parts = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
         let one = moderation_inputs(parts).expect("ok");
         assert_eq!(one.len(), 1);
-        assert_eq!(one[0][0].text(), "a\nb");
+        assert_eq!(one[0][0].text(), "ab");
+        let img = json!({"type": "image_url", "image_url": {"url": "x"}});
+        assert_eq!(
+            moderation_inputs(json!([img.clone()])).expect("ok").len(),
+            1
+        );
+        assert!(moderation_inputs(json!([img.clone(), img])).is_err());
+        assert!(moderation_inputs(json!([{"type": "audio"}])).is_err());
+        assert!(moderation_inputs(json!([{"type": "text"}])).is_err());
         assert!(moderation_inputs(json!([])).is_err());
         assert!(moderation_inputs(json!(3)).is_err());
-        assert!(
-            moderation_inputs(json!([{"type": "image_url", "image_url": {"url": "x"}}])).is_err()
-        );
     }
 }
