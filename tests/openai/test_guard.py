@@ -153,3 +153,39 @@ def test_the_output_shield_stops_a_reply_mid_stream(lenient, tmp_path):
         assert whole.usage.completion_tokens < 64
     finally:
         s.stop()
+
+
+def test_a_vision_guard_moderates_an_image(vision_models):
+    """Llama Guard 3 11B-Vision's setup: a Llama 3.2 Vision model with the guard template
+    (here the tiny random checkpoint, which is no guard: its probabilities are small), an
+    image_url part in the moderation input. Held to transformers' number for the same
+    conversation and image (crates/engine/tests/golden/guard/vision_scores.json)."""
+    import base64
+    import math
+
+    golden_dir = conftest.ROOT / "crates" / "engine" / "tests" / "golden" / "guard"
+    want = json.loads((golden_dir / "vision_scores.json").read_text())["cases"][0]
+    png = conftest.ROOT / want["image"]
+    url = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
+    s = Server("--parallel", "2", "-c", "512", "--guard-model", vision_models["f32"],
+               "--guard-chat-template-file", golden_dir / "llama-guard-3-1b.jinja")
+    try:
+        c = client(s)
+        text = want["messages"][0]["content"][1]["text"]
+        r = c.moderations.create(input=[{"type": "image_url", "image_url": {"url": url}},
+                                        {"type": "text", "text": text}])
+        lg = r.results[0].model_extra["llama_guard"]
+        assert abs(math.log(lg["unsafe_probability"]) - want["log_unsafe_probability"]) < 2e-3
+        for code, w in want["log_category_scores"].items():
+            assert abs(math.log(lg["category_scores"][code]) - w) < 2e-3, code
+        with pytest.raises(openai.BadRequestError):
+            c.moderations.create(input=[{"type": "image_url", "image_url": {"url": url}}] * 2)
+    finally:
+        s.stop()
+
+
+def test_a_text_guard_refuses_images(lenient):
+    with pytest.raises(openai.BadRequestError) as e:
+        client(lenient).moderations.create(
+            input=[{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}])
+    assert "no images" in str(e.value)

@@ -89,6 +89,9 @@ pub struct GuardServeArgs {
     /// Context of each guard sequence (its prompt holds the conversation).
     #[arg(long = "guard-ctx-size", default_value_t = 8192)]
     pub guard_ctx_size: usize,
+    /// Use this Jinja chat template for the guard instead of its file's.
+    #[arg(long = "guard-chat-template-file")]
+    pub guard_chat_template_file: Option<PathBuf>,
     /// Name of the guard model (default: its file's name).
     #[arg(long = "guard-alias")]
     pub guard_alias: Option<String>,
@@ -177,6 +180,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
     };
 
     a.guard.validate()?;
+    let guard_template_src = match &a.guard.guard_chat_template_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read chat template {}", p.display()))?,
+        ),
+        None => None,
+    };
     if let Some(dir) = &a.allow_image_path {
         if !dir.is_dir() {
             bail!("--allow-image-path {} is not a directory", dir.display());
@@ -240,9 +250,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             let g = &a.guard;
             let gfile = load::open_gguf(gpath, a.model.load.mode())?;
             let gtok = Arc::new(load::tokenizer(&gfile, gpath)?);
-            let gtemplate = Arc::new(ChatTemplate::from_gguf(&gfile).with_context(|| {
-                format!("cannot load the chat template of {}", gpath.display())
-            })?);
+            let gtemplate = Arc::new(
+                match &guard_template_src {
+                    Some(src) => ChatTemplate::from_gguf_with_source(&gfile, src),
+                    None => ChatTemplate::from_gguf(&gfile),
+                }
+                .with_context(|| format!("cannot load the chat template of {}", gpath.display()))?,
+            );
             let gmodel: Arc<dyn edgellama_models::CausalLm> =
                 Arc::from(load::model_on(&gfile, gpath, backend.clone())?);
             let n_ctx = g.guard_ctx_size.min(gmodel.info().n_ctx_train.max(64));
