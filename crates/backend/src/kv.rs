@@ -56,6 +56,22 @@ impl KvCache {
         }
     }
 
+    /// Copies positions `0..n` of every layer from `src`, a cache of the
+    /// same model (same layers and widths).
+    pub fn copy_prefix(&mut self, src: &KvCache, n: usize) {
+        assert!(
+            self.n_layer == src.n_layer && self.n_embd_kv == src.n_embd_kv,
+            "caches of different shapes"
+        );
+        let n = n.min(self.n_ctx).min(src.n_ctx);
+        for layer in 0..self.n_layer {
+            let d = self.range(layer, 0, n);
+            let s = src.range(layer, 0, n);
+            self.k[d.clone()].copy_from_slice(&src.k[s.clone()]);
+            self.v[d].copy_from_slice(&src.v[s]);
+        }
+    }
+
     /// Keys of positions `0..n` of a layer.
     pub fn keys(&self, layer: usize, n: usize) -> &[u16] {
         &self.k[self.range(layer, 0, n)]

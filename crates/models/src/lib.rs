@@ -110,6 +110,23 @@ impl SeqState {
         Ok(())
     }
 
+    /// Takes the first `n` positions of `src` (a sequence of the same
+    /// model): its keys and values and the images bound in them; what this
+    /// state held is dropped.
+    pub fn copy_prefix_from(&mut self, src: &SeqState, n: usize) {
+        let n = n.min(src.n_past);
+        self.kv.copy_prefix(&src.kv, n);
+        self.n_past = n;
+        self.cross.images = src
+            .cross
+            .images
+            .iter()
+            .filter(|im| im.pos < n)
+            .cloned()
+            .collect();
+        self.cross.pending.clear();
+    }
+
     /// Forgets everything after the first `n` positions, images included.
     pub fn truncate(&mut self, n: usize) {
         self.n_past = self.n_past.min(n);

@@ -85,6 +85,12 @@ pub fn render(m: &EngineMetrics, http: &HttpCounters) -> String {
     );
     counter(
         &mut o,
+        "edgellama_prefix_copies_total",
+        "Requests that copied a cached prompt prefix from another sequence.",
+        l(&m.prefix_copies_total),
+    );
+    counter(
+        &mut o,
         "edgellama_generated_tokens_total",
         "Tokens generated.",
         l(&m.generated_tokens_total),

@@ -277,3 +277,49 @@ fn a_finished_request_frees_its_slot_before_its_last_event() {
         drain(&mut rx);
     }
 }
+
+#[test]
+fn a_cold_slot_copies_a_busy_slots_prefix_and_answers_the_same() {
+    let l = loaded();
+    let story = "It was the best of times, it was the worst of times, it was the age of wisdom. ";
+    let render = |q: &str| {
+        let text = format!("{}\n{q}", story.repeat(6));
+        let req = RenderRequest::new(vec![ChatMessage::user(text)]).with_generation_prompt(true);
+        l.tokenizer
+            .encode(&l.template.render(&req).expect("render"), false, true)
+    };
+    let (long, short) = (render("Summarize it."), render("Who wrote it?"));
+    assert!(long.len() > 128 && short.len() > 128);
+    // Alone, on a fresh engine.
+    let solo = engine(small_config(2));
+    let (want, _, _, cached) = drain(&mut solo.submit(request(&short)).expect("submit"));
+    assert_eq!(cached, 0);
+    // The same request while another one holds the shared story in slot 0:
+    // it lands in the cold slot 1 and copies the prefix.
+    let e = engine(small_config(2));
+    let mut busy = e
+        .submit(Request {
+            max_tokens: Some(200),
+            ..Request::new(long.clone(), SamplingParams::greedy())
+        })
+        .expect("submit");
+    // Wait until the long prompt is in its cache.
+    match busy.blocking_recv().expect("event") {
+        Event::Token(_) => {}
+        other => panic!("{other:?}"),
+    }
+    let (got, _, _, cached) = drain(&mut e.submit(request(&short)).expect("submit"));
+    let common = long.iter().zip(&short).take_while(|(a, b)| a == b).count();
+    assert!(
+        cached > 64 && cached <= common,
+        "cached {cached} of {common}"
+    );
+    assert_eq!(got, want, "a copied prefix changed the output");
+    assert_eq!(
+        e.metrics()
+            .prefix_copies_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    drop(busy);
+}

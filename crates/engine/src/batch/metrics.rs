@@ -76,6 +76,8 @@ pub struct EngineMetrics {
     pub prompt_tokens_total: AtomicU64,
     /// Prompt tokens taken from the prefix cache instead of computed.
     pub prompt_tokens_cached: AtomicU64,
+    /// Admissions that copied a cached prefix from another slot.
+    pub prefix_copies_total: AtomicU64,
     pub generated_tokens_total: AtomicU64,
     pub steps_total: AtomicU64,
     /// Tokens fed through the model (prompt chunks and decoded tokens).
@@ -112,6 +114,7 @@ impl EngineMetrics {
             requests_failed: AtomicU64::new(0),
             prompt_tokens_total: AtomicU64::new(0),
             prompt_tokens_cached: AtomicU64::new(0),
+            prefix_copies_total: AtomicU64::new(0),
             generated_tokens_total: AtomicU64::new(0),
             steps_total: AtomicU64::new(0),
             step_tokens_total: AtomicU64::new(0),

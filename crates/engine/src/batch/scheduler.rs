@@ -312,12 +312,41 @@ impl Scheduler {
                 )
             })
             .max();
-        let Some((reuse, _, i)) = best else {
+        let Some((mut reuse, _, i)) = best else {
             // Admission only takes as many requests as there are free slots.
             self.shared.release();
             let _ = tx.send(Event::Error("no free slot".into()));
             return;
         };
+        // Another slot, busy or not, may hold more of the prompt (a system
+        // prompt or a guard's policy that every request starts with): its
+        // positions are copied rather than computed again. The rule of
+        // `reusable` holds for them as for the slot's own.
+        let donor = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(j, s)| (Self::reusable(s, &req.prompt, &hashes, image_token), j))
+            .max();
+        if let Some((more, j)) = donor.filter(|&(more, _)| more > reuse) {
+            let (dst, src) = if i < j {
+                let (a, b) = self.slots.split_at_mut(j);
+                (&mut a[i], &b[0])
+            } else {
+                let (a, b) = self.slots.split_at_mut(i);
+                (&mut b[0], &a[j])
+            };
+            dst.state.copy_prefix_from(&src.state, more);
+            dst.cached = src.cached[..more].to_vec();
+            let n_bound = count_images(&dst.cached, image_token);
+            dst.cached_images = src.cached_images[..n_bound.min(src.cached_images.len())].to_vec();
+            dst.n_f32 = src.n_f32.min(more);
+            reuse = more;
+            self.metrics()
+                .prefix_copies_total
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let mut sampling = req.sampling;
         let bias = std::mem::take(&mut sampling.logit_bias);
         let sampler = match Sampler::new(&sampling) {
