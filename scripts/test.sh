@@ -25,7 +25,16 @@ cargo build --release -p edgellama-cli
 python3 -m pytest tests/openai -q
 
 # OGX needs Python >= 3.12.
-py312="$(command -v python3.12 || ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | head -n1 || true)"
+# (A pyenv shim may stand on PATH without a 3.12 behind it: each candidate
+# must run.)
+py312=""
+for cand in "$(command -v python3.12 || true)" "$HOME"/.pyenv/versions/3.1[2-9]*/bin/python3; do
+    if [ -n "$cand" ] && [ -x "$cand" ] &&
+        "$cand" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then
+        py312="$cand"
+        break
+    fi
+done
 venv=.cache/venv-ogx
 if [ -n "$py312" ]; then
     if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/ogx/requirements.txt "$venv/requirements.txt"; then
