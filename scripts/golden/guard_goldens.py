@@ -51,6 +51,7 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import math
 import string
 import sys
 from pathlib import Path
@@ -259,11 +260,13 @@ def log_softmax_last(model, ids):
     return torch.log_softmax(logits, dim=-1)
 
 
-def score(model, tok, prompt_text):
-    ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+def guard_numbers(next_lp, tok, prompt_text):
+    """The greedy reply, and the log-probabilities of `unsafe` at the verdict
+    position and of each listed category (see the module note). `next_lp(extra)`
+    is the log-softmax after the prompt followed by the token ids `extra`."""
     reply, lps = [], []
     while len(reply) < MAX_REPLY:
-        lp = log_softmax_last(model, ids + reply)
+        lp = next_lp(reply)
         nxt = int(torch.argmax(lp))
         lps.append(lp)
         if nxt in EOG:
@@ -274,19 +277,24 @@ def score(model, tok, prompt_text):
     at = min(at, len(lps) - 1)
     unsafe_id = tok("unsafe", add_special_tokens=False)["input_ids"]
     assert len(unsafe_id) == 1
-    p_unsafe = float(torch.exp(lps[at][unsafe_id[0]]))
+    lp_unsafe = float(lps[at][unsafe_id[0]])
     lead = reply[:at]
     scores = {}
     for code in listed_categories(prompt_text):
         forced = tok("unsafe\n" + code, add_special_tokens=False)["input_ids"]
-        lp = log_softmax_last(model, ids + lead + forced[:-1])
-        scores[code] = p_unsafe * float(torch.exp(lp[forced[-1]]))
+        scores[code] = lp_unsafe + float(next_lp(lead + forced[:-1])[forced[-1]])
+    return reply, lp_unsafe, scores
+
+
+def score(model, tok, prompt_text):
+    ids = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    reply, lp_unsafe, scores = guard_numbers(lambda extra: log_softmax_last(model, ids + extra), tok, prompt_text)
     return {
         "prompt_tokens": len(ids),
         "reply_ids": reply,
         "reply": tok.decode(reply),
-        "unsafe_probability": p_unsafe,
-        "category_scores": scores,
+        "unsafe_probability": math.exp(lp_unsafe),
+        "category_scores": {c: math.exp(v) for c, v in scores.items()},
     }
 
 
@@ -318,28 +326,11 @@ def vision_scores(testdata: Path, tok, template: str) -> dict:
             out["attention_mask"] = torch.ones_like(out["input_ids"])
         return out
 
-    def lsm(inp):
+    def next_lp(extra):
+        inp = extend(inputs, extra) if extra else inputs
         return torch.log_softmax(mg.logits(model, inp)[-1].double(), dim=-1)
 
-    reply, lps = [], []
-    while len(reply) < MAX_REPLY:
-        lp = lsm(extend(inputs, reply) if reply else inputs)
-        nxt = int(torch.argmax(lp))
-        lps.append(lp)
-        if nxt in EOG:
-            break
-        reply.append(nxt)
-    ws = lambda t: (s := tok.decode([t])) != "" and s.strip() == ""
-    at = next((i for i, t in enumerate(reply) if not ws(t)), len(reply))
-    at = min(at, len(lps) - 1)
-    unsafe_id = tok("unsafe", add_special_tokens=False)["input_ids"][0]
-    lp_unsafe = float(lps[at][unsafe_id])
-    lead = reply[:at]
-    scores = {}
-    for code in listed_categories(prompt):
-        forced = tok("unsafe\n" + code, add_special_tokens=False)["input_ids"]
-        lp = lsm(extend(inputs, lead + forced[:-1]))
-        scores[code] = lp_unsafe + float(lp[forced[-1]])
+    reply, lp_unsafe, scores = guard_numbers(next_lp, tok, prompt)
     return {
         "name": VISION_CASE["name"],
         "messages": VISION_CASE["messages"],

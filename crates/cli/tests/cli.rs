@@ -1,46 +1,9 @@
 //! The `edgellama` binary as a user runs it: flags, outputs, and clear
 //! errors on bad input.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn testdata(name: &str) -> PathBuf {
-    let dir = std::env::var_os("EDGELLAMA_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"));
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "missing test data {}: run scripts/fetch-testdata.sh",
-        p.display()
-    );
-    p
-}
-
-fn edgellama(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgellama"))
-        .args(args)
-        .output()
-        .expect("run edgellama")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A failure must be a message and exit code 1, never a panic.
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error: {err}"
-    );
-    assert!(
-        err.contains(needle),
-        "error should mention {needle:?}: {err}"
-    );
-}
+use common::*;
 
 #[test]
 fn tokenize_vocab_only_file_matches_llama_cpp_vectors() {

@@ -2,45 +2,18 @@
 //! model (its numbers are held to transformers' in the engine's tests; here
 //! the command's shape and its errors).
 
+mod common;
+
+use common::*;
+
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn testdata(name: &str) -> PathBuf {
-    let dir = std::env::var_os("EDGELLAMA_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"));
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "missing test data {}: run scripts/fetch-testdata.sh",
-        p.display()
-    );
-    p
-}
-
-fn edgellama(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgellama"))
-        .args(args)
-        .output()
-        .expect("run edgellama")
-}
+use std::process::Output;
 
 fn guard(extra: &[&str]) -> Output {
     let model = testdata("tiny-llama-guard.gguf");
     let mut args = vec!["guard", "-m", model.to_str().expect("utf-8"), "-t", "2"];
     args.extend_from_slice(extra);
     edgellama(&args)
-}
-
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert!(
-        err.contains(needle),
-        "error should mention {needle:?}: {err}"
-    );
 }
 
 #[test]

@@ -2,22 +2,12 @@
 //! sampling flags' errors, through the built binary with the real SmolLM2
 //! model and greedy decoding.
 
+mod common;
+
+use common::*;
+
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn testdata(name: &str) -> PathBuf {
-    let dir = std::env::var_os("EDGELLAMA_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"));
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "missing test data {}: run scripts/fetch-testdata.sh",
-        p.display()
-    );
-    p
-}
 
 fn smol() -> String {
     testdata("SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -33,40 +23,6 @@ fn llama32_template() -> String {
         .to_str()
         .unwrap()
         .to_string()
-}
-
-fn edgellama(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgellama"))
-        .args(args)
-        .output()
-        .expect("run edgellama")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error: {err}"
-    );
-    assert!(
-        err.contains(needle),
-        "error should mention {needle:?}: {err}"
-    );
-}
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("edgellama-run-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 const TOOLS: &str = r#"[{"type": "function", "function": {"name": "get_weather",

@@ -2,22 +2,13 @@
 //! on the tiny random Llama 3.2 Vision checkpoint (run as a directory,
 //! converted in memory), and their errors.
 
+mod common;
+
+use common::*;
+
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-
-fn testdata(name: &str) -> PathBuf {
-    let dir = std::env::var_os("EDGELLAMA_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/testdata"));
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "missing test data {}: run scripts/fetch-testdata.sh",
-        p.display()
-    );
-    p
-}
+use std::process::{Command, Stdio};
 
 fn vision_model() -> String {
     testdata("tiny-mllama").to_string_lossy().into_owned()
@@ -29,27 +20,6 @@ fn image(name: &str) -> String {
         .join(name)
         .to_string_lossy()
         .into_owned()
-}
-
-fn edgellama(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_edgellama"))
-        .args(args)
-        .output()
-        .expect("run edgellama")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_clean_failure(o: &Output, needle: &str) {
-    let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success: {err}");
-    assert!(
-        !err.contains("panicked"),
-        "panic instead of an error: {err}"
-    );
-    assert!(err.contains(needle), "error lacks {needle:?}: {err}");
 }
 
 /// Case a of the transformers goldens (crates/models/tests/golden/mllama):
