@@ -151,32 +151,9 @@ def random_tensor(rng: np.random.Generator, shape: tuple[int, ...], std: float) 
 
 def write_model(path: Path, s: Shape, vocab: tuple[list[str], list[int], list[str]]) -> None:
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(s.name)
-    w.add_block_count(s.n_layer)
-    w.add_context_length(N_CTX_TRAIN)
-    w.add_embedding_length(s.n_embd)
-    w.add_feed_forward_length(s.n_ff)
-    w.add_head_count(s.n_head)
-    w.add_head_count_kv(s.n_head_kv)
-    w.add_rope_freq_base(ROPE_THETA)
-    w.add_layer_norm_rms_eps(RMS_EPS)
-    w.add_key_length(s.head_dim)
-    w.add_value_length(s.head_dim)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    w.add_vocab_size(N_VOCAB)
-    w.add_rope_dimension_count(s.head_dim)
-
-    tokens, types, merges = vocab
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("llama-bpe")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_pad_token_id(PAD_ID)
-    w.add_add_bos_token(True)
+    tiny.add_llama_shape(w, s.name, s.n_layer, N_CTX_TRAIN, s.n_embd, s.n_ff, s.n_head, s.n_head_kv, s.head_dim,
+                         gguf.LlamaFileType.MOSTLY_F16, ROPE_THETA, RMS_EPS, N_VOCAB)
+    tiny.add_vocab(w, vocab, BOS_ID, EOS_ID, PAD_ID)
     if s.template is not None:
         w.add_chat_template(s.template.read_text(encoding="utf-8"))
 

@@ -140,30 +140,9 @@ def make_weights() -> list[tuple[str, np.ndarray]]:
 
 def write_model(path: Path, weights, vocab, template: str) -> None:
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_type(gguf.GGUFType.MODEL)
-    w.add_name("tiny-llama-guard (random weights)")
-    w.add_block_count(N_LAYER)
-    w.add_context_length(N_CTX_TRAIN)
-    w.add_embedding_length(N_EMBD)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_rope_freq_base(ROPE_THETA)
-    w.add_layer_norm_rms_eps(RMS_EPS)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32)
-    w.add_vocab_size(N_VOCAB)
-    w.add_rope_dimension_count(HEAD_DIM)
-    tokens, types, merges = vocab
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("llama-bpe")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_add_bos_token(True)
+    tiny.add_llama_shape(w, "tiny-llama-guard (random weights)", N_LAYER, N_CTX_TRAIN, N_EMBD, N_FF, N_HEAD,
+                         N_HEAD_KV, HEAD_DIM, gguf.LlamaFileType.ALL_F32, ROPE_THETA, RMS_EPS)
+    tiny.add_vocab(w, vocab, BOS_ID, EOS_ID, None)
     w.add_chat_template(template)
     for name, data in weights:
         w.add_tensor(name, data)

@@ -264,6 +264,42 @@ def make_weights() -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def add_llama_shape(w, name, n_layer, n_ctx, n_embd, n_ff, n_head, n_head_kv, head_dim, file_type,
+                    rope_theta=ROPE_THETA, rms_eps=RMS_EPS, n_vocab=N_VOCAB) -> None:
+    """A Llama model's hyperparameters, in convert_hf_to_gguf.py's order
+    (shared with scripts/make-tiny-guard.py and bench/make-shaped-models.py)."""
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_name(name)
+    w.add_block_count(n_layer)
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head_kv)
+    w.add_rope_freq_base(rope_theta)
+    w.add_layer_norm_rms_eps(rms_eps)
+    w.add_key_length(head_dim)
+    w.add_value_length(head_dim)
+    w.add_file_type(file_type)
+    w.add_vocab_size(n_vocab)
+    w.add_rope_dimension_count(head_dim)
+
+
+def add_vocab(w, vocab, bos: int, eos: int, pad: int | None) -> None:
+    """Meta's Llama 3 vocabulary as convert_hf_to_gguf.py writes it."""
+    tokens, types, merges = vocab
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("llama-bpe")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
+    if pad is not None:
+        w.add_pad_token_id(pad)
+    w.add_add_bos_token(True)
+
+
 def write_model(
     path: Path,
     name: str,
@@ -271,38 +307,15 @@ def write_model(
     vocab: tuple[list[str], list[int], list[str]],
     qtype: QT | None,
 ) -> None:
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_type(gguf.GGUFType.MODEL)
-    w.add_name(name)
-    w.add_block_count(N_LAYER)
-    w.add_context_length(N_CTX_TRAIN)
-    w.add_embedding_length(N_EMBD)
-    w.add_feed_forward_length(N_FF)
-    w.add_head_count(N_HEAD)
-    w.add_head_count_kv(N_HEAD_KV)
-    w.add_rope_freq_base(ROPE_THETA)
-    w.add_layer_norm_rms_eps(RMS_EPS)
-    w.add_key_length(HEAD_DIM)
-    w.add_value_length(HEAD_DIM)
     if qtype is None:
-        w.add_file_type(gguf.LlamaFileType.ALL_F32)
+        file_type = gguf.LlamaFileType.ALL_F32
     elif qtype == QT.Q8_0:
-        w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+        file_type = gguf.LlamaFileType.MOSTLY_Q8_0
     else:
-        w.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_K_S)
-    w.add_vocab_size(N_VOCAB)
-    w.add_rope_dimension_count(HEAD_DIM)
-
-    tokens, types, merges = vocab
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("llama-bpe")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(BOS_ID)
-    w.add_eos_token_id(EOS_ID)
-    w.add_pad_token_id(PAD_ID)
-    w.add_add_bos_token(True)
+        file_type = gguf.LlamaFileType.MOSTLY_Q4_K_S
+    w = gguf.GGUFWriter(str(path), "llama")
+    add_llama_shape(w, name, N_LAYER, N_CTX_TRAIN, N_EMBD, N_FF, N_HEAD, N_HEAD_KV, HEAD_DIM, file_type)
+    add_vocab(w, vocab, BOS_ID, EOS_ID, PAD_ID)
     if qtype is not None:
         w.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
