@@ -36,17 +36,7 @@ fi
 (cd "$ROOT" && cargo build --release -p edgellama-cli)
 EDGELLAMA="$ROOT/target/release/edgellama"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_up() { # port pid
-    for _ in $(seq 1 300); do
-        if curl -sf "http://127.0.0.1:$1/health" >/dev/null; then return 0; fi
-        kill -0 "$2" 2>/dev/null || { echo "server exited" >&2; return 1; }
-        sleep 0.2
-    done
-    echo "server did not come up" >&2
-    return 1
-}
+. "$ROOT/bench/serve/lib.sh"
 
 run_one() { # label
     local label="$1" port pid

@@ -43,17 +43,7 @@ shaped() { # size file-f16 file-quantized type
 MODEL="${MODEL:-$(shaped 1b llama32-1b-shaped-f16.gguf llama32-1b-shaped-q4_k_m.gguf Q4_K_M)}"
 GUARD="${GUARD:-$(shaped guard1b llama-guard3-1b-shaped-f16.gguf llama-guard3-1b-shaped-q8_0.gguf Q8_0)}"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_up() { # port pid
-    for _ in $(seq 1 600); do
-        if curl -sf "http://127.0.0.1:$1/health" >/dev/null; then return 0; fi
-        kill -0 "$2" 2>/dev/null || { echo "server exited" >&2; return 1; }
-        sleep 0.2
-    done
-    echo "server did not come up" >&2
-    return 1
-}
+. "$ROOT/bench/serve/lib.sh"
 
 run_one() { # plain|shielded
     local label="$1" port pid extra=()
