@@ -52,6 +52,26 @@ pub struct ModelArgs {
     pub load: LoadArgs,
 }
 
+/// `-t`: the inference threads, one definition and one check for every
+/// command that runs a model.
+#[derive(clap::Args, Debug, Clone, Copy, Default)]
+pub struct ThreadsArgs {
+    /// Threads (default: one per physical core).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArgs {
+    /// The thread count, checked.
+    pub fn resolve(&self) -> Result<usize> {
+        let threads = self.threads.unwrap_or_else(default_threads);
+        if threads == 0 || threads > 1024 {
+            anyhow::bail!("-t must be between 1 and 1024, got {threads}");
+        }
+        Ok(threads)
+    }
+}
+
 /// How a model for inference is held in memory (llama.cpp's flag names).
 /// By default the file is read into memory backed by transparent huge pages
 /// where the system grants them, and memory-mapped elsewhere.

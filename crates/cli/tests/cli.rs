@@ -193,3 +193,24 @@ fn perplexity_on_too_short_text_says_how_much_is_needed() {
     assert_clean_failure(&o, "at least 256");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn every_model_command_checks_threads_the_same_way() {
+    let smol = testdata("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let smol = smol.to_str().expect("utf-8");
+    let text = testdata("shakespeare-hamlet.txt");
+    let text = text.to_str().expect("utf-8");
+    for args in [
+        vec!["run", "-m", smol, "-p", "x"],
+        vec!["serve", "-m", smol],
+        vec!["bench", "-m", smol],
+        vec!["perplexity", "-m", smol, "-f", text],
+        vec!["guard", "-m", smol, "-p", "x"],
+    ] {
+        for t in ["0", "2000"] {
+            let mut a = args.clone();
+            a.extend(["-t", t]);
+            assert_clean_failure(&edgellama(&a), "-t must be between 1 and 1024");
+        }
+    }
+}

@@ -33,9 +33,8 @@ pub struct BenchArgs {
     /// Tokens generated one at a time (0: skip the generation test).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
-    /// Threads (default: one per physical core).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: load::ThreadsArgs,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
@@ -129,10 +128,7 @@ fn run_test(
 }
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(load::default_threads);
-    if threads == 0 || threads > 1024 {
-        bail!("-t must be between 1 and 1024, got {threads}");
-    }
+    let threads = a.threads.resolve()?;
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }

@@ -4,7 +4,7 @@
 //! the longest token prefix the KV cache already holds, and evaluates only
 //! the rest, so the history is not processed again.
 
-use crate::commands::run::{check_logit_bias, max_tokens, threads, SamplingArgs};
+use crate::commands::run::{check_logit_bias, max_tokens, SamplingArgs};
 use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -32,9 +32,8 @@ pub struct ChatArgs {
     /// Context size in tokens (0: the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Threads (default: one per physical core).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: load::ThreadsArgs,
     /// Most tokens in one reply (-1: until the model ends its turn).
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
     pub n_predict: i64,
@@ -454,7 +453,7 @@ fn install_interrupt() -> Result<Arc<Interrupt>> {
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
-    let threads = threads(a.threads)?;
+    let threads = a.threads.resolve()?;
     let max_tokens = max_tokens(a.n_predict)?;
     let sampling = a.sampling.params()?;
     let template_source = a

@@ -51,9 +51,8 @@ pub struct GuardArgs {
     /// Context size (prompt and reply together).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 8192)]
     pub ctx_size: usize,
-    /// Threads (default: one per physical core).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: load::ThreadsArgs,
 }
 
 fn read_json(path: &Path, what: &str) -> Result<Value> {
@@ -94,10 +93,7 @@ pub fn parse_categories(doc: Value, origin: &str) -> Result<Vec<(String, String)
 }
 
 pub fn run(a: GuardArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(load::default_threads);
-    if threads == 0 || threads > 1024 {
-        bail!("-t must be between 1 and 1024, got {threads}");
-    }
+    let threads = a.threads.resolve()?;
     if !(0.0..=1.0).contains(&a.threshold) {
         bail!("--threshold must be within [0, 1], got {}", a.threshold);
     }

@@ -17,18 +17,14 @@ pub struct PerplexityArgs {
     /// Score at most this many chunks (-1: all).
     #[arg(long = "chunks", default_value_t = -1, allow_negative_numbers = true)]
     pub chunks: i64,
-    /// Threads (default: one per physical core).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: load::ThreadsArgs,
     #[command(flatten)]
     pub load: load::LoadArgs,
 }
 
 pub fn run(a: PerplexityArgs) -> Result<()> {
-    let threads = a.threads.unwrap_or_else(load::default_threads);
-    if threads == 0 || threads > 1024 {
-        bail!("-t must be between 1 and 1024, got {threads}");
-    }
+    let threads = a.threads.resolve()?;
     let chunks = match a.chunks {
         -1 => None,
         n if n > 0 => Some(n as usize),

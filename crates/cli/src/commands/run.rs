@@ -137,15 +137,6 @@ pub fn check_logit_bias(sampling: &SamplingParams, tok: &Tokenizer) -> Result<()
     Ok(())
 }
 
-/// `-t`, checked.
-pub fn threads(t: Option<usize>) -> Result<usize> {
-    let threads = t.unwrap_or_else(load::default_threads);
-    if threads == 0 || threads > 1024 {
-        bail!("-t must be between 1 and 1024, got {threads}");
-    }
-    Ok(threads)
-}
-
 /// `-n`, checked: `None` for -1.
 pub fn max_tokens(n: i64) -> Result<Option<usize>> {
     match n {
@@ -168,9 +159,8 @@ pub struct RunArgs {
     /// Context size in tokens (0: the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Threads (default: one per physical core).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: load::ThreadsArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Tool definitions (a JSON list of function schemas): the prompt goes
@@ -203,7 +193,7 @@ struct RunConfig {
 
 fn validate(a: &RunArgs) -> Result<RunConfig> {
     let max_tokens = max_tokens(a.n_predict)?;
-    let threads = threads(a.threads)?;
+    let threads = a.threads.resolve()?;
     let sampling = a.sampling.params()?;
     let tools = a.tools.as_deref().map(read_tools).transpose()?;
     let template_source = a

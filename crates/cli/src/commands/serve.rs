@@ -26,9 +26,8 @@ pub struct ServeArgs {
     /// (0: the model's training context).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
     pub ctx_size: usize,
-    /// Threads (default: one per physical core).
-    #[arg(short = 't', long = "threads")]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: load::ThreadsArgs,
     /// Require `Authorization: Bearer KEY` on the API (not on / and /health).
     #[arg(long = "api-key")]
     pub api_key: Option<String>,
@@ -166,10 +165,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     if a.parallel == 0 {
         bail!("--parallel must be at least 1");
     }
-    let threads = a.threads.unwrap_or_else(load::default_threads);
-    if threads == 0 {
-        bail!("-t must be at least 1");
-    }
+    let threads = a.threads.resolve()?;
     let addr = format!("{}:{}", a.host, a.port);
     let template_src = match &a.chat_template_file {
         Some(p) => Some(
