@@ -1,8 +1,8 @@
-use crate::stop::StopStrings;
+use crate::decode::{prime_penalties, ReplyText};
 use crate::{EngineError, FinishReason};
 use edgellama_models::{CausalLm, Logits, SeqState};
 use edgellama_sampler::{Sampler, SamplingParams};
-use edgellama_tokenizer::{StreamDecoder, Tokenizer};
+use edgellama_tokenizer::Tokenizer;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Default)]
@@ -82,17 +82,8 @@ pub fn generate_after(
         });
     }
     let mut sampler = Sampler::new(&params.sampling)?;
-    let history = params.sampling.penalty_last_n;
-    let skip_prompt = prompt.len().saturating_sub(history);
-    let from_cached = history.saturating_sub(prompt.len()).min(cached.len());
-    for &t in cached[cached.len() - from_cached..]
-        .iter()
-        .chain(&prompt[skip_prompt..])
-    {
-        sampler.accept(t);
-    }
-    let mut decoder = StreamDecoder::new(tokenizer, params.special);
-    let mut stops = StopStrings::new(params.stop.iter().cloned());
+    prime_penalties(&mut sampler, params.sampling.penalty_last_n, cached, prompt);
+    let mut reply = ReplyText::new(tokenizer, params.special, params.stop.iter().cloned());
     let mut text = String::new();
     // Passes released text on; false when the caller wants no more.
     let mut emit = |piece: &str, text: &mut String| -> bool {
@@ -118,42 +109,22 @@ pub fn generate_after(
             break FinishReason::EndOfGeneration;
         }
         tokens.push(id);
-        if let Some(piece) = decoder.push(id) {
-            let r = stops.push(&piece);
-            if !emit(&r.text, &mut text) {
-                break FinishReason::Cancelled;
-            }
-            if let Some(i) = r.stop {
-                break FinishReason::StopString(i);
-            }
+        let r = reply.push(id);
+        if !emit(&r.text, &mut text) {
+            break FinishReason::Cancelled;
+        }
+        if let Some(i) = r.stop {
+            break FinishReason::StopString(i);
         }
         if state.n_past >= state.n_ctx() {
             break FinishReason::ContextFull;
         }
         logits = model.forward(state, &[id], Logits::Last)?;
     };
-    let stop = match stop {
-        FinishReason::Cancelled | FinishReason::StopString(_) => stop,
-        // The text has ended: an unfinished character comes out as U+FFFD
-        // and held-back text can no longer become a stop string, except
-        // with the bytes the flush adds.
-        _ => {
-            let r = decoder.flush().map(|rest| stops.push(&rest));
-            let mut stop = stop;
-            let mut piece = String::new();
-            if let Some(r) = r {
-                piece = r.text;
-                if let Some(i) = r.stop {
-                    stop = FinishReason::StopString(i);
-                }
-            }
-            piece.push_str(&stops.finish());
-            if !emit(&piece, &mut text) {
-                stop = FinishReason::Cancelled;
-            }
-            stop
-        }
-    };
+    let (tail, mut stop) = reply.end(stop);
+    if !emit(&tail, &mut text) {
+        stop = FinishReason::Cancelled;
+    }
     Ok(GenerationStats {
         n_prompt: prompt.len(),
         prompt_time,

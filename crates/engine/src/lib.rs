@@ -2,6 +2,7 @@
 //! applies sampling and stop conditions, and scores text (perplexity).
 
 pub mod batch;
+pub mod decode;
 mod generate;
 pub mod guard;
 mod perplexity;

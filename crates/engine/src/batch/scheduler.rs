@@ -5,10 +5,11 @@ use super::{
     Constraint, Done, EngineConfig, EngineMetrics, Event, FinishReason, Request, SubmitError,
     TokenEvent, TokenLogprob, Usage, ROUTE_SPLIT,
 };
-use crate::stop::StopStrings;
+use crate::decode::{prime_penalties, ReplyText};
+use crate::stop::Released;
 use edgellama_models::{BatchItem, CausalLm, Logits, ModelError, SeqState};
 use edgellama_sampler::{Sampler, SamplerError};
-use edgellama_tokenizer::{StreamDecoder, Tokenizer};
+use edgellama_tokenizer::Tokenizer;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -108,8 +109,7 @@ struct Active {
     sampler: Sampler,
     /// The request's logit biases, applied before the sampler's chain.
     bias: Vec<(u32, f32)>,
-    decoder: StreamDecoder<Arc<Tokenizer>>,
-    stops: StopStrings,
+    reply: ReplyText<Arc<Tokenizer>>,
     constraint: Option<Box<dyn Constraint>>,
     max_tokens: Option<usize>,
     logprobs: Option<usize>,
@@ -382,8 +382,7 @@ impl Scheduler {
             n_reused: reuse,
             sampler,
             bias,
-            decoder: StreamDecoder::new(self.tokenizer.clone(), req.special),
-            stops: StopStrings::new(req.stop),
+            reply: ReplyText::new(self.tokenizer.clone(), req.special, req.stop),
             constraint: req.constraint,
             max_tokens: req.max_tokens,
             logprobs: req.logprobs,
@@ -397,13 +396,12 @@ impl Scheduler {
             prompt: req.prompt,
             image_hashes: hashes,
         };
-        // Penalties look at the last tokens of the prompt, as in
-        // `generate_after`.
-        let history = sampling.penalty_last_n;
-        let from = active.prompt.len().saturating_sub(history);
-        for &t in &active.prompt[from..] {
-            active.sampler.accept(t);
-        }
+        prime_penalties(
+            &mut active.sampler,
+            sampling.penalty_last_n,
+            &[],
+            &active.prompt,
+        );
         let m = self.metrics();
         m.prompt_tokens_total
             .fetch_add(active.prompt.len() as u64, Ordering::Relaxed);
@@ -671,13 +669,7 @@ fn sample_one(
     if let Some(c) = a.constraint.as_mut() {
         c.accept(tokenizer.piece(id, false));
     }
-    let mut text = String::new();
-    let mut stop = None;
-    if let Some(piece) = a.decoder.push(id) {
-        let r = a.stops.push(&piece);
-        text = r.text;
-        stop = r.stop;
-    }
+    let Released { text, stop } = a.reply.push(id);
     if a.tx
         .send(Event::Token(TokenEvent { id, text, logprob }))
         .is_err()
@@ -697,21 +689,7 @@ fn sample_one(
 
 /// Sends what is held back and the final event.
 fn finish(mut a: Active, reason: FinishReason) {
-    let mut reason = reason;
-    let mut tail = String::new();
-    if !matches!(reason, FinishReason::StopString(_)) {
-        // The text has ended: an unfinished character comes out as U+FFFD
-        // and held-back text can no longer become a stop string, except
-        // with the bytes the flush adds.
-        if let Some(rest) = a.decoder.flush() {
-            let r = a.stops.push(&rest);
-            tail = r.text;
-            if let Some(i) = r.stop {
-                reason = FinishReason::StopString(i);
-            }
-        }
-        tail.push_str(&a.stops.finish());
-    }
+    let (tail, reason) = a.reply.end(reason);
     let now = Instant::now();
     let _ = a.tx.send(Event::Done(Done {
         finish: reason,
