@@ -159,23 +159,6 @@ impl Guard {
         Ok(render_guard_prompt(&self.template, messages, policy)?)
     }
 
-    /// Tokens of a rendered prompt with exactly one BOS: the templates
-    /// write it as text.
-    fn encode(&self, text: &str) -> Vec<u32> {
-        let tok = &self.tokenizer;
-        let mut ids = Vec::new();
-        let mut text = text;
-        if let (Some(bos), true) = (tok.bos_id(), tok.adds_bos()) {
-            let bos_text = tok.token_text(bos).unwrap_or_default();
-            if !bos_text.is_empty() {
-                text = text.strip_prefix(bos_text).unwrap_or(text);
-            }
-            ids.push(bos);
-        }
-        ids.extend(tok.encode(text, false, true));
-        ids
-    }
-
     /// Judges the last turn of `messages`.
     pub async fn check(
         &self,
@@ -199,7 +182,7 @@ impl Guard {
             return Err(GuardError::Threshold(opts.threshold));
         }
         let text = self.prompt_text(messages, &opts.policy)?;
-        let prompt = self.encode(&text);
+        let prompt = self.template.encode(&self.tokenizer, &text);
         let reply = self
             .run(
                 prompt.clone(),
@@ -216,7 +199,7 @@ impl Guard {
             .iter()
             .position(|&id| !self.is_whitespace(id))
             .unwrap_or(reply.ids.len());
-        let lead = &reply.ids[..at.min(reply.ids.len())];
+        let lead = &reply.ids[..at];
         // The verdict position's distribution as the last position of a
         // prompt: prompt positions take the backend's f32 attention route, a
         // decoding step its F16 one, and the score should not depend on

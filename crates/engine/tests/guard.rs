@@ -234,7 +234,9 @@ fn a_vision_guard_judges_the_image_with_the_text() {
         .expect("convert");
     let file = Arc::new(file);
     let tokenizer = Arc::new(Tokenizer::from_gguf(&file).expect("tokenizer"));
-    let template = Arc::new(guard_template());
+    let src =
+        std::fs::read_to_string(golden_dir().join("llama-guard-3-1b.jinja")).expect("template");
+    let template = Arc::new(ChatTemplate::from_gguf_with_source(&file, &src).expect("template"));
     let backend = Arc::new(CpuBackend::new(2).expect("backend"));
     let model = edgellama_models::load_model(file, backend).expect("model");
     let cfg = model.info().preprocess.clone().expect("a vision model");

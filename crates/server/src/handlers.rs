@@ -225,24 +225,6 @@ fn render(
     }
 }
 
-/// Tokens of a rendered prompt with exactly one BOS: templates write the
-/// BOS text themselves, and when the tokenizer adds BOS too the text's
-/// copy is dropped, as llama.cpp does.
-fn encode_rendered(m: &ServedModel, text: &str) -> Vec<u32> {
-    let tok = &m.tokenizer;
-    let bos_text = m.template.bos_token();
-    let mut ids = Vec::new();
-    let mut text = text;
-    if let (Some(bos), true) = (tok.bos_id(), tok.adds_bos()) {
-        if !bos_text.is_empty() {
-            text = text.strip_prefix(bos_text).unwrap_or(text);
-        }
-        ids.push(bos);
-    }
-    ids.extend(tok.encode(text, false, true));
-    ids
-}
-
 pub async fn apply_template(
     State(st): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
@@ -387,7 +369,7 @@ pub async fn chat(
         }
     }
     let text = render(&m, req.messages.clone(), tools.clone(), true)?;
-    let prompt = encode_rendered(&m, &text);
+    let prompt = m.template.encode(&m.tokenizer, &text);
     check_prompt_fits(&m, &prompt)?;
     if let Some(sup) = &m.images {
         let n_tokens = prompt.iter().filter(|&&t| t == sup.token).count();

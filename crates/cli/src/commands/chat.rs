@@ -58,30 +58,6 @@ pub fn load_template(file: &GgufFile, path: &Path, source: Option<&str>) -> Resu
     .with_context(|| format!("cannot load the chat template of {}", path.display()))
 }
 
-/// Tokens of a rendered prompt. Templates write the BOS text themselves;
-/// when the tokenizer adds BOS too, the text's copy is dropped, as
-/// llama.cpp does, so the prompt starts with exactly one.
-pub fn encode_rendered(tok: &Tokenizer, template: &ChatTemplate, text: &str) -> Vec<u32> {
-    let bos_text = template.bos_token();
-    let (text, add_bos) = match tok.bos_id() {
-        Some(_) if tok.adds_bos() => (
-            if bos_text.is_empty() {
-                text
-            } else {
-                text.strip_prefix(bos_text).unwrap_or(text)
-            },
-            true,
-        ),
-        _ => (text, false),
-    };
-    let mut ids = Vec::with_capacity(text.len() / 3 + 2);
-    if add_bos {
-        ids.extend(tok.bos_id());
-    }
-    ids.extend(tok.encode(text, false, true));
-    ids
-}
-
 /// Drops the oldest turn: the first message after any leading system
 /// messages and every message up to the next user message. Returns false
 /// when only system messages are left.
@@ -262,7 +238,7 @@ impl<'m> ChatSession<'m> {
             .template
             .render(&req)
             .context("cannot render the conversation with the chat template")?;
-        Ok(encode_rendered(self.tok, self.template, &text))
+        Ok(self.template.encode(self.tok, &text))
     }
 
     /// Whether a prompt of `n` tokens leaves room for a reply.
@@ -904,7 +880,7 @@ mod tests {
         let req = RenderRequest::new(vec![ChatMessage::user("Hi")]).with_generation_prompt(true);
         let text = template.render(&req).unwrap();
         assert!(text.starts_with("<|begin_of_text|>"), "{text}");
-        let ids = encode_rendered(&tok, &template, &text);
+        let ids = template.encode(&tok, &text);
         assert_eq!(ids[0], 128000);
         assert_ne!(ids[1], 128000);
         assert_eq!(tok.decode(&ids, true), text);

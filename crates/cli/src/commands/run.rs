@@ -1,7 +1,7 @@
 //! `edgellama run`: continue a prompt, or with `--tools`, answer it as a
 //! chat message that may call tools and print the parsed reply as JSON.
 
-use crate::commands::chat::{encode_rendered, load_template};
+use crate::commands::chat::load_template;
 use crate::{images, load};
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -284,7 +284,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             let text = template
                 .render(&req)
                 .context("cannot render the prompt with the chat template")?;
-            encode_rendered(&tok, &template, &text)
+            template.encode(&tok, &text)
         }
     };
     let model = load::model(&file, &path, cfg.threads)?;

@@ -250,6 +250,22 @@ impl ChatTemplate {
         &self.eos_token
     }
 
+    /// Tokens of a prompt this template rendered. Templates write the BOS
+    /// text themselves; when the tokenizer adds BOS too, the text's copy is
+    /// dropped, as llama.cpp does, so the prompt starts with exactly one.
+    pub fn encode(&self, tok: &crate::Tokenizer, text: &str) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+        let mut text = text;
+        if let (Some(bos), true) = (tok.bos_id(), tok.adds_bos()) {
+            if !self.bos_token.is_empty() {
+                text = text.strip_prefix(self.bos_token.as_str()).unwrap_or(text);
+            }
+            ids.push(bos);
+        }
+        ids.extend(tok.encode(text, false, true));
+        ids
+    }
+
     /// Renders the prompt.
     pub fn render(&self, req: &RenderRequest) -> Result<String, ChatTemplateError> {
         let env = match &self.source {
