@@ -6,7 +6,7 @@ use clap::Args;
 use edgellama_engine::batch::{Engine, EngineConfig};
 use edgellama_engine::guard::Guard;
 use edgellama_server::{router, AppState, ImageSupport, ServedModel, ServerConfig, ShieldSettings};
-use edgellama_tokenizer::{ChatTemplate, Tokenizer};
+use edgellama_tokenizer::ChatTemplate;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -160,64 +160,41 @@ fn file_name(path: &std::path::Path) -> String {
         .map_or_else(|| "edgellama".into(), |n| n.to_string_lossy().into_owned())
 }
 
-pub fn run(a: ServeArgs) -> Result<()> {
-    // Validate everything that needs no loading first.
-    if a.parallel == 0 {
-        bail!("--parallel must be at least 1");
-    }
-    let threads = a.threads.resolve()?;
-    let addr = format!("{}:{}", a.host, a.port);
-    let template_src = match &a.chat_template_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read chat template {}", p.display()))?,
-        ),
-        None => None,
-    };
+fn read_template(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    path.map(|p| {
+        std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read chat template {}", p.display()))
+    })
+    .transpose()
+}
 
-    a.guard.validate()?;
-    let guard_template_src = match &a.guard.guard_chat_template_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read chat template {}", p.display()))?,
-        ),
-        None => None,
-    };
-    if let Some(dir) = &a.allow_image_path {
-        if !dir.is_dir() {
-            bail!("--allow-image-path {} is not a directory", dir.display());
-        }
-    }
-
-    let path = a.model.resolve()?;
-    let file = load::open_gguf(&path, a.model.load.mode())?;
-    let tokenizer = Arc::new(load::tokenizer(&file, &path)?);
-    let template = match &template_src {
+/// A model file made ready to serve, the main model and the guard alike:
+/// its tokenizer and template (`template_src` replacing the file's), the
+/// model on the shared backend, its engine of `n_parallel` sequences of
+/// `n_ctx(training context)` positions, and what it needs for images.
+fn load_served(
+    a: &ServeArgs,
+    path: &std::path::Path,
+    template_src: Option<&str>,
+    backend: &Arc<edgellama_backend::CpuBackend>,
+    alias: Option<String>,
+    n_ctx: impl Fn(usize) -> usize,
+    n_parallel: usize,
+) -> Result<ServedModel> {
+    let file = load::open_gguf(path, a.model.load.mode())?;
+    let tokenizer = Arc::new(load::tokenizer(&file, path)?);
+    let template = match template_src {
         Some(src) => ChatTemplate::from_gguf_with_source(&file, src),
         None => ChatTemplate::from_gguf(&file),
     }
     .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
-    let backend = load::backend(threads)?;
     let model: Arc<dyn edgellama_models::CausalLm> =
-        Arc::from(load::model_on(&file, &path, backend.clone())?);
-    let n_ctx = if a.ctx_size == 0 {
-        model.info().n_ctx_train
-    } else {
-        a.ctx_size
-    };
-    let config = EngineConfig {
-        n_parallel: a.parallel,
-        n_ctx,
-        max_queue: a.max_queue,
-        batch_tokens: a.batch_size,
-    };
-    let image_support = |model: &dyn edgellama_models::CausalLm, tok: &Tokenizer| match (
-        model.info().image_token,
-        &model.info().preprocess,
-    ) {
+        Arc::from(load::model_on(&file, path, backend.clone())?);
+    let info = model.info();
+    let images = match (info.image_token, &info.preprocess) {
         (Some(token), Some(preprocess)) => Some(ImageSupport {
             token,
-            token_text: tok.decode(&[token], true),
+            token_text: tokenizer.decode(&[token], true),
             preprocess: preprocess.clone(),
             limits: Default::default(),
             allow_dir: a.allow_image_path.clone(),
@@ -225,72 +202,95 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }),
         _ => None,
     };
-    let images = image_support(&*model, &tokenizer);
-    let engine =
-        Engine::start(model, tokenizer.clone(), config).context("cannot start the engine")?;
-    let model_id = a.alias.clone().unwrap_or_else(|| file_name(&path));
-    let state = AppState::new(
+    let config = EngineConfig {
+        n_parallel,
+        n_ctx: n_ctx(info.n_ctx_train),
+        max_queue: a.max_queue,
+        batch_tokens: a.batch_size,
+    };
+    let engine = Engine::start(model, tokenizer.clone(), config)
+        .with_context(|| format!("cannot start the engine of {}", path.display()))?;
+    Ok(ServedModel {
+        id: alias.unwrap_or_else(|| file_name(path)),
         engine,
         tokenizer,
-        Arc::new(template),
+        template: Arc::new(template),
+        images,
+    })
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    // Validate everything that needs no loading first.
+    if a.parallel == 0 {
+        bail!("--parallel must be at least 1");
+    }
+    let threads = a.threads.resolve()?;
+    let addr = format!("{}:{}", a.host, a.port);
+    let template_src = read_template(a.chat_template_file.as_deref())?;
+    a.guard.validate()?;
+    let guard_template_src = read_template(a.guard.guard_chat_template_file.as_deref())?;
+    if let Some(dir) = &a.allow_image_path {
+        if !dir.is_dir() {
+            bail!("--allow-image-path {} is not a directory", dir.display());
+        }
+    }
+
+    let path = a.model.resolve()?;
+    let backend = load::backend(threads)?;
+    let main = load_served(
+        &a,
+        &path,
+        template_src.as_deref(),
+        &backend,
+        a.alias.clone(),
+        |train| if a.ctx_size == 0 { train } else { a.ctx_size },
+        a.parallel,
+    )?;
+    let n_ctx = main.engine.config().n_ctx;
+    let state = AppState::new(
+        main.engine,
+        main.tokenizer,
+        main.template,
         ServerConfig {
-            model_id,
+            model_id: main.id,
             api_key: a.api_key.clone(),
             max_body_bytes: a.max_body,
-            images,
+            images: main.images,
         },
     );
     let state = match &a.guard.guard_model {
         None => state,
         Some(gpath) => {
             let g = &a.guard;
-            let gfile = load::open_gguf(gpath, a.model.load.mode())?;
-            let gtok = Arc::new(load::tokenizer(&gfile, gpath)?);
-            let gtemplate = Arc::new(
-                match &guard_template_src {
-                    Some(src) => ChatTemplate::from_gguf_with_source(&gfile, src),
-                    None => ChatTemplate::from_gguf(&gfile),
-                }
-                .with_context(|| format!("cannot load the chat template of {}", gpath.display()))?,
-            );
-            let gmodel: Arc<dyn edgellama_models::CausalLm> =
-                Arc::from(load::model_on(&gfile, gpath, backend.clone())?);
-            let n_ctx = g.guard_ctx_size.min(gmodel.info().n_ctx_train.max(64));
-            let gimages = image_support(&*gmodel, &gtok);
-            let gengine = Engine::start(
-                gmodel,
-                gtok.clone(),
-                EngineConfig {
-                    n_parallel: g.guard_parallel,
-                    n_ctx,
-                    max_queue: a.max_queue,
-                    batch_tokens: a.batch_size,
-                },
+            let served = load_served(
+                &a,
+                gpath,
+                guard_template_src.as_deref(),
+                &backend,
+                g.guard_alias.clone(),
+                |train| g.guard_ctx_size.min(train.max(64)),
+                g.guard_parallel,
+            )?;
+            let guard = Guard::new(
+                served.engine.clone(),
+                served.tokenizer.clone(),
+                served.template.clone(),
             )
-            .context("cannot start the guard's engine")?;
-            let guard = Guard::new(gengine.clone(), gtok.clone(), gtemplate.clone())
-                .with_context(|| format!("{} cannot be used as a guard", gpath.display()))?;
-            let id = g.guard_alias.clone().unwrap_or_else(|| file_name(gpath));
-            if id == state.main().id {
-                bail!("the guard model and the main model have the same name `{id}`: give one an alias");
+            .with_context(|| format!("{} cannot be used as a guard", gpath.display()))?;
+            if served.id == state.main().id {
+                bail!(
+                    "the guard model and the main model have the same name `{}`: give one an alias",
+                    served.id
+                );
             }
             eprintln!(
-                "edgellama serve: guard {} as `{id}` (shields: {:?}, threshold {})",
+                "edgellama serve: guard {} as `{}` (shields: {:?}, threshold {})",
                 gpath.display(),
+                served.id,
                 g.guard,
                 g.guard_threshold
             );
-            state.with_guard(
-                ServedModel {
-                    id,
-                    engine: gengine,
-                    tokenizer: gtok,
-                    template: gtemplate,
-                    images: gimages,
-                },
-                guard,
-                g.settings(),
-            )
+            state.with_guard(served, guard, g.settings())
         }
     };
     let app = router(Arc::new(state));
