@@ -1,5 +1,6 @@
 //! `edgellama guard`: classify a prompt or a reply with a Llama Guard model.
 
+use crate::commands::chat::load_template;
 use crate::load;
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -8,7 +9,7 @@ use edgellama_engine::guard::{Guard, GuardOptions, GuardReport};
 use edgellama_models::mllama::preprocess::{self, ImageLimits};
 use edgellama_tokenizer::chat::guard::GuardPolicy;
 use edgellama_tokenizer::chat::{ContentPart, MessageContent};
-use edgellama_tokenizer::{ChatMessage, ChatTemplate};
+use edgellama_tokenizer::ChatMessage;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -156,19 +157,18 @@ pub fn run(a: GuardArgs) -> Result<()> {
     };
     // The conversation's shape is checked before anything is loaded.
     edgellama_tokenizer::chat::guard::guard_conversation(&messages)?;
+    let template_src = match &a.chat_template_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read chat template {}", p.display()))?,
+        ),
+        None => None,
+    };
 
     let path = a.model.resolve()?;
     let file = load::open_gguf(&path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, &path)?);
-    let template = match &a.chat_template_file {
-        Some(p) => {
-            let src = std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read chat template {}", p.display()))?;
-            ChatTemplate::from_gguf_with_source(&file, &src)
-        }
-        None => ChatTemplate::from_gguf(&file),
-    }
-    .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
+    let template = load_template(&file, &path, template_src.as_deref())?;
     let model: Arc<dyn edgellama_models::CausalLm> = Arc::from(load::model(&file, &path, threads)?);
     let n_ctx = a.ctx_size.min(model.info().n_ctx_train.max(16));
     let images = match &image {

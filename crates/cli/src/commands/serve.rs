@@ -1,12 +1,12 @@
 //! `edgellama serve`: the OpenAI-compatible HTTP server.
 
+use crate::commands::chat::load_template;
 use crate::load;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use edgellama_engine::batch::{Engine, EngineConfig};
 use edgellama_engine::guard::Guard;
 use edgellama_server::{router, AppState, ImageSupport, ServedModel, ServerConfig, ShieldSettings};
-use edgellama_tokenizer::ChatTemplate;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -183,11 +183,7 @@ fn load_served(
 ) -> Result<ServedModel> {
     let file = load::open_gguf(path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, path)?);
-    let template = match template_src {
-        Some(src) => ChatTemplate::from_gguf_with_source(&file, src),
-        None => ChatTemplate::from_gguf(&file),
-    }
-    .with_context(|| format!("cannot load the chat template of {}", path.display()))?;
+    let template = load_template(&file, path, template_src)?;
     let model: Arc<dyn edgellama_models::CausalLm> =
         Arc::from(load::model_on(&file, path, backend.clone())?);
     let info = model.info();
