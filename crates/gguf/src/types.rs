@@ -20,6 +20,7 @@ pub enum GgmlType {
     Q5_K = 13,
     Q6_K = 14,
     Q8_K = 15,
+    IQ4_NL = 20,
     BF16 = 30,
 }
 
@@ -28,7 +29,7 @@ pub const QK_K: usize = 256;
 
 impl GgmlType {
     /// All types this build understands, in ggml's numbering order.
-    pub const ALL: [GgmlType; 15] = [
+    pub const ALL: [GgmlType; 16] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -43,6 +44,7 @@ impl GgmlType {
         GgmlType::Q5_K,
         GgmlType::Q6_K,
         GgmlType::Q8_K,
+        GgmlType::IQ4_NL,
         GgmlType::BF16,
     ];
 
@@ -56,7 +58,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => 32,
-            GgmlType::Q8_0 | GgmlType::Q8_1 => 32,
+            GgmlType::Q8_0 | GgmlType::Q8_1 | GgmlType::IQ4_NL => 32,
             GgmlType::Q2_K
             | GgmlType::Q3_K
             | GgmlType::Q4_K
@@ -83,6 +85,7 @@ impl GgmlType {
             GgmlType::Q5_K => 176,
             GgmlType::Q6_K => 210,
             GgmlType::Q8_K => 292,
+            GgmlType::IQ4_NL => 18,
         }
     }
 
@@ -103,6 +106,7 @@ impl GgmlType {
             GgmlType::Q5_K => "q5_K",
             GgmlType::Q6_K => "q6_K",
             GgmlType::Q8_K => "q8_K",
+            GgmlType::IQ4_NL => "iq4_nl",
             GgmlType::BF16 => "bf16",
         }
     }
@@ -121,5 +125,32 @@ impl GgmlType {
 impl std::fmt::Display for GgmlType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_numbering_order_and_maps_back() {
+        for w in GgmlType::ALL.windows(2) {
+            assert!((w[0] as u32) < (w[1] as u32), "{} before {}", w[0], w[1]);
+        }
+        for t in GgmlType::ALL {
+            assert_eq!(GgmlType::from_u32(t as u32), Some(t));
+        }
+    }
+
+    #[test]
+    fn iq4_nl_is_ggml_type_20() {
+        let t = GgmlType::from_u32(20).expect("iq4_nl");
+        assert_eq!(t, GgmlType::IQ4_NL);
+        assert_eq!(
+            (t.block_size(), t.type_size(), t.name()),
+            (32, 18, "iq4_nl")
+        );
+        assert_eq!(t.row_size(128), Some(72));
+        assert_eq!(t.row_size(48), None);
     }
 }

@@ -324,6 +324,24 @@ fn unknown_tensor_type() {
     }
 }
 
+/// Type 20, ggml's iq4_nl (a KV-cache type): 32 elements in 18 bytes.
+#[test]
+fn iq4_nl_tensor_is_accepted() {
+    let f = parse(&one_tensor(&[64, 2], 20, 0, 72)).expect("valid");
+    let t = f.tensor("w").expect("w");
+    assert_eq!(t.ggml_type, GgmlType::IQ4_NL);
+    assert_eq!(t.n_bytes(), 72);
+    assert!(matches!(
+        err(&one_tensor(&[48], 20, 0, 18)),
+        GgufError::RowNotBlockAligned {
+            ggml_type: GgmlType::IQ4_NL,
+            row_len: 48,
+            block_size: 32,
+            ..
+        }
+    ));
+}
+
 #[test]
 fn unknown_metadata_value_type() {
     let mut b = Bytes::header(3, 0, 1);

@@ -2,7 +2,9 @@
 //! and dot products, and the float operations of the transformer block.
 //!
 //! Quantized formats match llama.cpp bit for bit: [`quantize_row`] writes the
-//! same blocks as `quantize_row_*_ref`, [`dequantize_row`] the same floats as
+//! same blocks as `quantize_row_*_ref` (for `iq4_nl`, whose reference
+//! quantizer differs from llama-quantize's, those of `quantize_iq4_nl`; see
+//! [`scalar::iq4nl`]), [`dequantize_row`] the same floats as
 //! `dequantize_row_*`, and [`vec_dot`] follows the operation order of the
 //! scalar `ggml_vec_dot_*_generic`, with the activations quantized to
 //! [`vec_dot_type`] as llama.cpp does.
@@ -41,7 +43,7 @@ pub const fn vec_dot_type(t: GgmlType) -> GgmlType {
         T::F32 => T::F32,
         T::F16 => T::F16,
         T::BF16 => T::BF16,
-        T::Q4_0 | T::Q5_0 | T::Q8_0 => T::Q8_0,
+        T::Q4_0 | T::Q5_0 | T::Q8_0 | T::IQ4_NL => T::Q8_0,
         T::Q4_1 | T::Q5_1 | T::Q8_1 => T::Q8_1,
         T::Q2_K | T::Q3_K | T::Q4_K | T::Q5_K | T::Q6_K | T::Q8_K => T::Q8_K,
     }

@@ -127,7 +127,12 @@ fn golden_covers_every_type() {
     let g = golden();
     let mut covered: Vec<GgmlType> = g.types.iter().map(|c| c.ty).collect();
     covered.sort_by_key(|t| *t as u32);
-    assert_eq!(covered, GgmlType::ALL.to_vec());
+    // iq4_nl has its own golden file and tests (tests/iq4_nl.rs).
+    let expected: Vec<GgmlType> = GgmlType::ALL
+        .into_iter()
+        .filter(|&t| t != GgmlType::IQ4_NL)
+        .collect();
+    assert_eq!(covered, expected);
 }
 
 #[test]

@@ -34,6 +34,10 @@ pub(crate) fn row_data_is_finite(ty: GgmlType, data: &[u8]) -> bool {
         GgmlType::Q5_0 => all!(BlockQ5_0, |b| f16_finite(b.d)),
         GgmlType::Q5_1 => all!(BlockQ5_1, |b| f16_finite(b.d) && f16_finite(b.m)),
         GgmlType::Q8_0 => all!(BlockQ8_0, |b| f16_finite(b.d)),
+        // 18-byte blocks led by their f16 scale.
+        GgmlType::IQ4_NL => data
+            .chunks_exact(18)
+            .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 != 0x7c00),
         GgmlType::Q2_K => all!(BlockQ2K, |b| f16_finite(b.d) && f16_finite(b.dmin)),
         GgmlType::Q3_K => all!(BlockQ3K, |b| f16_finite(b.d)),
         GgmlType::Q4_K => all!(BlockQ4K, |b| f16_finite(b.d) && f16_finite(b.dmin)),

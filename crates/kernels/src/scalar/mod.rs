@@ -8,6 +8,7 @@
 
 pub mod attn;
 pub mod float;
+pub mod iq4nl;
 pub mod kquants;
 pub mod legacy;
 
@@ -128,6 +129,17 @@ pub fn kernels() -> Kernels {
                 kquants::quantize_row_q8_k,
                 None,
             ),
+            TypeKernels {
+                // Weights as llama-quantize writes them; the KV cache as
+                // ggml-cpu's `from_float` (see `iq4nl`).
+                quantize_act: iq4nl::quantize_row_iq4_nl,
+                ..entry(
+                    T::IQ4_NL,
+                    iq4nl::dequantize_row_iq4_nl,
+                    iq4nl::quantize_iq4_nl,
+                    Some(iq4nl::vec_dot_iq4_nl_q8_0),
+                )
+            },
         ],
     )
 }

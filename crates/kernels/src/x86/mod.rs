@@ -25,6 +25,7 @@
 mod attn;
 mod flash;
 mod float;
+mod iq4nl;
 mod kquants;
 mod legacy;
 mod simd;
@@ -137,6 +138,11 @@ fn overrides(_: Avx2, scalar: &Kernels) -> Vec<TypeKernels> {
     });
     set(T::Q6_K, &|e| {
         e.vec_dot = vec_dot!(kquants::vec_dot_q6_k_q8_k)
+    });
+    set(T::IQ4_NL, &|e| {
+        // llama.cpp's AVX2 product; both quantizers stay the scalar ones
+        // (ggml-cpu has no SIMD iq4_nl quantizer either).
+        e.vec_dot = vec_dot!(iq4nl::vec_dot_iq4_nl_q8_0)
     });
     set(T::Q8_K, &|e| {
         // Byte-identical to the scalar quantizer, so it serves activations
