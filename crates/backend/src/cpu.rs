@@ -1,5 +1,6 @@
+use crate::kv::{Kind, KvSeq, KvType, Rows};
 use crate::pool::Pool;
-use crate::{AttnJob, AttnShape, Backend, BackendError, KvCache, QMatrix};
+use crate::{AttnJob, AttnShape, Backend, BackendError, QMatrix};
 use edgellama_gguf::GgmlType;
 use edgellama_kernels as k;
 
@@ -480,7 +481,7 @@ impl Backend for CpuBackend {
     fn attention(
         &self,
         q: &[f32],
-        kv: &KvCache,
+        kv: &KvSeq,
         layer: usize,
         s: AttnShape,
         out: &mut [f32],
@@ -501,17 +502,25 @@ impl Backend for CpuBackend {
             check_attention(j.q, j.kv, layer, &j.shape, j.out)?;
         }
         // llama.cpp's CPU flash attention takes two routes: batches of 64 or
-        // more queries go through an f32 tiled kernel, smaller ones (and
-        // single-token decoding) round the query to F16 and accumulate the
-        // values in F16. We follow the same split so that our numbers track
-        // the reference's, rounding included. Long runs take the f32 route
-        // one by one (each is parallel inside); the short ones (decoding
-        // steps) share one parallel step, one task per few (sequence, token,
-        // head) items.
+        // more queries over an F16 cache go through an f32 tiled kernel,
+        // smaller ones (and single-token decoding, and every batch over a
+        // quantized or f32 cache) score each key in the key type's dot
+        // product and accumulate the values in F16 (F16 values) or f32. We
+        // follow the same split so that our numbers track the reference's,
+        // rounding included. Long runs take the f32 route one by one (each
+        // is parallel inside); the short ones (decoding steps) share one
+        // parallel step, one task per few (sequence, token, head) items.
+        let kvs: Vec<&KvSeq> = jobs.iter().map(|j| j.kv).collect();
+        let rows: Vec<(Rows<'_>, Rows<'_>)> = kvs
+            .iter()
+            .map(|kv| (kv.rows(layer, Kind::K), kv.rows(layer, Kind::V)))
+            .collect();
         let mut items = Vec::new();
         for (ji, j) in jobs.iter_mut().enumerate() {
-            if j.shape.n_tokens >= FA_TILE_Q {
-                self.attention_f32(j.q, j.kv, layer, j.shape, j.out);
+            let (rk, rv) = &rows[ji];
+            let f16 = rk.ty == KvType::F16 && rv.ty == KvType::F16;
+            if j.shape.n_tokens >= FA_TILE_Q && f16 {
+                self.attention_f32(j.q, rk, rv, j.shape, j.out);
             } else {
                 items.extend((0..j.shape.n_tokens * j.shape.n_head).map(|i| (ji, i)));
             }
@@ -538,14 +547,13 @@ impl Backend for CpuBackend {
                 let (t, h) = (i / s.n_head, i % s.n_head);
                 let kvh = h / (s.n_head / s.n_head_kv);
                 let embd_q = s.n_head * hd;
-                let n_kv = s.pos0 + s.n_tokens;
                 let at = t * embd_q + h * hd;
-                let key = head_rows(j.kv.keys(layer, n_kv), j.kv.n_embd_kv(), kvh, hd);
-                let val = head_rows(j.kv.values(layer, n_kv), j.kv.n_embd_kv(), kvh, hd);
+                let (rk, rv) = &rows[ji];
                 // SAFETY: head `h` of token `t` of job `ji` belongs to this
                 // item alone, and the job's output outlives the step.
                 let o = unsafe { std::slice::from_raw_parts_mut(outs[ji].get().add(at), hd) };
-                attend_f16(&j.q[at..at + hd], s.pos0 + t + 1, key, val, s.scale, sc, o);
+                let (q, seen) = (&j.q[at..at + hd], s.pos0 + t + 1);
+                attend_one(q, seen, rk, rv, kvh, s.scale, sc, o);
             }
         });
         Ok(())
@@ -553,15 +561,20 @@ impl Backend for CpuBackend {
 }
 
 impl CpuBackend {
-    /// The f32 route of one checked attention call. Tasks are runs of
-    /// tokens x one KV head, so each tile of keys and values is widened
-    /// once for all the queries that read it.
-    fn attention_f32(&self, q: &[f32], kv: &KvCache, layer: usize, s: AttnShape, out: &mut [f32]) {
+    /// The f32 route of one checked attention call over an F16 cache.
+    /// Tasks are runs of tokens x one KV head, so each tile of keys and
+    /// values is widened once for all the queries that read it.
+    fn attention_f32(
+        &self,
+        q: &[f32],
+        rk: &Rows<'_>,
+        rv: &Rows<'_>,
+        s: AttnShape,
+        out: &mut [f32],
+    ) {
         let hd = s.head_dim;
-        let n_kv = s.pos0 + s.n_tokens;
         let embd_q = s.n_head * hd;
         let group = s.n_head / s.n_head_kv;
-        let (keys, values) = (kv.keys(layer, n_kv), kv.values(layer, n_kv));
         let per_task = s.n_tokens.div_ceil(self.n_threads() * 8).clamp(1, 16);
         let n_runs = s.n_tokens.div_ceil(per_task);
         let outp = SendPtr(out.as_mut_ptr());
@@ -582,28 +595,22 @@ impl CpuBackend {
                     seen.push(s.pos0 + t + 1);
                 }
             }
-            let key = head_rows(keys, kv.n_embd_kv(), kvh, hd);
-            let val = head_rows(values, kv.n_embd_kv(), kvh, hd);
-            attend_f32_group(&qs, &seen, key, val, s.scale, &mut outs);
+            attend_f32_group(
+                &qs,
+                &seen,
+                |p| rk.head_u16(p, kvh),
+                |p| rv.head_u16(p, kvh),
+                s.scale,
+                &mut outs,
+            );
         });
     }
-}
-
-/// Position `p`'s row of KV head `kvh` in a layer's cached keys or values
-/// (`[pos][n_embd_kv]`, heads of `hd` side by side).
-fn head_rows<'a>(
-    rows: &'a [u16],
-    embd_kv: usize,
-    kvh: usize,
-    hd: usize,
-) -> impl Fn(usize) -> &'a [u16] {
-    move |p| &rows[p * embd_kv + kvh * hd..p * embd_kv + (kvh + 1) * hd]
 }
 
 /// Checks one attention call's shapes against its buffers and cache.
 fn check_attention(
     q: &[f32],
-    kv: &KvCache,
+    kv: &KvSeq,
     layer: usize,
     s: &AttnShape,
     out: &[f32],
@@ -616,16 +623,18 @@ fn check_attention(
         || !s.n_head.is_multiple_of(s.n_head_kv)
         || q.len() != s.n_tokens * embd_q
         || out.len() != q.len()
-        || kv.n_embd_kv() != s.n_head_kv * hd
-        || n_kv > kv.n_ctx()
-        || layer >= kv.n_layer()
+        || kv.pool().layout().width() != s.n_head_kv * hd
+        || kv.pool().layout().head_dim != hd
+        || n_kv > kv.capacity()
+        || layer >= kv.pool().layout().n_layer
     {
         return Err(BackendError::Shape {
             op: "attention",
             detail: format!(
-                "{s:?} with q {} floats, cache {} wide",
+                "{s:?} with q {} floats, cache {} wide with room for {}",
                 q.len(),
-                kv.n_embd_kv()
+                kv.pool().layout().width(),
+                kv.capacity()
             ),
         });
     }
@@ -639,6 +648,10 @@ pub const FA_TILE_Q: usize = 64;
 struct AttnScratch {
     q16: Vec<u16>,
     acc16: Vec<u16>,
+    /// The query in the key type's `vec_dot_type` (block caches).
+    qq: Vec<u8>,
+    acc32: Vec<f32>,
+    v32: Vec<f32>,
 }
 
 impl AttnScratch {
@@ -646,44 +659,139 @@ impl AttnScratch {
         AttnScratch {
             q16: vec![0; hd],
             acc16: vec![0; hd],
+            qq: Vec::new(),
+            acc32: vec![0.0; hd],
+            v32: vec![0.0; hd],
         }
     }
 }
 
-/// One head's attention with an online softmax, an F16 query and an F16
-/// value accumulator, as llama.cpp's `flash_attn_ext_f16_one_chunk`.
-fn attend_f16<'a>(
+/// One head's attention with an online softmax, as llama.cpp's
+/// `flash_attn_ext_f16_one_chunk`: the query converted once to the key
+/// type's `vec_dot_type` (F16 for an F16 cache, Q8_0 for most block types)
+/// and each key scored with that type's dot product; F16 values summed in
+/// an F16 accumulator, any other value type widened to f32 row by row and
+/// summed in f32.
+#[allow(clippy::too_many_arguments)]
+fn attend_one(
     q: &[f32],
     seen: usize,
-    key: impl Fn(usize) -> &'a [u16],
-    val: impl Fn(usize) -> &'a [u16],
+    rk: &Rows<'_>,
+    rv: &Rows<'_>,
+    kvh: usize,
     scale: f32,
     sc: &mut AttnScratch,
     out: &mut [f32],
 ) {
     let t = k::kernels();
-    let (to_f16, dot, scale_acc, mad) =
-        (t.f32_to_f16_row(), t.dot_f16(), t.scale_f16(), t.mad_f16());
-    to_f16(q, &mut sc.q16);
-    sc.acc16.iter_mut().for_each(|v| *v = 0);
+    let hd = q.len();
+    let AttnScratch {
+        q16,
+        acc16,
+        qq,
+        acc32,
+        v32,
+    } = sc;
+    let acc = Acc { acc16, acc32, v32 };
+    if rk.ty == KvType::F16 {
+        (t.f32_to_f16_row())(q, q16);
+        let dot = t.dot_f16();
+        let q16 = &*q16;
+        accumulate(
+            seen,
+            |p| dot(rk.head_u16(p, kvh), q16) * scale,
+            rv,
+            kvh,
+            acc,
+            out,
+        );
+    } else {
+        let kk = rk
+            .ty
+            .kernels()
+            .expect("the pool checked the type's kernels");
+        let (qt, vec_dot) = (kk.vec_dot_type, kk.vec_dot.expect("checked"));
+        let to_q = t.get(qt).expect("a vec_dot_type has kernels").quantize_act;
+        qq.resize(hd / qt.block_size() * qt.type_size(), 0);
+        to_q(q, qq);
+        let qq = &*qq;
+        accumulate(
+            seen,
+            |p| vec_dot(hd, rk.head(p, kvh), qq) * scale,
+            rv,
+            kvh,
+            acc,
+            out,
+        );
+    }
+}
+
+/// The value accumulators of [`attend_one`].
+struct Acc<'a> {
+    acc16: &'a mut [u16],
+    acc32: &'a mut [f32],
+    v32: &'a mut [f32],
+}
+
+/// The online softmax of [`attend_one`] over keys `0..seen` scored by
+/// `score` (scale applied), values from `rv`'s head `kvh`.
+fn accumulate(
+    seen: usize,
+    score: impl Fn(usize) -> f32,
+    rv: &Rows<'_>,
+    kvh: usize,
+    acc: Acc<'_>,
+    out: &mut [f32],
+) {
+    let t = k::kernels();
     let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    if rv.ty == KvType::F16 {
+        let (scale_acc, mad) = (t.scale_f16(), t.mad_f16());
+        acc.acc16.iter_mut().for_each(|v| *v = 0);
+        for p in 0..seen {
+            let s = score(p);
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m {
+                let m_old = m;
+                m = s;
+                ms = (m_old - m).exp();
+                scale_acc(acc.acc16, ms);
+            } else {
+                vs = (s - m).exp();
+            }
+            mad(acc.acc16, rv.head_u16(p, kvh), vs);
+            sum = sum * ms + vs;
+        }
+        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+        for (o, &a) in out.iter_mut().zip(acc.acc16.iter()) {
+            *o = k::convert::f16_to_f32(a) * inv;
+        }
+        return;
+    }
+    let widen = rv
+        .ty
+        .kernels()
+        .expect("the pool checked the type's kernels")
+        .dequantize;
+    acc.acc32.iter_mut().for_each(|v| *v = 0.0);
     for p in 0..seen {
-        let s = dot(key(p), &sc.q16) * scale;
+        let s = score(p);
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            scale_acc(&mut sc.acc16, ms);
+            acc.acc32.iter_mut().for_each(|a| *a *= ms);
         } else {
             vs = (s - m).exp();
         }
-        mad(&mut sc.acc16, val(p), vs);
+        widen(rv.head(p, kvh), acc.v32);
+        k::ops::add_scaled(acc.acc32, vs, acc.v32);
         sum = sum * ms + vs;
     }
     let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, &a) in out.iter_mut().zip(&sc.acc16) {
-        *o = k::convert::f16_to_f32(a) * inv;
+    for (o, &a) in out.iter_mut().zip(acc.acc32.iter()) {
+        *o = a * inv;
     }
 }
 

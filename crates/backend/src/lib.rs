@@ -5,12 +5,12 @@
 //! crate's routines on a pool of `n_threads` worker threads.
 
 mod cpu;
-mod kv;
+pub mod kv;
 mod pool;
 mod threads;
 
 pub use cpu::{CpuBackend, FA_TILE_Q};
-pub use kv::KvCache;
+pub use kv::{Kind, KvConfig, KvError, KvLayout, KvPool, KvSeq, KvType, Rows, DEFAULT_BLOCK_SIZE};
 pub use threads::default_threads;
 
 use edgellama_gguf::GgmlType;
@@ -55,7 +55,7 @@ pub struct AttnShape {
 /// and where its output goes.
 pub struct AttnJob<'a> {
     pub q: &'a [f32],
-    pub kv: &'a KvCache,
+    pub kv: &'a KvSeq,
     pub shape: AttnShape,
     pub out: &'a mut [f32],
 }
@@ -104,7 +104,7 @@ pub trait Backend: Send + Sync {
     fn attention(
         &self,
         q: &[f32],
-        kv: &KvCache,
+        kv: &KvSeq,
         layer: usize,
         shape: AttnShape,
         out: &mut [f32],

@@ -1,9 +1,9 @@
 //! Opening a model file and building what the commands need from it.
 
 use anyhow::{Context, Result};
-use edgellama_backend::CpuBackend;
+use edgellama_backend::{CpuBackend, KvType};
 use edgellama_gguf::{GgufFile, LoadMode};
-use edgellama_models::CausalLm;
+use edgellama_models::{CausalLm, SeqState};
 use edgellama_tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -72,6 +72,41 @@ impl ThreadsArgs {
     }
 }
 
+/// `-ctk`/`-ctv`: the types keys and values are cached in, with llama.cpp's
+/// names, for every command that runs a model.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct KvArgs {
+    /// KV cache type for keys (-ctk): f32, f16, bf16, q8_0, q4_0, q4_1,
+    /// iq4_nl, q5_0, q5_1
+    #[arg(long = "cache-type-k", default_value = "f16")]
+    pub type_k: KvType,
+    /// KV cache type for values (-ctv), as for keys
+    #[arg(long = "cache-type-v", default_value = "f16")]
+    pub type_v: KvType,
+}
+
+impl Default for KvArgs {
+    fn default() -> Self {
+        KvArgs {
+            type_k: KvType::F16,
+            type_v: KvType::F16,
+        }
+    }
+}
+
+impl KvArgs {
+    /// A fresh sequence of up to `n_ctx` positions in these cache types.
+    pub fn new_state(&self, model: &dyn CausalLm, n_ctx: usize) -> Result<SeqState> {
+        model
+            .new_state_typed(n_ctx, self.type_k, self.type_v)
+            .with_context(|| format!("cannot make a KV cache of {n_ctx} positions"))
+    }
+
+    pub fn types(&self) -> (KvType, KvType) {
+        (self.type_k, self.type_v)
+    }
+}
+
 /// How a model for inference is held in memory (llama.cpp's flag names).
 /// By default the file is read into memory backed by transparent huge pages
 /// where the system grants them, and memory-mapped elsewhere.
@@ -114,10 +149,10 @@ impl ModelArgs {
     }
 }
 
-/// llama.cpp's multi-letter short flags (`-hf`, `-hfr`, `-hff`, `-hft`),
-/// which clap cannot declare, spelled as their long forms. Arguments after
-/// `--` are left alone.
-pub fn expand_hf_shorthands(
+/// llama.cpp's multi-letter short flags (`-hf`, `-hfr`, `-hff`, `-hft`,
+/// `-ctk`, `-ctv`), which clap cannot declare, spelled as their long forms.
+/// Arguments after `--` are left alone.
+pub fn expand_shorthands(
     args: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Vec<std::ffi::OsString> {
     let mut out = Vec::new();
@@ -138,6 +173,8 @@ pub fn expand_hf_shorthands(
                     "-hf" | "-hfr" => Some("--hf-repo"),
                     "-hff" => Some("--hf-file"),
                     "-hft" => Some("--hf-token"),
+                    "-ctk" => Some("--cache-type-k"),
+                    "-ctv" => Some("--cache-type-v"),
                     _ => None,
                 };
                 long.map(|l| match value {

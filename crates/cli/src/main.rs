@@ -52,7 +52,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(load::expand_hf_shorthands(std::env::args_os()));
+    let cli = Cli::parse_from(load::expand_shorthands(std::env::args_os()));
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),

@@ -139,7 +139,7 @@ pub fn generate_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use edgellama_backend::KvCache;
+    use edgellama_backend::KvLayout;
     use edgellama_models::{ModelError, ModelInfo};
     use std::path::PathBuf;
     use std::sync::OnceLock;
@@ -213,8 +213,12 @@ mod tests {
             &self.info
         }
 
-        fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError> {
-            Ok(SeqState::new(KvCache::new(1, n_ctx, 1)))
+        fn kv_layout(&self) -> KvLayout {
+            KvLayout {
+                n_layer: 1,
+                n_head_kv: 1,
+                head_dim: 1,
+            }
         }
 
         fn forward(

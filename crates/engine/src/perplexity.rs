@@ -1,4 +1,5 @@
 use crate::EngineError;
+use edgellama_backend::KvType;
 use edgellama_kernels::ops::log_softmax_at;
 use edgellama_models::{CausalLm, Logits};
 
@@ -17,11 +18,13 @@ pub struct PerplexityResult {
 /// cut into chunks of `n_ctx` tokens, each evaluated from an empty cache
 /// (its first token replaced by `bos` when the model adds one), and only the
 /// second half of each chunk is scored, so every scored token has at least
-/// `n_ctx / 2` tokens of context.
+/// `n_ctx / 2` tokens of context. The cache holds keys and values as the
+/// `cache` types (`-ctk`, `-ctv`).
 pub fn perplexity(
     model: &dyn CausalLm,
     tokens: &[u32],
     n_ctx: usize,
+    cache: (KvType, KvType),
     max_chunks: Option<usize>,
     bos: Option<u32>,
     mut on_chunk: impl FnMut(usize, f64),
@@ -42,7 +45,7 @@ pub fn perplexity(
     let first = n_ctx / 2;
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
     let mut running = Vec::with_capacity(n_chunks);
-    let mut state = model.new_state(n_ctx)?;
+    let mut state = model.new_state_typed(n_ctx, cache.0, cache.1)?;
     let mut chunk = vec![0u32; n_ctx];
     for i in 0..n_chunks {
         let start = i * n_ctx;

@@ -123,9 +123,10 @@ fn tiny_guard() -> TinyGuard {
         tokenizer.clone(),
         EngineConfig {
             n_parallel: 2,
-            n_ctx: 2048,
+            n_ctx: 2 * 2048,
             max_queue: 16,
             batch_tokens: 512,
+            ..EngineConfig::default()
         },
     )
     .expect("engine");
@@ -245,9 +246,10 @@ fn a_vision_guard_judges_the_image_with_the_text() {
         tokenizer.clone(),
         EngineConfig {
             n_parallel: 2,
-            n_ctx: 1024,
+            n_ctx: 2 * 1024,
             max_queue: 16,
             batch_tokens: 512,
+            ..EngineConfig::default()
         },
     )
     .expect("engine");

@@ -6,7 +6,9 @@ pub mod layers;
 pub mod llama;
 pub mod mllama;
 
-use edgellama_backend::{Backend, BackendError, KvCache};
+use edgellama_backend::{
+    Backend, BackendError, KvConfig, KvError, KvLayout, KvPool, KvSeq, KvType,
+};
 use edgellama_gguf::{GgufError, GgufFile};
 use std::sync::Arc;
 use thiserror::Error;
@@ -21,6 +23,8 @@ pub enum ModelError {
     Kernel(#[from] edgellama_kernels::KernelError),
     #[error(transparent)]
     Image(#[from] mllama::preprocess::ImageError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
     #[error("unsupported architecture '{arch}' (supported: {})", supported_list())]
     UnsupportedArchitecture { arch: String },
     #[error("missing tensor '{0}'")]
@@ -76,17 +80,17 @@ impl ModelInfo {
     }
 }
 
-/// Per-sequence state: the KV cache, how much of it is filled, and the
-/// images the sequence has seen.
+/// Per-sequence state: the sequence's blocks of the KV pool, how much of
+/// them is filled, and the images the sequence has seen.
 pub struct SeqState {
-    pub kv: KvCache,
+    pub kv: KvSeq,
     pub n_past: usize,
     pub cross: CrossState,
 }
 
 impl SeqState {
     /// A state over `kv` with nothing in it yet.
-    pub fn new(kv: KvCache) -> SeqState {
+    pub fn new(kv: KvSeq) -> SeqState {
         SeqState {
             kv,
             n_past: 0,
@@ -94,12 +98,14 @@ impl SeqState {
         }
     }
 
+    /// The most positions the sequence may hold.
     pub fn n_ctx(&self) -> usize {
-        self.kv.n_ctx()
+        self.kv.max_len()
     }
 
-    /// Whether `n_new` more positions fit in the context.
-    pub fn check_room(&self, n_new: usize) -> Result<(), ModelError> {
+    /// Makes room for `n_new` more positions: within the sequence's
+    /// context, and with the pool's blocks taken for them.
+    pub fn reserve(&mut self, n_new: usize) -> Result<(), ModelError> {
         if self.n_past + n_new > self.n_ctx() {
             return Err(ModelError::ContextFull {
                 n_past: self.n_past,
@@ -107,15 +113,16 @@ impl SeqState {
                 n_ctx: self.n_ctx(),
             });
         }
-        Ok(())
+        Ok(self.kv.reserve(self.n_past + n_new)?)
     }
 
     /// Takes the first `n` positions of `src` (a sequence of the same
-    /// model): its keys and values and the images bound in them; what this
-    /// state held is dropped.
-    pub fn copy_prefix_from(&mut self, src: &SeqState, n: usize) {
+    /// pool): its keys and values, shared block by block until either
+    /// writes, and the images bound in them; what this state held is
+    /// dropped.
+    pub fn copy_prefix_from(&mut self, src: &SeqState, n: usize) -> Result<(), ModelError> {
         let n = n.min(src.n_past);
-        self.kv.copy_prefix(&src.kv, n);
+        self.kv.share_prefix(&src.kv, n)?;
         self.n_past = n;
         self.cross.images = src
             .cross
@@ -125,11 +132,14 @@ impl SeqState {
             .cloned()
             .collect();
         self.cross.pending.clear();
+        Ok(())
     }
 
-    /// Forgets everything after the first `n` positions, images included.
+    /// Forgets everything after the first `n` positions, images included,
+    /// and gives the blocks past them back to the pool.
     pub fn truncate(&mut self, n: usize) {
         self.n_past = self.n_past.min(n);
+        self.kv.truncate(self.n_past);
         self.cross.images.retain(|im| im.pos < n);
         self.cross.pending.clear();
     }
@@ -224,8 +234,47 @@ pub struct BatchItem<'a> {
 /// A causal language model: tokens in, next-token logits out.
 pub trait CausalLm: Send + Sync {
     fn info(&self) -> &ModelInfo;
-    /// A fresh sequence with room for `n_ctx` positions.
-    fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError>;
+
+    /// What the model keeps per position in a KV pool.
+    fn kv_layout(&self) -> KvLayout;
+
+    /// A fresh sequence of up to `n_ctx` positions with a pool of its own
+    /// (F16 keys and values).
+    fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError> {
+        self.new_state_typed(n_ctx, KvType::F16, KvType::F16)
+    }
+
+    /// A fresh sequence of up to `n_ctx` positions with a pool of its own
+    /// holding keys as `type_k` and values as `type_v`.
+    fn new_state_typed(
+        &self,
+        n_ctx: usize,
+        type_k: KvType,
+        type_v: KvType,
+    ) -> Result<SeqState, ModelError> {
+        if n_ctx == 0 {
+            return Err(ModelError::Config("context size must be at least 1".into()));
+        }
+        let config = KvConfig {
+            type_k,
+            type_v,
+            ..KvConfig::f16(n_ctx)
+        };
+        let pool = KvPool::new(self.kv_layout(), config)?;
+        Ok(SeqState::new(KvSeq::new(pool, n_ctx)))
+    }
+
+    /// A fresh sequence of up to `max_len` positions drawing on `pool`.
+    fn new_state_in(&self, pool: &Arc<KvPool>, max_len: usize) -> Result<SeqState, ModelError> {
+        if pool.layout() != self.kv_layout() {
+            return Err(ModelError::Config(format!(
+                "a KV pool of {:?} for a model of {:?}",
+                pool.layout(),
+                self.kv_layout()
+            )));
+        }
+        Ok(SeqState::new(KvSeq::new(pool.clone(), max_len)))
+    }
     /// Appends `tokens` to the sequence and returns logits for the requested
     /// positions, `n_vocab` floats each.
     fn forward(

@@ -98,9 +98,10 @@ fn greedy_output_is_the_same_alone_beside_fifteen_others_and_from_the_cache() {
 
     let engine = engine(EngineConfig {
         n_parallel: 16,
-        n_ctx: 1024,
+        n_ctx: 16 * 1024,
         max_queue: 64,
         batch_tokens: 512,
+        ..EngineConfig::default()
     });
     // One at a time: later requests reuse the prefixes earlier ones left.
     let mut cached_any = 0;
@@ -146,9 +147,10 @@ fn a_long_prompt_does_not_stall_decoding() {
     let l = loaded();
     let engine = engine(EngineConfig {
         n_parallel: 2,
-        n_ctx: 2048,
+        n_ctx: 2 * 2048,
         max_queue: 8,
         batch_tokens: 128,
+        ..EngineConfig::default()
     });
     let short = l.tokenizer.encode("Once upon a time", false, true);
     let long: Vec<u32> = l.tokenizer.encode(

@@ -33,9 +33,10 @@ async fn concurrent_greedy_completions_match_llama_cpp_portable() {
     let (app, _) = app_with(
         EngineConfig {
             n_parallel: 16,
-            n_ctx: 512,
+            n_ctx: 16 * 512,
             max_queue: 64,
             batch_tokens: 256,
+            ..EngineConfig::default()
         },
         ServerConfig::default(),
     );

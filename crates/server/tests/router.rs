@@ -879,7 +879,7 @@ async fn metrics_apply_template_and_completions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_get_400s_not_crashes() {
     let config = EngineConfig {
-        n_ctx: 96,
+        n_ctx: 4 * 96,
         ..small_config(4)
     };
     let (app, _) = app_with(config, ServerConfig::default());

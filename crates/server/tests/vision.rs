@@ -141,6 +141,7 @@ fn prefix_cache_keys_on_images() {
             n_ctx: 256,
             max_queue: 8,
             batch_tokens: 256,
+            ..EngineConfig::default()
         },
     )
     .expect("engine");
@@ -176,6 +177,7 @@ fn image_counts_are_checked_at_submit() {
             n_ctx: 64,
             max_queue: 8,
             batch_tokens: 256,
+            ..EngineConfig::default()
         },
     )
     .expect("engine");
@@ -197,9 +199,10 @@ fn app(allow_urls: bool) -> axum::Router {
         l.tokenizer.clone(),
         EngineConfig {
             n_parallel: 2,
-            n_ctx: 256,
+            n_ctx: 2 * 256,
             max_queue: 8,
             batch_tokens: 256,
+            ..EngineConfig::default()
         },
     )
     .expect("engine");

@@ -33,8 +33,14 @@ pub struct BenchArgs {
     /// Tokens generated one at a time (0: skip the generation test).
     #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
     pub n_gen: usize,
+    /// Tokens already in the cache when each test starts (filled once,
+    /// untimed, as llama-bench's -d).
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0)]
+    pub n_depth: usize,
     #[command(flatten)]
     pub threads: load::ThreadsArgs,
+    #[command(flatten)]
+    pub kv: load::KvArgs,
     /// Repetitions of each test.
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
@@ -57,6 +63,7 @@ pub struct BenchArgs {
 struct TestResult {
     n_prompt: usize,
     n_gen: usize,
+    n_depth: usize,
     samples_ns: Vec<u128>,
 }
 
@@ -91,18 +98,34 @@ fn tokens(n: usize, n_vocab: usize) -> Vec<u32> {
     (0..n).map(|i| ((i * 7919 + 13) % n_vocab) as u32).collect()
 }
 
-fn run_test(
-    model: &dyn CausalLm,
+/// One test: `n_prompt` tokens as one batch or `n_gen` one at a time, after
+/// `n_depth` tokens already in the cache.
+struct Test {
     n_prompt: usize,
     n_gen: usize,
-    reps: usize,
-) -> Result<TestResult> {
+    n_depth: usize,
+}
+
+/// Tokens per forward when the cache is filled to its depth (llama-bench's
+/// default micro-batch).
+const DEPTH_BATCH: usize = 512;
+
+fn run_test(model: &dyn CausalLm, kv: &load::KvArgs, t: Test, reps: usize) -> Result<TestResult> {
+    let Test {
+        n_prompt,
+        n_gen,
+        n_depth,
+    } = t;
     let n_vocab = model.info().n_vocab;
-    let mut state = model.new_state(n_prompt.max(n_gen).max(1) + 1)?;
+    let mut state = kv.new_state(model, n_depth + n_prompt.max(n_gen).max(1) + 1)?;
     let prompt = tokens(n_prompt, n_vocab);
     let gen = tokens(n_gen, n_vocab);
+    // The depth is filled once; each run then starts from it.
+    for chunk in tokens(n_depth, n_vocab).chunks(DEPTH_BATCH) {
+        model.forward(&mut state, chunk, Logits::Last)?;
+    }
     let once = |state: &mut edgellama_models::SeqState| -> Result<()> {
-        state.truncate(0);
+        state.truncate(n_depth);
         if n_prompt > 0 {
             model.forward(state, &prompt, Logits::Last)?;
         }
@@ -123,6 +146,7 @@ fn run_test(
     Ok(TestResult {
         n_prompt,
         n_gen,
+        n_depth,
         samples_ns,
     })
 }
@@ -141,15 +165,24 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let path = a.model.resolve()?;
     let file = load::open_gguf(&path, a.model.load.mode())?;
     let model = load::model(&file, &path, threads)?;
-    if a.n_prompt.max(a.n_gen) > model.info().n_ctx_train.max(1 << 20) {
+    if a.n_depth + a.n_prompt.max(a.n_gen) > model.info().n_ctx_train.max(1 << 20) {
         bail!("test sizes exceed what the model can hold");
     }
     let mut results = Vec::new();
+    let test = |n_prompt, n_gen| Test {
+        n_prompt,
+        n_gen,
+        n_depth: a.n_depth,
+    };
     if a.n_prompt > 0 {
-        results.push(run_test(&*model, a.n_prompt, 0, a.reps).context("prompt test failed")?);
+        results.push(
+            run_test(&*model, &a.kv, test(a.n_prompt, 0), a.reps).context("prompt test failed")?,
+        );
     }
     if a.n_gen > 0 {
-        results.push(run_test(&*model, 0, a.n_gen, a.reps).context("generation test failed")?);
+        results.push(
+            run_test(&*model, &a.kv, test(0, a.n_gen), a.reps).context("generation test failed")?,
+        );
     }
     let info = model.info();
     let name = path
@@ -174,8 +207,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         "model_size": info.weight_bytes,
                         "model_n_params": info.n_params,
                         "n_threads": threads,
+                        "type_k": a.kv.type_k.name(),
+                        "type_v": a.kv.type_v.name(),
                         "n_prompt": r.n_prompt,
                         "n_gen": r.n_gen,
+                        "n_depth": r.n_depth,
                         "avg_ns": avg_ns as u64,
                         "stddev_ns": stddev_ns as u64,
                         "avg_ts": avg_ts,
@@ -192,11 +228,14 @@ pub fn run(a: BenchArgs) -> Result<()> {
             println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
             for r in &results {
                 let (avg, sd) = mean_sd(&r.samples_ts());
-                let test = if r.n_prompt > 0 {
+                let mut test = if r.n_prompt > 0 {
                     format!("pp{}", r.n_prompt)
                 } else {
                     format!("tg{}", r.n_gen)
                 };
+                if r.n_depth > 0 {
+                    test += &format!(" @ d{}", r.n_depth);
+                }
                 println!(
                     "| {} | {:.2} MiB | {:.2} M | CPU ({}) | {} | {} | {:.2} ± {:.2} |",
                     name,

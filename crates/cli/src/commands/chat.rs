@@ -34,6 +34,8 @@ pub struct ChatArgs {
     pub ctx_size: usize,
     #[command(flatten)]
     pub threads: load::ThreadsArgs,
+    #[command(flatten)]
+    pub kv: load::KvArgs,
     /// Most tokens in one reply (-1: until the model ends its turn).
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
     pub n_predict: i64,
@@ -143,13 +145,10 @@ impl<'m> ChatSession<'m> {
         model: &'m dyn CausalLm,
         tok: &'m Tokenizer,
         template: &'m ChatTemplate,
-        n_ctx: usize,
+        state: SeqState,
         system: Option<String>,
         params: GenerateParams,
     ) -> Result<Self> {
-        let state = model
-            .new_state(n_ctx)
-            .context("cannot allocate the context")?;
         let mut s = ChatSession {
             model,
             tok,
@@ -456,7 +455,8 @@ pub fn run(a: ChatArgs) -> Result<()> {
         stop: a.sampling.stop.clone(),
         special: false,
     };
-    let mut session = ChatSession::new(&*model, &tok, &template, n_ctx, a.system.clone(), params)?;
+    let state = a.kv.new_state(&*model, n_ctx)?;
+    let mut session = ChatSession::new(&*model, &tok, &template, state, a.system.clone(), params)?;
     let interrupt = install_interrupt()?;
 
     eprintln!(
@@ -643,7 +643,8 @@ mod tests {
             sampling: SamplingParams::greedy(),
             ..Default::default()
         };
-        ChatSession::new(&*s.model, &s.tok, &s.template, n_ctx, None, params).unwrap()
+        let state = s.model.new_state(n_ctx).unwrap();
+        ChatSession::new(&*s.model, &s.tok, &s.template, state, None, params).unwrap()
     }
 
     const Q1: &str = "Write a haiku about the sea.";
@@ -751,7 +752,9 @@ mod tests {
             ..Default::default()
         };
         // SmolLM2 answers this one with a list that never ends.
-        let mut chat = ChatSession::new(&*s.model, &s.tok, &s.template, 80, None, params).unwrap();
+        let state = s.model.new_state(80).unwrap();
+        let mut chat =
+            ChatSession::new(&*s.model, &s.tok, &s.template, state, None, params).unwrap();
         let t = chat
             .reply("What is the capital of France?", |_| true)
             .unwrap();

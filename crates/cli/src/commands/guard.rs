@@ -188,6 +188,7 @@ pub fn run(a: GuardArgs) -> Result<()> {
             n_ctx,
             max_queue: 4,
             batch_tokens: 512,
+            ..EngineConfig::default()
         },
     )
     .context("cannot start the engine")?;

@@ -20,6 +20,8 @@ pub struct PerplexityArgs {
     #[command(flatten)]
     pub threads: load::ThreadsArgs,
     #[command(flatten)]
+    pub kv: load::KvArgs,
+    #[command(flatten)]
     pub load: load::LoadArgs,
 }
 
@@ -46,10 +48,17 @@ pub fn run(a: PerplexityArgs) -> Result<()> {
         tokens.len(),
         a.ctx_size
     );
-    let result =
-        edgellama_engine::perplexity(&*model, &tokens, a.ctx_size, chunks, bos, |i, est| {
+    let result = edgellama_engine::perplexity(
+        &*model,
+        &tokens,
+        a.ctx_size,
+        a.kv.types(),
+        chunks,
+        bos,
+        |i, est| {
             eprint!("[{}]{est:.4},", i + 1);
-        })?;
+        },
+    )?;
     eprintln!();
     println!(
         "Final estimate: PPL = {:.4} +/- {:.5}",

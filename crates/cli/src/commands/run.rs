@@ -162,6 +162,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub threads: load::ThreadsArgs,
     #[command(flatten)]
+    pub kv: load::KvArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Tool definitions (a JSON list of function schemas): the prompt goes
     /// through the chat template as a user message offering these tools,
@@ -303,7 +305,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         0 => model.info().n_ctx_train,
         n => n,
     };
-    let mut state = model.new_state(n_ctx)?;
+    let mut state = a.kv.new_state(&*model, n_ctx)?;
     images::attach(&*model, &mut state, &cfg.images)?;
     let params = GenerateParams {
         max_tokens: cfg.max_tokens,

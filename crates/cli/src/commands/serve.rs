@@ -19,15 +19,22 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// Requests decoded together, each with its own context.
-    #[arg(long = "parallel", default_value_t = 4)]
+    /// Requests decoded together (-np), drawing on one KV cache.
+    #[arg(long = "parallel", visible_alias = "np", default_value_t = 4)]
     pub parallel: usize,
-    /// Context size of each parallel sequence, prompt and reply together
-    /// (0: the model's training context).
-    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    /// Positions of the KV cache shared by the parallel sequences, prompts
+    /// and replies of all of them together, as llama-server's -c (0: the
+    /// model's training context). Memory is taken as sequences grow.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 0)]
     pub ctx_size: usize,
+    /// Let one sequence fill the whole cache; without it each holds at most
+    /// -c / --parallel positions, as llama-server's slots do.
+    #[arg(long = "kv-unified")]
+    pub kv_unified: bool,
     #[command(flatten)]
     pub threads: load::ThreadsArgs,
+    #[command(flatten)]
+    pub kv: load::KvArgs,
     /// Require `Authorization: Bearer KEY` on the API (not on / and /health).
     #[arg(long = "api-key")]
     pub api_key: Option<String>,
@@ -180,6 +187,7 @@ fn load_served(
     alias: Option<String>,
     n_ctx: impl Fn(usize) -> usize,
     n_parallel: usize,
+    cache: load::KvArgs,
 ) -> Result<ServedModel> {
     let file = load::open_gguf(path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, path)?);
@@ -201,8 +209,13 @@ fn load_served(
     let config = EngineConfig {
         n_parallel,
         n_ctx: n_ctx(info.n_ctx_train),
+        kv_unified: a.kv_unified,
+        type_k: cache.type_k,
+        type_v: cache.type_v,
+        n_ctx_train: info.n_ctx_train,
         max_queue: a.max_queue,
         batch_tokens: a.batch_size,
+        ..EngineConfig::default()
     };
     let engine = Engine::start(model, tokenizer.clone(), config)
         .with_context(|| format!("cannot start the engine of {}", path.display()))?;
@@ -241,8 +254,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
         a.alias.clone(),
         |train| if a.ctx_size == 0 { train } else { a.ctx_size },
         a.parallel,
+        a.kv,
     )?;
-    let n_ctx = main.engine.config().n_ctx;
+    let cfg = main.engine.config().clone();
     let state = AppState::new(
         main.engine,
         main.tokenizer,
@@ -264,8 +278,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 guard_template_src.as_deref(),
                 &backend,
                 g.guard_alias.clone(),
-                |train| g.guard_ctx_size.min(train.max(64)),
+                |train| g.guard_ctx_size.min(train.max(64)) * g.guard_parallel,
                 g.guard_parallel,
+                // The guard's verdicts are scored with the cache they were
+                // measured with.
+                load::KvArgs::default(),
             )?;
             let guard = Guard::new(
                 served.engine.clone(),
@@ -301,9 +318,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         let local = listener.local_addr().context("no local address")?;
         eprintln!(
-            "edgellama serve: {} on http://{local} ({} parallel x {n_ctx} context, {threads} threads)",
+            "edgellama serve: {} on http://{local} ({} parallel, KV cache of {} positions ({}/{}), up to {} per sequence, {threads} threads)",
             path.display(),
-            a.parallel
+            cfg.n_parallel,
+            cfg.n_ctx,
+            cfg.type_k,
+            cfg.type_v,
+            cfg.n_ctx_seq(),
         );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async {

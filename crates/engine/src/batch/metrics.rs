@@ -87,7 +87,14 @@ pub struct EngineMetrics {
     /// Positions held across all slots' caches (finished ones included:
     /// they are the prefix cache).
     pub kv_used: AtomicUsize,
+    /// Positions of the KV pool.
     pub kv_capacity: usize,
+    /// Blocks of the KV pool in use (shared blocks count once).
+    pub kv_blocks_used: AtomicUsize,
+    pub kv_blocks_total: usize,
+    pub kv_block_size: usize,
+    /// Requests ended because the KV pool could not hold them.
+    pub kv_full_total: AtomicU64,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
     /// Time of each batched forward pass.
@@ -106,7 +113,9 @@ pub struct MetricsSnapshot {
 }
 
 impl EngineMetrics {
-    pub fn new(kv_capacity: usize) -> EngineMetrics {
+    /// Metrics of an engine whose pool holds `kv_capacity` positions in
+    /// blocks of `kv_block_size`.
+    pub fn new(kv_capacity: usize, kv_block_size: usize) -> EngineMetrics {
         EngineMetrics {
             requests_total: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
@@ -122,6 +131,10 @@ impl EngineMetrics {
             active: AtomicUsize::new(0),
             kv_used: AtomicUsize::new(0),
             kv_capacity,
+            kv_blocks_used: AtomicUsize::new(0),
+            kv_blocks_total: kv_capacity.div_ceil(kv_block_size.max(1)),
+            kv_block_size,
+            kv_full_total: AtomicU64::new(0),
             time_to_first_token: Histogram::new(TTFT_BOUNDS),
             inter_token_latency: Histogram::new(ITL_BOUNDS),
             step_time: Histogram::new(STEP_BOUNDS),

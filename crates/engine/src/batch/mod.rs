@@ -26,6 +26,7 @@ pub use json::{JsonConstraint, JsonSchemaError};
 pub use metrics::{EngineMetrics, Histogram, MetricsSnapshot};
 
 pub use crate::FinishReason;
+pub use edgellama_backend::{KvType, DEFAULT_BLOCK_SIZE};
 use edgellama_models::{CausalLm, PreparedImage};
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::Tokenizer;
@@ -46,10 +47,23 @@ pub const ROUTE_SPLIT: usize = edgellama_backend::FA_TILE_Q;
 /// How the scheduler is sized.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Sequences decoded together (slots, each with its own KV cache).
+    /// Sequences decoded together (slots, each a sequence of the KV pool).
     pub n_parallel: usize,
-    /// Positions per slot: prompt and reply together.
+    /// Positions of the KV pool that every sequence draws from (llama-server's
+    /// `-c`): prompts and replies of all slots together.
     pub n_ctx: usize,
+    /// Whether one sequence may fill the whole pool (`--kv-unified`); else
+    /// each holds at most `n_ctx / n_parallel` positions, as llama-server's
+    /// slots do.
+    pub kv_unified: bool,
+    /// The cache types (`-ctk`, `-ctv`).
+    pub type_k: KvType,
+    pub type_v: KvType,
+    /// Positions per block of the pool.
+    pub block_size: usize,
+    /// The model's training context, the most one sequence may hold
+    /// whatever the pool's size (0: no ceiling).
+    pub n_ctx_train: usize,
     /// Requests that may wait while every slot is busy; one more gets
     /// [`SubmitError::QueueFull`].
     pub max_queue: usize,
@@ -63,8 +77,28 @@ impl Default for EngineConfig {
         EngineConfig {
             n_parallel: 4,
             n_ctx: 4096,
+            kv_unified: false,
+            type_k: KvType::F16,
+            type_v: KvType::F16,
+            block_size: DEFAULT_BLOCK_SIZE,
+            n_ctx_train: 0,
             max_queue: 64,
             batch_tokens: 512,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The most positions one sequence may hold.
+    pub fn n_ctx_seq(&self) -> usize {
+        let n = if self.kv_unified {
+            self.n_ctx
+        } else {
+            self.n_ctx / self.n_parallel.max(1)
+        };
+        match self.n_ctx_train {
+            0 => n,
+            train => n.min(train),
         }
     }
 }
@@ -73,7 +107,7 @@ impl Default for EngineConfig {
 pub enum ConfigError {
     #[error("n_parallel must be at least 1")]
     NoSlots,
-    #[error("the context size must be at least 2, got {0}")]
+    #[error("each of the parallel sequences needs a context of at least 2 positions, got {0} (-c is shared by all of them)")]
     ContextTooSmall(usize),
     #[error("batch_tokens ({batch_tokens}) must be at least n_parallel + {ROUTE_SPLIT} = {need}")]
     BatchTooSmall { batch_tokens: usize, need: usize },
@@ -204,8 +238,9 @@ pub enum SubmitError {
 pub struct Engine;
 
 impl Engine {
-    /// Allocates `n_parallel` caches of `n_ctx` positions and starts the
-    /// scheduler thread; it runs until the last handle is dropped.
+    /// Makes the KV pool of `n_ctx` positions and `n_parallel` sequences
+    /// drawing on it, and starts the scheduler thread; it runs until the
+    /// last handle is dropped.
     pub fn start(
         model: Arc<dyn CausalLm>,
         tokenizer: Arc<Tokenizer>,
@@ -214,8 +249,8 @@ impl Engine {
         if config.n_parallel == 0 {
             return Err(ConfigError::NoSlots);
         }
-        if config.n_ctx < 2 {
-            return Err(ConfigError::ContextTooSmall(config.n_ctx));
+        if config.n_ctx_seq() < 2 {
+            return Err(ConfigError::ContextTooSmall(config.n_ctx_seq()));
         }
         let need = config.n_parallel + ROUTE_SPLIT;
         if config.batch_tokens < need {
@@ -224,7 +259,7 @@ impl Engine {
                 need,
             });
         }
-        let metrics = Arc::new(EngineMetrics::new(config.n_parallel * config.n_ctx));
+        let metrics = Arc::new(EngineMetrics::new(config.n_ctx, config.block_size));
         let shared = Arc::new(Shared::new(metrics.clone()));
         let sched = scheduler::Scheduler::new(
             model.clone(),
@@ -289,7 +324,7 @@ impl EngineHandle {
     /// with [`Event::Done`] or [`Event::Error`]; dropping the receiver
     /// cancels the request.
     pub fn submit(&self, req: Request) -> Result<mpsc::UnboundedReceiver<Event>, SubmitError> {
-        let n_ctx = self.inner.config.n_ctx;
+        let n_ctx = self.inner.config.n_ctx_seq();
         if req.prompt.is_empty() {
             return Err(SubmitError::EmptyPrompt);
         }

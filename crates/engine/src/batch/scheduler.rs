@@ -7,6 +7,7 @@ use super::{
 };
 use crate::decode::{prime_penalties, ReplyText};
 use crate::stop::Released;
+use edgellama_backend::{KvConfig, KvError, KvPool};
 use edgellama_models::{BatchItem, CausalLm, Logits, ModelError, SeqState};
 use edgellama_sampler::{Sampler, SamplerError};
 use edgellama_tokenizer::Tokenizer;
@@ -146,6 +147,8 @@ struct Slot {
 
 pub(super) struct Scheduler {
     model: Arc<dyn CausalLm>,
+    /// The blocks every slot's sequence draws from.
+    pool: Arc<KvPool>,
     tokenizer: Arc<Tokenizer>,
     config: EngineConfig,
     shared: Arc<Shared>,
@@ -171,10 +174,19 @@ impl Scheduler {
         config: EngineConfig,
         shared: Arc<Shared>,
     ) -> Result<Scheduler, ModelError> {
+        let pool = KvPool::new(
+            model.kv_layout(),
+            KvConfig {
+                type_k: config.type_k,
+                type_v: config.type_v,
+                n_positions: config.n_ctx,
+                block_size: config.block_size,
+            },
+        )?;
         let mut slots = Vec::with_capacity(config.n_parallel);
         for _ in 0..config.n_parallel {
             slots.push(Slot {
-                state: model.new_state(config.n_ctx)?,
+                state: model.new_state_in(&pool, config.n_ctx_seq())?,
                 cached: Vec::new(),
                 cached_images: Vec::new(),
                 n_f32: 0,
@@ -185,6 +197,7 @@ impl Scheduler {
         }
         Ok(Scheduler {
             model,
+            pool,
             tokenizer,
             config,
             shared,
@@ -239,6 +252,84 @@ impl Scheduler {
             self.slots.iter().map(|s| s.state.n_past).sum(),
             Ordering::Relaxed,
         );
+        m.kv_blocks_used
+            .store(self.pool.blocks_in_use(), Ordering::Relaxed);
+    }
+
+    /// Gives up the cached prefix of the least recently used idle slot that
+    /// holds blocks; false when none does.
+    fn evict_idle(&mut self) -> bool {
+        let victim = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.active.is_none() && s.state.kv.n_blocks() > 0)
+            .min_by_key(|s| s.last_used);
+        let Some(slot) = victim else {
+            return false;
+        };
+        slot.state.truncate(0);
+        slot.cached.clear();
+        slot.cached_images.clear();
+        slot.n_f32 = 0;
+        true
+    }
+
+    /// Takes the pool's blocks for what each slot is fed this step:
+    /// decoding tokens first, then prompt chunks in `order`, idle slots'
+    /// cached prefixes given up when the pool runs short. A prompt chunk
+    /// that does not fit waits for a later step (its feed is cleared); a
+    /// decoding sequence that does not fit ends with the pool's error, as
+    /// does the newest waiting prompt when nothing at all could run.
+    fn reserve_feeds(&mut self, order: &[usize]) {
+        let mut waiting = Vec::new();
+        let mut ran = false;
+        for decoding in [true, false] {
+            for &i in order {
+                let slot = &self.slots[i];
+                let Some(a) = slot.active.as_ref() else {
+                    continue;
+                };
+                if slot.feed.is_empty() || a.next.is_some() != decoding {
+                    continue;
+                }
+                let result = loop {
+                    let slot = &mut self.slots[i];
+                    match slot.state.reserve(slot.feed.len()) {
+                        Err(ModelError::Kv(KvError::PoolFull { .. })) if self.evict_idle() => {}
+                        r => break r,
+                    }
+                };
+                match result {
+                    Ok(()) => ran = true,
+                    Err(ModelError::Kv(e @ KvError::PoolFull { .. })) if !decoding => {
+                        waiting.push((i, e));
+                        self.slots[i].feed.clear();
+                    }
+                    Err(e) => self.fail_kv(i, e.to_string()),
+                }
+            }
+        }
+        if !ran {
+            if let Some((i, e)) = waiting
+                .into_iter()
+                .max_by_key(|(i, _)| self.slots[*i].last_used)
+            {
+                self.fail_kv(i, format!("{e}; raise -c or lower --parallel"));
+            }
+        }
+    }
+
+    /// Ends slot `i`'s request with `msg` because the pool cannot hold it.
+    fn fail_kv(&mut self, i: usize, msg: String) {
+        let slot = &mut self.slots[i];
+        slot.feed.clear();
+        if let Some(a) = slot.active.take() {
+            self.shared.release();
+            let _ = a.tx.send(Event::Error(msg));
+            let m = &self.shared.metrics;
+            m.requests_failed.fetch_add(1, Ordering::Relaxed);
+            m.kv_full_total.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// How many leading tokens of `prompt` may be taken from `slot`'s
@@ -337,15 +428,19 @@ impl Scheduler {
                 let (a, b) = self.slots.split_at_mut(i);
                 (&mut b[0], &a[j])
             };
-            dst.state.copy_prefix_from(&src.state, more);
-            dst.cached = src.cached[..more].to_vec();
-            let n_bound = count_images(&dst.cached, image_token);
-            dst.cached_images = src.cached_images[..n_bound.min(src.cached_images.len())].to_vec();
-            dst.n_f32 = src.n_f32.min(more);
-            reuse = more;
-            self.metrics()
-                .prefix_copies_total
-                .fetch_add(1, Ordering::Relaxed);
+            // Only a sequence of another pool is refused, and the slots
+            // share one; a refusal would leave the slot's own prefix.
+            if dst.state.copy_prefix_from(&src.state, more).is_ok() {
+                dst.cached = src.cached[..more].to_vec();
+                let n_bound = count_images(&dst.cached, image_token);
+                dst.cached_images =
+                    src.cached_images[..n_bound.min(src.cached_images.len())].to_vec();
+                dst.n_f32 = src.n_f32.min(more);
+                reuse = more;
+                self.metrics()
+                    .prefix_copies_total
+                    .fetch_add(1, Ordering::Relaxed);
+            }
         }
         let mut sampling = req.sampling;
         let bias = std::mem::take(&mut sampling.logit_bias);
@@ -478,6 +573,7 @@ impl Scheduler {
             wants_logits[i] = n == remaining;
             budget -= n;
         }
+        self.reserve_feeds(&order);
         // In slot order, as the batch items are built.
         let fed: Vec<usize> = (0..self.slots.len())
             .filter(|&i| !self.slots[i].feed.is_empty() && self.slots[i].active.is_some())

@@ -8,7 +8,7 @@
 
 #![allow(dead_code)]
 
-use edgellama_backend::CpuBackend;
+use edgellama_backend::{CpuBackend, KvType};
 use edgellama_gguf::GgufFile;
 use edgellama_tokenizer::Tokenizer;
 use serde::Deserialize;
@@ -26,6 +26,7 @@ struct Golden {
 #[derive(Deserialize)]
 struct Run {
     settings: String,
+    command: String,
     c: usize,
     chunks: usize,
     running_ppl: Vec<f64>,
@@ -66,12 +67,24 @@ impl Scorer {
         Scorer { tokens, model, bos }
     }
 
-    /// llama-perplexity's estimate over `chunks` chunks of `c` tokens.
+    /// llama-perplexity's estimate over `chunks` chunks of `c` tokens with
+    /// an F16 cache.
     pub fn score(&self, c: usize, chunks: usize) -> edgellama_engine::PerplexityResult {
+        self.score_cached(c, chunks, (KvType::F16, KvType::F16))
+    }
+
+    /// [`Scorer::score`] with the cache types `cache` (`-ctk`, `-ctv`).
+    pub fn score_cached(
+        &self,
+        c: usize,
+        chunks: usize,
+        cache: (KvType, KvType),
+    ) -> edgellama_engine::PerplexityResult {
         edgellama_engine::perplexity(
             &*self.model,
             &self.tokens,
             c,
+            cache,
             Some(chunks),
             self.bos,
             |_, _| {},
@@ -98,8 +111,16 @@ pub fn check(settings: &str, rel_tol: f64, abs_tol: f64, check_running: bool) {
     );
     let runs: Vec<&Run> = g.runs.iter().filter(|r| r.settings == settings).collect();
     assert!(!runs.is_empty(), "the golden has no '{settings}' runs");
+    // The cache types are the run's `-ctk`/`-ctv` flags.
+    let flag = |cmd: &str, f: &str| -> KvType {
+        cmd.split_whitespace()
+            .skip_while(|w| *w != f)
+            .nth(1)
+            .map_or(KvType::F16, |t| t.parse().expect("a cache type"))
+    };
     for run in runs {
-        let r = scorer.score(run.c, run.chunks);
+        let cache = (flag(&run.command, "-ctk"), flag(&run.command, "-ctv"));
+        let r = scorer.score_cached(run.c, run.chunks, cache);
         assert_eq!(r.n_chunks, run.chunks);
         let rel = |a: f64, b: f64| (a - b).abs() / b;
         eprintln!(

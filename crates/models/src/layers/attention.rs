@@ -4,7 +4,7 @@
 
 use super::{Ctx, Linear};
 use crate::ModelError;
-use edgellama_backend::{AttnJob, AttnShape, KvCache};
+use edgellama_backend::{AttnJob, AttnShape, KvSeq};
 use edgellama_gguf::names::TensorKind as T;
 use edgellama_kernels::ops::{self, RopeParams};
 
@@ -28,7 +28,7 @@ impl HeadDims {
 
 /// A run of consecutive tokens of one sequence inside a batch.
 pub struct Segment<'a> {
-    pub kv: &'a mut KvCache,
+    pub kv: &'a mut KvSeq,
     pub pos0: usize,
     pub n: usize,
 }
@@ -127,7 +127,7 @@ impl SelfAttention {
                 seg.pos0,
                 &k[t0 * dkv..t1 * dkv],
                 &v[t0 * dkv..t1 * dkv],
-            );
+            )?;
             t0 = t1;
         }
         // Every sequence's attention in one backend call.

@@ -13,7 +13,7 @@ use crate::layers::{
     Segment,
 };
 use crate::{BatchItem, CausalLm, Logits, ModelError, ModelInfo, SeqState};
-use edgellama_backend::{Backend, KvCache};
+use edgellama_backend::{Backend, KvLayout};
 use edgellama_gguf::names::TensorKind as T;
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::RopeParams;
@@ -105,15 +105,12 @@ impl CausalLm for Llama {
         &self.info
     }
 
-    fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError> {
-        if n_ctx == 0 {
-            return Err(ModelError::Config("context size must be at least 1".into()));
+    fn kv_layout(&self) -> KvLayout {
+        KvLayout {
+            n_layer: self.cfg.n_layer,
+            n_head_kv: self.cfg.n_head_kv,
+            head_dim: self.cfg.head_dim,
         }
-        Ok(SeqState::new(KvCache::new(
-            self.cfg.n_layer,
-            n_ctx,
-            self.cfg.n_head_kv * self.cfg.head_dim,
-        )))
     }
 
     fn forward(
@@ -123,7 +120,7 @@ impl CausalLm for Llama {
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
         crate::check_ids(tokens, self.cfg.n_vocab)?;
-        state.check_room(tokens.len())?;
+        state.reserve(tokens.len())?;
         let ctx = self.ctx();
         forward_ubatches(ctx, &self.head, tokens, which, |chunk, x| {
             let n = chunk.len();
@@ -141,9 +138,9 @@ impl CausalLm for Llama {
     fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>, ModelError> {
         let d = self.cfg.n_embd;
         let mut tokens = Vec::new();
-        for it in items.iter() {
+        for it in items.iter_mut() {
             crate::check_ids(it.tokens, self.cfg.n_vocab)?;
-            it.state.check_room(it.tokens.len())?;
+            it.state.reserve(it.tokens.len())?;
             tokens.extend_from_slice(it.tokens);
         }
         let mut segs: Vec<Segment<'_>> = items

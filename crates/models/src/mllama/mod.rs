@@ -23,7 +23,7 @@ use crate::layers::{
 use crate::{
     AttachedImage, CausalLm, ImageKv, Logits, ModelError, ModelInfo, PreparedImage, SeqState,
 };
-use edgellama_backend::{Backend, DenseProducts, DenseShape, KvCache, KvSegment};
+use edgellama_backend::{Backend, DenseProducts, DenseShape, KvLayout, KvSegment};
 use edgellama_gguf::names::TensorKind as T;
 use edgellama_gguf::GgufFile;
 use edgellama_kernels::ops::{self, RopeParams};
@@ -239,7 +239,7 @@ impl Mllama {
         Some(kv)
     }
 
-    fn check_tokens(&self, state: &SeqState, tokens: &[u32]) -> Result<(), ModelError> {
+    fn check_tokens(&self, state: &mut SeqState, tokens: &[u32]) -> Result<(), ModelError> {
         crate::check_ids(tokens, self.cfg.n_embd_rows)?;
         let n_img = tokens
             .iter()
@@ -251,7 +251,7 @@ impl Mllama {
                 tokens: n_img,
             });
         }
-        state.check_room(tokens.len())
+        state.reserve(tokens.len())
     }
 
     /// One micro-batch of one sequence through the layer stack.
@@ -416,16 +416,13 @@ impl CausalLm for Mllama {
         &self.info
     }
 
-    fn new_state(&self, n_ctx: usize) -> Result<SeqState, ModelError> {
-        if n_ctx == 0 {
-            return Err(ModelError::Config("context size must be at least 1".into()));
-        }
+    fn kv_layout(&self) -> KvLayout {
         let t = &self.cfg.text;
-        Ok(SeqState::new(KvCache::new(
-            self.n_self.max(1),
-            n_ctx,
-            t.n_head_kv * t.head_dim,
-        )))
+        KvLayout {
+            n_layer: self.n_self.max(1),
+            n_head_kv: t.n_head_kv,
+            head_dim: t.head_dim,
+        }
     }
 
     fn attach_image(&self, state: &mut SeqState, image: &PreparedImage) -> Result<(), ModelError> {

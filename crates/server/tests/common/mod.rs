@@ -70,9 +70,10 @@ pub fn app_with(config: EngineConfig, server: ServerConfig) -> (axum::Router, Ar
 pub fn small_config(n_parallel: usize) -> EngineConfig {
     EngineConfig {
         n_parallel,
-        n_ctx: 512,
+        n_ctx: n_parallel * 512,
         max_queue: 64,
         batch_tokens: 256,
+        ..EngineConfig::default()
     }
 }
 
