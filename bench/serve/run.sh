@@ -43,7 +43,7 @@ run_one() { # label
     port="$(free_port)"
     if [ "$label" = edgellama ]; then
         "$EDGELLAMA" serve -m "$MODEL" --host 127.0.0.1 --port "$port" \
-            --parallel "$PARALLEL" -c "$CTX" -t "$THREADS" >"$OUT.$label.log" 2>&1 &
+            --parallel "$PARALLEL" -c $((CTX * PARALLEL)) -t "$THREADS" >"$OUT.$label.log" 2>&1 &
     else
         # llama-server divides -c among its slots.
         "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$port" \

@@ -52,7 +52,7 @@ run_one() { # plain|shielded
     fi
     port="$(free_port)"
     "$EDGELLAMA" serve -m "$MODEL" --alias main --host 127.0.0.1 --port "$port" --parallel "$PARALLEL" \
-        -c "$CTX" -t "$THREADS" "${extra[@]}" >"$OUT.$label.log" 2>&1 &
+        -c $((CTX * PARALLEL)) -t "$THREADS" "${extra[@]}" >"$OUT.$label.log" 2>&1 &
     pid=$!
     wait_up "$port" "$pid"
     # Llama 3's end-of-generation tokens are banned so every request decodes

@@ -62,7 +62,7 @@ def main():
     exe = ROOT / "target/release/edgellama"
     log = open(ROOT / "target/soak-server.log", "w")
     proc = subprocess.Popen([str(exe), "serve", "-m", a.model, "--host", "127.0.0.1", "--port", str(port),
-                             "--parallel", str(a.streams), "-c", str(a.ctx), "-t", str(a.threads)],
+                             "--parallel", str(a.streams), "-c", str(a.ctx * a.streams), "-t", str(a.threads)],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(300):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates crates/models/tests/golden/perplexity.json and the raw
-# llama-perplexity logs beside it (perplexity-c512.log, perplexity-c128.log):
+# llama-perplexity logs beside it (perplexity-c512.log, perplexity-c128.log,
+# perplexity-c{c}.{settings}.log for the other runs):
 # SmolLM2-135M-Instruct Q4_1 on Hamlet, as llama.cpp measures it.
 #
 #   LLAMA_CPP_DIR=/path/to/llama.cpp scripts/golden/make_perplexity_goldens.sh
@@ -27,6 +28,16 @@
 # (settings "portable"): the reference for our scalar kernels, which follow
 # it to the printed digit, so a short run suffices (and the scalar kernels
 # are slow).
+# Runs with quantized KV caches, on the default build (llama.cpp turns flash
+# attention on, which its quantized V cache requires; the log says
+# "flash_attn = enabled"):
+#   ... -c 512 --chunks 32 -t 2 -ctk q8_0 -ctv q8_0   (settings "kv-q8_0")
+#   ... -c 512 --chunks 32 -t 2 -ctk q4_0 -ctv q4_0   (settings "kv-q4_0")
+# and, with the portable build, the same caches over 4 chunks (settings
+# "portable-kv-q8_0" and "portable-kv-q4_0"). One long-context run on the
+# default build, F16 cache: 2 chunks of the model's full 8192-token context
+# (settings "long-c8192"; each chunk is one sequence, in batches of 2048):
+#   ... -c 8192 --chunks 2 -t 2
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -50,20 +61,23 @@ cd "$testdata"
 start=$(date +%s)
 portable_bin="$LLAMA_CPP_DIR/build-portable/bin"
 runs=("512 32 default" "128 64 default" "512 32 fa-off-kv-f32" "128 64 fa-off-kv-f32")
+runs+=("512 32 kv-q8_0" "512 32 kv-q4_0" "8192 2 long-c8192")
 if [ -x "$portable_bin/llama-perplexity" ]; then
-  runs+=("512 4 portable" "128 8 portable")
+  runs+=("512 4 portable" "128 8 portable" "512 4 portable-kv-q8_0" "512 4 portable-kv-q4_0")
 fi
 for run in "${runs[@]}"; do
   set -- $run
   extra=()
   exe="$bin/llama-perplexity"
   log="$out/perplexity-c$1.log"
-  if [ "$3" = fa-off-kv-f32 ]; then
-    extra=(-fa off -ctk f32 -ctv f32)
-  fi
-  if [ "$3" = portable ]; then
-    exe="$portable_bin/llama-perplexity"
-  fi
+  case "$3" in
+    fa-off-kv-f32) extra=(-fa off -ctk f32 -ctv f32) ;;
+    *kv-q8_0) extra=(-ctk q8_0 -ctv q8_0) ;;
+    *kv-q4_0) extra=(-ctk q4_0 -ctv q4_0) ;;
+  esac
+  case "$3" in
+    portable*) exe="$portable_bin/llama-perplexity" ;;
+  esac
   if [ "$3" != default ]; then
     log="$out/perplexity-c$1.$3.log"
   fi
@@ -89,6 +103,15 @@ ids = json.loads(Path(ids_file).read_text())
 runs = []
 labels = [(512, 32, "default"), (128, 64, "default"), (512, 32, "fa-off-kv-f32"), (128, 64, "fa-off-kv-f32")]
 labels += [(512, 4, "portable"), (128, 8, "portable")]
+labels += [(512, 32, "kv-q8_0"), (512, 32, "kv-q4_0"), (8192, 2, "long-c8192")]
+labels += [(512, 4, "portable-kv-q8_0"), (512, 4, "portable-kv-q4_0")]
+extra_flags = {
+    "fa-off-kv-f32": " -fa off -ctk f32 -ctv f32",
+    "kv-q8_0": " -ctk q8_0 -ctv q8_0",
+    "kv-q4_0": " -ctk q4_0 -ctv q4_0",
+    "portable-kv-q8_0": " -ctk q8_0 -ctv q8_0",
+    "portable-kv-q4_0": " -ctk q4_0 -ctv q4_0",
+}
 for c, chunks, label in labels:
     log_name = f"perplexity-c{c}.log" if label == "default" else f"perplexity-c{c}.{label}.log"
     if not (out / log_name).exists():
@@ -96,12 +119,18 @@ for c, chunks, label in labels:
     log = (out / log_name).read_text(encoding="utf-8")
     running = [float(v) for _, v in re.findall(r"\[(\d+)\]([0-9.]+),", log)]
     m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
-    fa = "enabled" if "Flash Attention enabled" in log else "disabled"
+    # "auto" resolves to enabled later in the log; a quantized V cache forces it on.
+    fa_on = "Flash Attention enabled" in log or re.search(r"llama_context: flash_attn += enabled", log)
+    fa = "enabled" if fa_on else "disabled"
     kv = re.search(r"K \((\w+)\).*V \((\w+)\)", log)
     info = re.search(r"calculating perplexity over (\d+) chunks, n_ctx=(\d+), batch_size=(\d+), n_seq=(\d+)", log)
     if not (m and kv and info) or len(running) != chunks:
         sys.exit(f"cannot parse {log_name}")
-    extra = " -fa off -ctk f32 -ctv f32" if label == "fa-off-kv-f32" else ""
+    extra = extra_flags.get(label, "")
+    # The cache types must be those asked for, flash attention on unless -fa off.
+    want = re.search(r"-ctk (\w+) -ctv (\w+)", extra)
+    if want and (kv.groups() != want.groups() or (fa != "enabled") != ("-fa off" in extra)):
+        sys.exit(f"{log_name}: K {kv.group(1)}, V {kv.group(2)}, flash attention {fa}; asked for{extra}")
     runs.append({
         "settings": label,
         "command": f"llama-perplexity -m {model.name} -f {text.name} -c {c} --chunks {chunks} -t 2{extra}",
@@ -136,7 +165,9 @@ doc = {
     "runs_note": (
         "'default': llama.cpp's default build and settings, the golden for our default kernels; "
         "'portable': the same settings on llama.cpp built without x86 SIMD, the golden for our scalar "
-        "kernels; 'fa-off-kv-f32' shows llama.cpp's own spread."
+        "kernels; 'fa-off-kv-f32' shows llama.cpp's own spread; 'kv-q8_0' and 'kv-q4_0' (and their "
+        "'portable-' twins on the portable build) store the KV cache quantized, with flash attention, "
+        "the golden for our quantized KV caches; 'long-c8192' scores 2 chunks of the full 8192-token context."
     ),
     "runs": runs,
 }

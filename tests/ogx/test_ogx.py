@@ -84,7 +84,7 @@ def stack(tmp_path_factory):
     edge = subprocess.Popen(
         [str(binary()), "serve", "-m", str(testdata() / "SmolLM2-135M-Instruct.Q4_1.gguf"),
          "--alias", "smollm2", "--guard-model", str(testdata() / "tiny-llama-guard.gguf"),
-         "--host", "127.0.0.1", "--port", str(port), "-t", "2", "--parallel", "4", "-c", "1024"],
+         "--host", "127.0.0.1", "--port", str(port), "-t", "2", "--parallel", "4", "-c", "4096"],
         stdout=open(edge_log, "w"), stderr=subprocess.STDOUT)
     wait_for(f"http://127.0.0.1:{port}/health", edge, 60, edge_log)
 

@@ -114,7 +114,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def server():
-    s = Server("--parallel", "16", "-c", "1024")
+    s = Server("--parallel", "16", "-c", "16384")
     yield s
     s.stop()
 
@@ -140,7 +140,7 @@ def vision_models(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vision_server(vision_models):
     """The F32 tiny vision model (reported as tiny-mllama-f32.gguf)."""
-    s = Server("--parallel", "4", "-c", "512", model=vision_models["f32"])
+    s = Server("--parallel", "4", "-c", "2048", model=vision_models["f32"])
     yield s
     s.stop()
 
@@ -148,7 +148,7 @@ def vision_server(vision_models):
 @pytest.fixture(scope="session")
 def vision_q8_server(vision_models):
     """The Q8_0 copy, letting image parts name files under the golden images' folder."""
-    s = Server("--parallel", "2", "-c", "512", "--allow-image-path", VISION_IMAGES,
+    s = Server("--parallel", "2", "-c", "1024", "--allow-image-path", VISION_IMAGES,
                model=vision_models["q8_0"])
     yield s
     s.stop()

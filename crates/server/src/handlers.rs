@@ -100,7 +100,13 @@ pub async fn models(State(st): State<Arc<AppState>>) -> Json<Value> {
                 "created": st.started,
                 "owned_by": "edgellama",
                 "meta": {
-                    "n_ctx": cfg.n_ctx,
+                    // A sequence's context, as llama-server's slots report
+                    // it; the pool all of them share beside it.
+                    "n_ctx": cfg.n_ctx_seq(),
+                    "n_ctx_total": cfg.n_ctx,
+                    "kv_unified": cfg.kv_unified,
+                    "cache_type_k": cfg.type_k.name(),
+                    "cache_type_v": cfg.type_v.name(),
                     "n_parallel": cfg.n_parallel,
                     "n_vocab": m.tokenizer.vocab_size(),
                     "guard": st.shield.as_ref().is_some_and(|g| Arc::ptr_eq(&g.model, m)),
@@ -302,7 +308,7 @@ fn common_plan(m: &Arc<ServedModel>, c: &Common, prompt: Vec<u32>) -> AppResult<
 }
 
 fn check_prompt_fits(m: &ServedModel, prompt: &[u32]) -> AppResult<()> {
-    let n_ctx = m.engine.config().n_ctx;
+    let n_ctx = m.engine.config().n_ctx_seq();
     if prompt.len() > n_ctx {
         return Err(ApiError::ContextLength {
             n_prompt: prompt.len(),

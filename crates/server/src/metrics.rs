@@ -138,6 +138,68 @@ pub fn render(m: &EngineMetrics, http: &HttpCounters) -> String {
         "Share of the KV cache filled.",
         used as f64 / (m.kv_capacity.max(1)) as f64,
     );
+    let blocks = |a: &std::sync::atomic::AtomicUsize| a.load(Ordering::Relaxed) as f64;
+    gauge(
+        &mut o,
+        "edgellama_kv_blocks_used",
+        "KV pool blocks in use, idle slots' cached prefixes included.",
+        blocks(&m.kv_blocks_used),
+    );
+    gauge(
+        &mut o,
+        "edgellama_kv_blocks_active",
+        "KV pool blocks held by requests being served.",
+        blocks(&m.kv_blocks_active),
+    );
+    gauge(
+        &mut o,
+        "edgellama_kv_blocks_total",
+        "KV pool blocks in all.",
+        m.kv_blocks_total as f64,
+    );
+    gauge(
+        &mut o,
+        "edgellama_kv_block_size",
+        "Positions per KV pool block.",
+        m.kv_block_size as f64,
+    );
+    counter(
+        &mut o,
+        "edgellama_kv_full_total",
+        "Requests ended because the KV pool could not hold them.",
+        l(&m.kv_full_total),
+    );
+    // The names the Kubernetes Gateway API inference extension's endpoint
+    // picker reads by default (vLLM's), with their meaning: requests
+    // waiting, requests running, and the share of the pool that running
+    // requests hold (0..1; cached prefixes of idle slots are free to it, as
+    // vLLM's evictable blocks are).
+    gauge(
+        &mut o,
+        "vllm:num_requests_waiting",
+        "Requests waiting for a slot.",
+        m.queue_depth.load(Ordering::Relaxed) as f64,
+    );
+    gauge(
+        &mut o,
+        "vllm:num_requests_running",
+        "Requests being served.",
+        m.active.load(Ordering::Relaxed) as f64,
+    );
+    let usage = blocks(&m.kv_blocks_active) / m.kv_blocks_total.max(1) as f64;
+    for name in ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"] {
+        gauge(
+            &mut o,
+            name,
+            "KV cache usage (0..1): blocks held by running requests over all blocks.",
+            usage,
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP vllm:cache_config_info KV cache settings.\n# TYPE vllm:cache_config_info gauge\nvllm:cache_config_info{{block_size=\"{}\",num_gpu_blocks=\"{}\",cache_dtype=\"{}\",cache_dtype_v=\"{}\"}} 1",
+        m.kv_block_size, m.kv_blocks_total, m.kv_types.0, m.kv_types.1
+    );
     histogram(
         &mut o,
         "edgellama_time_to_first_token_seconds",

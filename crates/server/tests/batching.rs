@@ -325,3 +325,82 @@ fn a_cold_slot_copies_a_busy_slots_prefix_and_answers_the_same() {
     );
     drop(busy);
 }
+
+/// The first event that ends `rx`'s stream: done (with the tokens) or an
+/// engine error.
+fn outcome(rx: &mut UnboundedReceiver<Event>) -> Result<Vec<u32>, String> {
+    let mut ids = Vec::new();
+    loop {
+        match rx.blocking_recv().expect("engine ended the stream early") {
+            Event::Token(t) => ids.push(t.id),
+            Event::Done(_) => return Ok(ids),
+            Event::Error(e) => return Err(e),
+        }
+    }
+}
+
+#[test]
+fn a_short_pool_makes_prompts_wait_and_ends_what_cannot_grow() {
+    let l = loaded();
+    let prompt = |q: &str, n: usize| {
+        let mut p = l.tokenizer.encode(q, false, true);
+        p.resize(n, p[p.len() - 1]);
+        p
+    };
+    // Three blocks of 64 shared by two sequences that may each fill all.
+    let config = EngineConfig {
+        n_parallel: 2,
+        n_ctx: 192,
+        kv_unified: true,
+        ..small_config(2)
+    };
+    let (a, b) = (
+        prompt("Once upon a time", 100),
+        prompt("The sea was calm", 100),
+    );
+    let solo = |p: &[u32]| outcome(&mut engine(small_config(1)).submit(request(p)).unwrap());
+    let (want_a, want_b) = (solo(&a).unwrap(), solo(&b).unwrap());
+    // Both prompts need two blocks: the second waits until the first is
+    // done, then takes the blocks the first one's idle slot gives up.
+    let e = engine(config.clone());
+    let (mut ra, mut rb) = (
+        e.submit(request(&a)).unwrap(),
+        e.submit(request(&b)).unwrap(),
+    );
+    assert_eq!(outcome(&mut ra), Ok(want_a));
+    assert_eq!(outcome(&mut rb), Ok(want_b));
+    let m = e.metrics();
+    assert_eq!(
+        m.kv_full_total.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Two prompts of one block each run together; both outgrow it at
+    // position 64 and only one third block exists: one ends with the
+    // pool's error, the other finishes as it would alone.
+    let (c, d) = (
+        prompt("Once upon a time", 50),
+        prompt("The sea was calm", 50),
+    );
+    let long = |p: &[u32]| Request {
+        max_tokens: Some(40),
+        ..Request::new(p.to_vec(), SamplingParams::greedy())
+    };
+    let want_c = outcome(&mut engine(small_config(1)).submit(long(&c)).unwrap()).unwrap();
+    let want_d = outcome(&mut engine(small_config(1)).submit(long(&d)).unwrap()).unwrap();
+    let e = engine(config);
+    let (mut rc, mut rd) = (e.submit(long(&c)).unwrap(), e.submit(long(&d)).unwrap());
+    let (oc, od) = (outcome(&mut rc), outcome(&mut rd));
+    let (ok, err) = match (&oc, &od) {
+        (Ok(got), Err(msg)) => ((got, &want_c), msg),
+        (Err(msg), Ok(got)) => ((got, &want_d), msg),
+        _ => panic!("expected one error and one reply: {oc:?} {od:?}"),
+    };
+    assert_eq!(ok.0, ok.1);
+    assert!(err.contains("KV cache is full"), "{err}");
+    assert_eq!(
+        e.metrics()
+            .kv_full_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

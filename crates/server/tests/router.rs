@@ -863,6 +863,12 @@ async fn metrics_apply_template_and_completions() {
         "edgellama_time_to_first_token_seconds_bucket{le=\"+Inf\"} 1",
         "edgellama_inter_token_latency_seconds_count 3",
         "edgellama_prompt_tokens_total",
+        "edgellama_kv_block_size 64",
+        "edgellama_kv_blocks_total 32",
+        "vllm:num_requests_waiting 0",
+        "vllm:num_requests_running 0",
+        "vllm:kv_cache_usage_perc 0",
+        "vllm:cache_config_info{block_size=\"64\",num_gpu_blocks=\"32\",cache_dtype=\"f16\"",
     ] {
         assert!(m.contains(name), "{name} missing from\n{m}");
     }

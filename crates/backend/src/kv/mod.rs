@@ -340,6 +340,12 @@ impl KvSeq {
         self.blocks.len()
     }
 
+    /// An identity of each block held, equal for sequences sharing it (to
+    /// count distinct blocks over several sequences).
+    pub fn block_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        self.blocks.iter().map(|b| Arc::as_ptr(b) as usize)
+    }
+
     /// Makes room for positions `0..n`, taking blocks from the pool. On
     /// failure the sequence keeps what it held.
     pub fn reserve(&mut self, n: usize) -> Result<(), KvError> {

@@ -175,6 +175,14 @@ fn read_template(path: Option<&std::path::Path>) -> Result<Option<String>> {
     .transpose()
 }
 
+/// How a served model's engine is sized: its KV pool's positions from the
+/// model's training context, its sequences, and its cache types.
+struct Sizing<F> {
+    n_ctx: F,
+    n_parallel: usize,
+    cache: load::KvArgs,
+}
+
 /// A model file made ready to serve, the main model and the guard alike:
 /// its tokenizer and template (`template_src` replacing the file's), the
 /// model on the shared backend, its engine of `n_parallel` sequences of
@@ -185,10 +193,13 @@ fn load_served(
     template_src: Option<&str>,
     backend: &Arc<edgellama_backend::CpuBackend>,
     alias: Option<String>,
-    n_ctx: impl Fn(usize) -> usize,
-    n_parallel: usize,
-    cache: load::KvArgs,
+    sizing: Sizing<impl Fn(usize) -> usize>,
 ) -> Result<ServedModel> {
+    let Sizing {
+        n_ctx,
+        n_parallel,
+        cache,
+    } = sizing;
     let file = load::open_gguf(path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, path)?);
     let template = load_template(&file, path, template_src)?;
@@ -252,9 +263,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         template_src.as_deref(),
         &backend,
         a.alias.clone(),
-        |train| if a.ctx_size == 0 { train } else { a.ctx_size },
-        a.parallel,
-        a.kv,
+        Sizing {
+            n_ctx: |train: usize| if a.ctx_size == 0 { train } else { a.ctx_size },
+            n_parallel: a.parallel,
+            cache: a.kv,
+        },
     )?;
     let cfg = main.engine.config().clone();
     let state = AppState::new(
@@ -278,11 +291,13 @@ pub fn run(a: ServeArgs) -> Result<()> {
                 guard_template_src.as_deref(),
                 &backend,
                 g.guard_alias.clone(),
-                |train| g.guard_ctx_size.min(train.max(64)) * g.guard_parallel,
-                g.guard_parallel,
-                // The guard's verdicts are scored with the cache they were
-                // measured with.
-                load::KvArgs::default(),
+                Sizing {
+                    n_ctx: |train: usize| g.guard_ctx_size.min(train.max(64)) * g.guard_parallel,
+                    n_parallel: g.guard_parallel,
+                    // The guard's verdicts are scored with the cache they
+                    // were measured with.
+                    cache: load::KvArgs::default(),
+                },
             )?;
             let guard = Guard::new(
                 served.engine.clone(),

@@ -89,10 +89,16 @@ pub struct EngineMetrics {
     pub kv_used: AtomicUsize,
     /// Positions of the KV pool.
     pub kv_capacity: usize,
-    /// Blocks of the KV pool in use (shared blocks count once).
+    /// Blocks of the KV pool in use (shared blocks count once), idle
+    /// slots' cached prefixes included.
     pub kv_blocks_used: AtomicUsize,
+    /// Blocks held by sequences being served: what the pool cannot give
+    /// up (cached prefixes of idle slots are given up when it runs short).
+    pub kv_blocks_active: AtomicUsize,
     pub kv_blocks_total: usize,
     pub kv_block_size: usize,
+    /// `-ctk` and `-ctv` as llama.cpp names them.
+    pub kv_types: (&'static str, &'static str),
     /// Requests ended because the KV pool could not hold them.
     pub kv_full_total: AtomicU64,
     pub time_to_first_token: Histogram,
@@ -113,9 +119,9 @@ pub struct MetricsSnapshot {
 }
 
 impl EngineMetrics {
-    /// Metrics of an engine whose pool holds `kv_capacity` positions in
-    /// blocks of `kv_block_size`.
-    pub fn new(kv_capacity: usize, kv_block_size: usize) -> EngineMetrics {
+    /// Metrics of an engine configured as `config`.
+    pub fn new(config: &super::EngineConfig) -> EngineMetrics {
+        let (kv_capacity, kv_block_size) = (config.n_ctx, config.block_size);
         EngineMetrics {
             requests_total: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
@@ -132,8 +138,10 @@ impl EngineMetrics {
             kv_used: AtomicUsize::new(0),
             kv_capacity,
             kv_blocks_used: AtomicUsize::new(0),
+            kv_blocks_active: AtomicUsize::new(0),
             kv_blocks_total: kv_capacity.div_ceil(kv_block_size.max(1)),
             kv_block_size,
+            kv_types: (config.type_k.name(), config.type_v.name()),
             kv_full_total: AtomicU64::new(0),
             time_to_first_token: Histogram::new(TTFT_BOUNDS),
             inter_token_latency: Histogram::new(ITL_BOUNDS),

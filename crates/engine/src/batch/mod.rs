@@ -259,7 +259,7 @@ impl Engine {
                 need,
             });
         }
-        let metrics = Arc::new(EngineMetrics::new(config.n_ctx, config.block_size));
+        let metrics = Arc::new(EngineMetrics::new(&config));
         let shared = Arc::new(Shared::new(metrics.clone()));
         let sched = scheduler::Scheduler::new(
             model.clone(),

@@ -254,6 +254,13 @@ impl Scheduler {
         );
         m.kv_blocks_used
             .store(self.pool.blocks_in_use(), Ordering::Relaxed);
+        let active: std::collections::HashSet<usize> = self
+            .slots
+            .iter()
+            .filter(|s| s.active.is_some())
+            .flat_map(|s| s.state.kv.block_ids())
+            .collect();
+        m.kv_blocks_active.store(active.len(), Ordering::Relaxed);
     }
 
     /// Gives up the cached prefix of the least recently used idle slot that
