@@ -515,14 +515,35 @@ impl Backend for CpuBackend {
             .iter()
             .map(|kv| (kv.rows(layer, Kind::K), kv.rows(layer, Kind::V)))
             .collect();
-        let mut items = Vec::new();
+        let mut short = Vec::new();
         for (ji, j) in jobs.iter_mut().enumerate() {
             let (rk, rv) = &rows[ji];
             let f16 = rk.ty == KvType::F16 && rv.ty == KvType::F16;
             if j.shape.n_tokens >= FA_TILE_Q && f16 {
                 self.attention_f32(j.q, rk, rv, j.shape, j.out);
             } else {
-                items.extend((0..j.shape.n_tokens * j.shape.n_head).map(|i| (ji, i)));
+                short.push(ji);
+            }
+        }
+        // Items are the query heads of one KV head of one token: each key
+        // and value row is then read once for all of them. With too few
+        // such items to keep the threads busy, single heads instead (each
+        // head's arithmetic is the same either way).
+        let groups: usize = short
+            .iter()
+            .map(|&ji| jobs[ji].shape.n_tokens * jobs[ji].shape.n_head_kv)
+            .sum();
+        let whole_groups = groups >= 2 * self.n_threads();
+        let mut items = Vec::new();
+        for &ji in &short {
+            let s = jobs[ji].shape;
+            let g = s.n_head / s.n_head_kv;
+            for t in 0..s.n_tokens {
+                if whole_groups {
+                    items.extend((0..s.n_head_kv).map(|kvh| (ji, t, kvh * g, g)));
+                } else {
+                    items.extend((0..s.n_head).map(|h| (ji, t, h, 1)));
+                }
             }
         }
         if items.is_empty() {
@@ -535,25 +556,20 @@ impl Backend for CpuBackend {
         let per_task = items.len().div_ceil(self.n_threads() * 4).max(1);
         let jobs = &*jobs;
         self.pool.run(items.len().div_ceil(per_task), &|task| {
-            let mut sc: Option<AttnScratch> = None;
-            for &(ji, i) in items.iter().skip(task * per_task).take(per_task) {
+            let mut sc = AttnScratch::default();
+            for &(ji, t, h0, nh) in items.iter().skip(task * per_task).take(per_task) {
                 let j = &jobs[ji];
                 let s = j.shape;
                 let hd = s.head_dim;
-                let sc = sc.get_or_insert_with(|| AttnScratch::new(hd));
-                if sc.q16.len() != hd {
-                    *sc = AttnScratch::new(hd);
-                }
-                let (t, h) = (i / s.n_head, i % s.n_head);
-                let kvh = h / (s.n_head / s.n_head_kv);
-                let embd_q = s.n_head * hd;
-                let at = t * embd_q + h * hd;
+                let kvh = h0 / (s.n_head / s.n_head_kv);
+                let at = t * s.n_head * hd + h0 * hd;
                 let (rk, rv) = &rows[ji];
-                // SAFETY: head `h` of token `t` of job `ji` belongs to this
-                // item alone, and the job's output outlives the step.
-                let o = unsafe { std::slice::from_raw_parts_mut(outs[ji].get().add(at), hd) };
-                let (q, seen) = (&j.q[at..at + hd], s.pos0 + t + 1);
-                attend_one(q, seen, rk, rv, kvh, s.scale, sc, o);
+                // SAFETY: heads `h0..h0 + nh` of token `t` of job `ji`
+                // belong to this item alone, and the job's output outlives
+                // the step.
+                let o = unsafe { std::slice::from_raw_parts_mut(outs[ji].get().add(at), nh * hd) };
+                let (q, seen) = (&j.q[at..at + nh * hd], s.pos0 + t + 1);
+                attend_heads(q, hd, seen, rk, rv, kvh, s.scale, &mut sc, o);
             }
         });
         Ok(())
@@ -645,36 +661,31 @@ fn check_attention(
 /// (`GGML_FA_TILE_Q`); smaller batches take its F16 route.
 pub const FA_TILE_Q: usize = 64;
 
+/// Buffers of [`attend_heads`], grown to the largest group seen.
+#[derive(Default)]
 struct AttnScratch {
     q16: Vec<u16>,
     acc16: Vec<u16>,
-    /// The query in the key type's `vec_dot_type` (block caches).
+    /// The queries in the key type's `vec_dot_type` (block caches).
     qq: Vec<u8>,
     acc32: Vec<f32>,
     v32: Vec<f32>,
+    m: Vec<f32>,
+    sum: Vec<f32>,
 }
 
-impl AttnScratch {
-    fn new(hd: usize) -> AttnScratch {
-        AttnScratch {
-            q16: vec![0; hd],
-            acc16: vec![0; hd],
-            qq: Vec::new(),
-            acc32: vec![0.0; hd],
-            v32: vec![0.0; hd],
-        }
-    }
-}
-
-/// One head's attention with an online softmax, as llama.cpp's
-/// `flash_attn_ext_f16_one_chunk`: the query converted once to the key
-/// type's `vec_dot_type` (F16 for an F16 cache, Q8_0 for most block types)
-/// and each key scored with that type's dot product; F16 values summed in
-/// an F16 accumulator, any other value type widened to f32 row by row and
-/// summed in f32.
+/// The attention of query heads `q` (`nh` rows of `hd`) that share KV head
+/// `kvh`, with an online softmax each, as llama.cpp's
+/// `flash_attn_ext_f16_one_chunk` computes one head: the query converted
+/// once to the key type's `vec_dot_type` (F16 for an F16 cache, Q8_0 for
+/// most block types) and each key scored with that type's dot product; F16
+/// values summed in an F16 accumulator, any other value type widened to
+/// f32 row by row and summed in f32. Each key and value row is read once
+/// for all the heads; every head's arithmetic is what it would be alone.
 #[allow(clippy::too_many_arguments)]
-fn attend_one(
+fn attend_heads(
     q: &[f32],
+    hd: usize,
     seen: usize,
     rk: &Rows<'_>,
     rv: &Rows<'_>,
@@ -684,27 +695,36 @@ fn attend_one(
     out: &mut [f32],
 ) {
     let t = k::kernels();
-    let hd = q.len();
+    let nh = q.len() / hd;
     let AttnScratch {
         q16,
         acc16,
         qq,
         acc32,
         v32,
+        m,
+        sum,
     } = sc;
-    let acc = Acc { acc16, acc32, v32 };
+    m.clear();
+    m.resize(nh, f32::NEG_INFINITY);
+    sum.clear();
+    sum.resize(nh, 0.0);
+    let acc = Acc {
+        hd,
+        acc16,
+        acc32,
+        v32,
+        m,
+        sum,
+    };
     if rk.ty == KvType::F16 {
+        q16.resize(nh * hd, 0);
         (t.f32_to_f16_row())(q, q16);
         let dot = t.dot_f16();
         let q16 = &*q16;
-        accumulate(
-            seen,
-            |p| dot(rk.head_u16(p, kvh), q16) * scale,
-            rv,
-            kvh,
-            acc,
-            out,
-        );
+        let score =
+            |k: &[u8], i: usize| dot(bytemuck::cast_slice(k), &q16[i * hd..(i + 1) * hd]) * scale;
+        accumulate(seen, score, rk, rv, kvh, acc, out);
     } else {
         let kk = rk
             .ty
@@ -712,59 +732,78 @@ fn attend_one(
             .expect("the pool checked the type's kernels");
         let (qt, vec_dot) = (kk.vec_dot_type, kk.vec_dot.expect("checked"));
         let to_q = t.get(qt).expect("a vec_dot_type has kernels").quantize_act;
-        qq.resize(hd / qt.block_size() * qt.type_size(), 0);
-        to_q(q, qq);
+        let qb = hd / qt.block_size() * qt.type_size();
+        qq.resize(nh * qb, 0);
+        for (src, dst) in q.chunks_exact(hd).zip(qq.chunks_exact_mut(qb)) {
+            to_q(src, dst);
+        }
         let qq = &*qq;
-        accumulate(
-            seen,
-            |p| vec_dot(hd, rk.head(p, kvh), qq) * scale,
-            rv,
-            kvh,
-            acc,
-            out,
-        );
+        let score = |k: &[u8], i: usize| vec_dot(hd, k, &qq[i * qb..(i + 1) * qb]) * scale;
+        accumulate(seen, score, rk, rv, kvh, acc, out);
     }
 }
 
-/// The value accumulators of [`attend_one`].
+/// The running state of [`attend_heads`]'s heads.
 struct Acc<'a> {
-    acc16: &'a mut [u16],
-    acc32: &'a mut [f32],
-    v32: &'a mut [f32],
+    hd: usize,
+    acc16: &'a mut Vec<u16>,
+    acc32: &'a mut Vec<f32>,
+    v32: &'a mut Vec<f32>,
+    m: &'a mut [f32],
+    sum: &'a mut [f32],
 }
 
-/// The online softmax of [`attend_one`] over keys `0..seen` scored by
-/// `score` (scale applied), values from `rv`'s head `kvh`.
+/// The online softmax of [`attend_heads`] over keys `0..seen` of KV head
+/// `kvh`: `score(key row, head)` (scale applied), values from `rv`.
 fn accumulate(
     seen: usize,
-    score: impl Fn(usize) -> f32,
+    score: impl Fn(&[u8], usize) -> f32,
+    rk: &Rows<'_>,
     rv: &Rows<'_>,
     kvh: usize,
     acc: Acc<'_>,
     out: &mut [f32],
 ) {
     let t = k::kernels();
-    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    let Acc {
+        hd,
+        acc16,
+        acc32,
+        v32,
+        m,
+        sum,
+    } = acc;
+    let nh = m.len();
     if rv.ty == KvType::F16 {
         let (scale_acc, mad) = (t.scale_f16(), t.mad_f16());
-        acc.acc16.iter_mut().for_each(|v| *v = 0);
+        acc16.clear();
+        acc16.resize(nh * hd, 0);
         for p in 0..seen {
-            let s = score(p);
-            let (mut ms, mut vs) = (1f32, 1f32);
-            if s > m {
-                let m_old = m;
-                m = s;
-                ms = (m_old - m).exp();
-                scale_acc(acc.acc16, ms);
-            } else {
-                vs = (s - m).exp();
+            let (k, v) = (rk.head(p, kvh), rv.head_u16(p, kvh));
+            for (i, a) in acc16.chunks_exact_mut(hd).enumerate() {
+                let s = score(k, i);
+                let (mut ms, mut vs) = (1f32, 1f32);
+                if s > m[i] {
+                    let m_old = m[i];
+                    m[i] = s;
+                    ms = (m_old - s).exp();
+                    scale_acc(a, ms);
+                } else {
+                    vs = (s - m[i]).exp();
+                }
+                mad(a, v, vs);
+                sum[i] = sum[i] * ms + vs;
             }
-            mad(acc.acc16, rv.head_u16(p, kvh), vs);
-            sum = sum * ms + vs;
         }
-        let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-        for (o, &a) in out.iter_mut().zip(acc.acc16.iter()) {
-            *o = k::convert::f16_to_f32(a) * inv;
+        for (i, (o, a)) in out
+            .chunks_exact_mut(hd)
+            .zip(acc16.chunks_exact(hd))
+            .enumerate()
+        {
+            let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+            for (o, &a) in o.iter_mut().zip(a) {
+                *o = k::convert::f16_to_f32(a) * inv;
+            }
         }
         return;
     }
@@ -773,25 +812,36 @@ fn accumulate(
         .kernels()
         .expect("the pool checked the type's kernels")
         .dequantize;
-    acc.acc32.iter_mut().for_each(|v| *v = 0.0);
+    acc32.clear();
+    acc32.resize(nh * hd, 0.0);
+    v32.resize(hd, 0.0);
     for p in 0..seen {
-        let s = score(p);
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > m {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
-            acc.acc32.iter_mut().for_each(|a| *a *= ms);
-        } else {
-            vs = (s - m).exp();
+        let k = rk.head(p, kvh);
+        widen(rv.head(p, kvh), v32);
+        for (i, a) in acc32.chunks_exact_mut(hd).enumerate() {
+            let s = score(k, i);
+            let (mut ms, mut vs) = (1f32, 1f32);
+            if s > m[i] {
+                let m_old = m[i];
+                m[i] = s;
+                ms = (m_old - s).exp();
+                a.iter_mut().for_each(|x| *x *= ms);
+            } else {
+                vs = (s - m[i]).exp();
+            }
+            k::ops::add_scaled(a, vs, v32);
+            sum[i] = sum[i] * ms + vs;
         }
-        widen(rv.head(p, kvh), acc.v32);
-        k::ops::add_scaled(acc.acc32, vs, acc.v32);
-        sum = sum * ms + vs;
     }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for (o, &a) in out.iter_mut().zip(acc.acc32.iter()) {
-        *o = a * inv;
+    for (i, (o, a)) in out
+        .chunks_exact_mut(hd)
+        .zip(acc32.chunks_exact(hd))
+        .enumerate()
+    {
+        let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+        for (o, &a) in o.iter_mut().zip(a) {
+            *o = a * inv;
+        }
     }
 }
 

@@ -220,3 +220,22 @@ fn attention_past_the_reserved_blocks_is_refused() {
     };
     assert!(be.attention(&q, &s, 1, shape, &mut out).is_err());
 }
+
+#[test]
+fn heads_of_a_kv_group_read_together_give_each_heads_bits_alone() {
+    // One thread takes whole KV groups (two groups fill it); two threads
+    // take single heads. The bits must not depend on it.
+    let (one, two) = (CpuBackend::new(1).unwrap(), CpuBackend::new(2).unwrap());
+    for (tk, tv) in [(KvType::F16, KvType::F16), (KvType::Q8_0, KvType::Q4_1)] {
+        let s = filled(tk, tv, 130);
+        for n_tokens in [1, 2] {
+            let q = floats(n_tokens * N_HEAD * HD, 21);
+            let pos0 = 130 - n_tokens;
+            assert_eq!(
+                attend(&one, &s, &q, pos0),
+                attend(&two, &s, &q, pos0),
+                "{tk}/{tv}"
+            );
+        }
+    }
+}
