@@ -231,6 +231,9 @@ pub fn model_on(
     path: &Path,
     backend: Arc<CpuBackend>,
 ) -> Result<Box<dyn CausalLm>> {
+    if let Some(w) = edgellama_models::layers::rope::missing_freqs_warning(file) {
+        eprintln!("warning: {}: {w}", path.display());
+    }
     edgellama_models::load_model(file.clone(), backend)
         .with_context(|| format!("cannot load model {}", path.display()))
 }

@@ -64,3 +64,47 @@ pub fn rope_params(file: &GgufFile, arch: &str, n_dims: usize) -> Result<RopePar
         freq_factors,
     })
 }
+
+/// A warning for a file whose metadata asks for llama3 rotary scaling but
+/// which lacks the `rope_freqs.weight` tensor: the factors are then computed
+/// from the metadata here, while llama.cpp applies none and its output
+/// drifts from ours (and from the model's training) past the original
+/// context. `None` for every other file.
+pub fn missing_freqs_warning(file: &GgufFile) -> Option<String> {
+    let arch = file.architecture().ok()?;
+    let ty = file.get_str(&format!("{arch}.rope.scaling.type")).ok()?;
+    (ty == "llama3" && file.tensor("rope_freqs.weight").is_none()).then(|| {
+        "the file asks for llama3 RoPE scaling but has no rope_freqs.weight tensor: the \
+         frequency factors are computed from its rope.scaling metadata (llama.cpp would apply \
+         none; re-convert the model to include them)"
+            .to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgellama_gguf::{GgmlType, GgufWriter};
+
+    fn file(scaling: Option<&str>, freqs: bool) -> GgufFile {
+        let mut w = GgufWriter::new();
+        w.set("general.architecture", "llama".to_string()).unwrap();
+        if let Some(t) = scaling {
+            w.set("llama.rope.scaling.type", t.to_string()).unwrap();
+        }
+        if freqs {
+            w.add_tensor("rope_freqs.weight", vec![4], GgmlType::F32, vec![0u8; 16])
+                .unwrap();
+        }
+        GgufFile::from_bytes(w.to_bytes().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn only_llama3_scaling_without_its_factors_is_warned_about() {
+        let w = missing_freqs_warning(&file(Some("llama3"), false)).expect("a warning");
+        assert!(w.contains("rope_freqs.weight"), "{w}");
+        assert_eq!(missing_freqs_warning(&file(Some("llama3"), true)), None);
+        assert_eq!(missing_freqs_warning(&file(Some("linear"), false)), None);
+        assert_eq!(missing_freqs_warning(&file(None, false)), None);
+    }
+}
