@@ -193,6 +193,31 @@ pub fn add_scaled(acc: &mut [f32], g: f32, x: &[f32]) {
     }
 }
 
+/// Each `n`-long chunk of `x` times the orthonormal Walsh-Hadamard matrix
+/// (`H[i][j] = (-1)^popcount(i & j) / sqrt(n)`, its own inverse), as
+/// ggml's `fwht`: the chunk scaled by `1 / sqrt(n)` first, then butterflies
+/// `(u + v, u - v)` over spans 1, 2, 4, ... `n` is a power of two; a tail
+/// shorter than `n` is left as it is.
+pub fn hadamard_rows(x: &mut [f32], n: usize) {
+    debug_assert!(n.is_power_of_two());
+    let scale = 1.0f32 / (n as f32).sqrt();
+    for row in x.chunks_exact_mut(n) {
+        row.iter_mut().for_each(|v| *v *= scale);
+        let mut len = 1;
+        while len < n {
+            for pair in row.chunks_exact_mut(2 * len) {
+                let (a, b) = pair.split_at_mut(len);
+                for (u, v) in a.iter_mut().zip(b.iter_mut()) {
+                    let (x, y) = (*u, *v);
+                    *u = x + y;
+                    *v = x - y;
+                }
+            }
+            len <<= 1;
+        }
+    }
+}
+
 /// `acc[i] += x[i]`.
 pub fn add_inplace(acc: &mut [f32], x: &[f32]) {
     debug_assert_eq!(acc.len(), x.len());
@@ -349,6 +374,42 @@ pub fn mad_f16(y: &mut [u16], x: &[u16], s: f32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hadamard_rows_is_the_sylvester_matrix_and_its_own_inverse() {
+        for n in [64usize, 128] {
+            let x: Vec<f32> = (0..2 * n + 5)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+                .collect();
+            let mut y = x.clone();
+            hadamard_rows(&mut y, n);
+            for (r, row) in x.chunks_exact(n).enumerate() {
+                for i in 0..n {
+                    let want: f64 = (0..n)
+                        .map(|j| {
+                            let sign = if (i & j).count_ones() % 2 == 0 {
+                                1.0
+                            } else {
+                                -1.0
+                            };
+                            sign * row[j] as f64
+                        })
+                        .sum::<f64>()
+                        / (n as f64).sqrt();
+                    assert!(
+                        (y[r * n + i] as f64 - want).abs() < 1e-4,
+                        "n {n} row {r} {i}"
+                    );
+                }
+            }
+            // The tail past the last whole chunk is left alone.
+            assert_eq!(y[2 * n..], x[2 * n..]);
+            hadamard_rows(&mut y, n);
+            for (a, b) in y.iter().zip(&x) {
+                assert!((a - b).abs() < 1e-4);
+            }
+        }
+    }
+
     use super::*;
 
     /// The error function to about 1e-16 relative error (the reference

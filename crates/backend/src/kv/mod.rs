@@ -218,6 +218,24 @@ impl KvPool {
         self.counter.peak.load(Ordering::Relaxed)
     }
 
+    /// The size of the Walsh-Hadamard rotation applied to queries and keys
+    /// (in chunks of a row) before keys are stored, for a block-format key
+    /// type and heads a multiple of 64 wide: the largest power of two that
+    /// divides the head width. llama.cpp rotates the same way (its
+    /// `attn_rot_k`): the rotation spreads outlier dimensions over the
+    /// block, so quantizing loses less, and leaves every score as it was.
+    pub fn rotation_k(&self) -> Option<usize> {
+        let hd = self.layout.head_dim;
+        (self.k.ty.is_quantized() && hd.is_multiple_of(64)).then(|| 1 << hd.trailing_zeros())
+    }
+
+    /// The size of the rotation applied to values before they are stored
+    /// and to the attention output after (llama.cpp's `attn_rot_v`): 64,
+    /// for a block-format value type and heads a multiple of 64 wide.
+    pub fn rotation_v(&self) -> Option<usize> {
+        (self.v.ty.is_quantized() && self.layout.head_dim.is_multiple_of(64)).then_some(64)
+    }
+
     /// Bytes of one block.
     pub fn block_bytes(&self) -> usize {
         self.block_words * 8

@@ -119,6 +119,20 @@ impl SelfAttention {
                 ops::rope_normal(&mut head[..self.n_rot], &s.rope_cache);
             }
         }
+        // A quantized cache stores rotated rows, as llama.cpp's does: keys
+        // with the queries (scores unchanged), values undone on the output.
+        let mut t0 = 0;
+        for seg in segs.iter() {
+            let t1 = t0 + seg.n;
+            if let Some(r) = seg.kv.pool().rotation_k() {
+                ops::hadamard_rows(&mut q[t0 * dq..t1 * dq], r);
+                ops::hadamard_rows(&mut k[t0 * dkv..t1 * dkv], r);
+            }
+            if let Some(r) = seg.kv.pool().rotation_v() {
+                ops::hadamard_rows(&mut v[t0 * dkv..t1 * dkv], r);
+            }
+            t0 = t1;
+        }
         let mut t0 = 0;
         for seg in segs.iter_mut() {
             let t1 = t0 + seg.n;
@@ -154,6 +168,14 @@ impl SelfAttention {
         }
         be.attention_many(kv_layer, &mut jobs)?;
         drop(jobs);
+        let mut t0 = 0;
+        for seg in segs.iter() {
+            let t1 = t0 + seg.n;
+            if let Some(r) = seg.kv.pool().rotation_v() {
+                ops::hadamard_rows(&mut attn[t0 * dq..t1 * dq], r);
+            }
+            t0 = t1;
+        }
         self.wo.forward(f, be, attn, n, out)
     }
 }
