@@ -24,6 +24,7 @@ fn greedy(file: GgufFile, prompt: &str) -> (Vec<u32>, String) {
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
         special: false,
+        prompt_progress: None,
     };
     let ids = tok.encode(prompt, tok.adds_bos(), true);
     let stats = generate(&*model, &mut state, &tok, &ids, &params, |_| true).unwrap();

@@ -16,7 +16,14 @@ pub struct GenerateParams {
     /// Pass control tokens (such as `<|python_tag|>`) to the callback as
     /// their text; end-of-generation tokens never are.
     pub special: bool,
+    /// Called with (tokens evaluated, prompt tokens) after each
+    /// [`PROMPT_CHUNK`] of a prompt longer than one.
+    pub prompt_progress: Option<fn(usize, usize)>,
 }
+
+/// Prompt tokens evaluated per forward call of [`generate`]: a whole
+/// number of the models' micro-batches, so chunking changes no result.
+pub const PROMPT_CHUNK: usize = 8 * edgellama_models::layers::head::UBATCH;
 
 #[derive(Debug, Clone)]
 pub struct GenerationStats {
@@ -95,7 +102,23 @@ pub fn generate_after(
     };
 
     let t0 = Instant::now();
-    let mut logits = model.forward(state, prompt, Logits::Last)?;
+    let mut logits = Vec::new();
+    let mut done = 0;
+    for chunk in prompt.chunks(PROMPT_CHUNK) {
+        done += chunk.len();
+        let which = if done == prompt.len() {
+            Logits::Last
+        } else {
+            Logits::From(chunk.len())
+        };
+        logits = model.forward(state, chunk, which)?;
+        if let Some(progress) = params
+            .prompt_progress
+            .filter(|_| prompt.len() > PROMPT_CHUNK)
+        {
+            progress(done, prompt.len());
+        }
+    }
     let prompt_time = t0.elapsed();
 
     let t1 = Instant::now();
@@ -227,7 +250,6 @@ mod tests {
             tokens: &[u32],
             which: Logits,
         ) -> Result<Vec<f32>, ModelError> {
-            assert_eq!(which, Logits::Last);
             if state.n_past + tokens.len() > state.n_ctx() {
                 return Err(ModelError::ContextFull {
                     n_past: state.n_past,
@@ -236,6 +258,14 @@ mod tests {
                 });
             }
             state.n_past += tokens.len();
+            if which != Logits::Last {
+                assert_eq!(
+                    which,
+                    Logits::From(tokens.len()),
+                    "only the last row is read"
+                );
+                return Ok(Vec::new());
+            }
             let mut logits = vec![0.0f32; self.info.n_vocab];
             if !self.flat.is_empty() {
                 for &(id, l) in &self.flat {
@@ -524,5 +554,26 @@ mod tests {
         let mut long = vec![100u32];
         long.extend([5u32; 64]);
         assert_eq!(first(&long, &[5]), 100);
+    }
+
+    #[test]
+    fn a_long_prompt_is_evaluated_in_chunks_with_progress() {
+        static SEEN: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+        fn record(done: usize, total: usize) {
+            SEEN.lock().unwrap().push((done, total));
+        }
+        let n = 2 * PROMPT_CHUNK + 5;
+        let prompt = vec![9906u32; n];
+        let model = Scripted::new(n, vec![1, 2, EOT]);
+        let mut state = model.new_state(n + 8).unwrap();
+        let params = GenerateParams {
+            prompt_progress: Some(record),
+            ..greedy()
+        };
+        let stats = generate(&model, &mut state, llama3(), &prompt, &params, |_| true).unwrap();
+        assert_eq!(stats.tokens, [1, 2]);
+        assert_eq!(stats.n_prompt, n);
+        let want = [PROMPT_CHUNK, 2 * PROMPT_CHUNK, n].map(|d| (d, n));
+        assert_eq!(*SEEN.lock().unwrap(), want);
     }
 }

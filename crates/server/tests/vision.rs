@@ -94,6 +94,7 @@ fn solo(img: &PreparedImage) -> Vec<u32> {
         sampling: SamplingParams::greedy(),
         stop: Vec::new(),
         special: false,
+        prompt_progress: None,
     };
     generate(
         &*l.model,

@@ -520,6 +520,32 @@ impl<'a> Rows<'a> {
         bytemuck::cast_slice(self.head(p, h))
     }
 
+    /// Head `h` of positions `0..n` in order, walking block by block (the
+    /// fast way to read a run of positions).
+    pub fn heads(&self, h: usize, n: usize) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let (row, head) = (self.row, self.head);
+        self.blocks
+            .iter()
+            .flat_map(move |b| {
+                b.chunks_exact(row)
+                    .map(move |r| &r[h * head..(h + 1) * head])
+            })
+            .take(n)
+    }
+
+    /// [`Rows::heads`] as F16 bits (for F16 and BF16 caches).
+    pub fn heads_u16(&self, h: usize, n: usize) -> impl Iterator<Item = &'a [u16]> + '_ {
+        let (row, head) = (self.row / 2, self.head / 2);
+        self.blocks
+            .iter()
+            .flat_map(move |b| {
+                let b: &'a [u16] = bytemuck::cast_slice(b);
+                b.chunks_exact(row)
+                    .map(move |r| &r[h * head..(h + 1) * head])
+            })
+            .take(n)
+    }
+
     /// The positions a block holds.
     pub fn block_size(&self) -> usize {
         self.mask + 1

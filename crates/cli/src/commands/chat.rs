@@ -454,6 +454,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
         sampling,
         stop: a.sampling.stop.clone(),
         special: false,
+        prompt_progress: Some(super::run::prompt_progress),
     };
     let state = a.kv.new_state(&*model, n_ctx)?;
     let mut session = ChatSession::new(&*model, &tok, &template, state, a.system.clone(), params)?;

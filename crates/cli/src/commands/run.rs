@@ -313,6 +313,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         stop: a.sampling.stop.clone(),
         // Tool calls may start with <|python_tag|>, which the parser needs.
         special: cfg.tools.is_some(),
+        prompt_progress: Some(prompt_progress),
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -424,4 +425,13 @@ mod tests {
             json!({"content": "It is sunny.", "tool_calls": []})
         );
     }
+}
+
+/// A line on stderr, rewritten in place, while a long prompt is evaluated.
+pub fn prompt_progress(done: usize, total: usize) {
+    eprint!(
+        "\rprompt: {done} / {total} tokens ({:.0}%){}",
+        100.0 * done as f64 / total.max(1) as f64,
+        if done == total { "\n" } else { "" }
+    );
 }
