@@ -370,6 +370,15 @@ fn report(stats: &GenerationStats, n_ctx: usize) {
     }
 }
 
+/// A line on stderr, rewritten in place, while a long prompt is evaluated.
+pub fn prompt_progress(done: usize, total: usize) {
+    eprint!(
+        "\rprompt: {done} / {total} tokens ({:.0}%){}",
+        100.0 * done as f64 / total.max(1) as f64,
+        if done == total { "\n" } else { "" }
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,13 +434,4 @@ mod tests {
             json!({"content": "It is sunny.", "tool_calls": []})
         );
     }
-}
-
-/// A line on stderr, rewritten in place, while a long prompt is evaluated.
-pub fn prompt_progress(done: usize, total: usize) {
-    eprint!(
-        "\rprompt: {done} / {total} tokens ({:.0}%){}",
-        100.0 * done as f64 / total.max(1) as f64,
-        if done == total { "\n" } else { "" }
-    );
 }
