@@ -194,19 +194,29 @@ fn perplexity_on_too_short_text_says_how_much_is_needed() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn every_model_command_checks_threads_the_same_way() {
+/// The arguments that start each command that runs a model on the test
+/// model (`perplexity` with the test text), with the paths they name.
+fn model_commands() -> Vec<Vec<String>> {
     let smol = testdata("SmolLM2-135M-Instruct.Q4_1.gguf");
     let smol = smol.to_str().expect("utf-8");
     let text = testdata("shakespeare-hamlet.txt");
     let text = text.to_str().expect("utf-8");
-    for args in [
+    [
         vec!["run", "-m", smol, "-p", "x"],
+        vec!["chat", "-m", smol],
         vec!["serve", "-m", smol],
         vec!["bench", "-m", smol],
         vec!["perplexity", "-m", smol, "-f", text],
         vec!["guard", "-m", smol, "-p", "x"],
-    ] {
+    ]
+    .map(|a| a.iter().map(|s| s.to_string()).collect())
+    .to_vec()
+}
+
+#[test]
+fn every_model_command_checks_threads_the_same_way() {
+    for args in model_commands() {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for t in ["0", "2000"] {
             let mut a = args.clone();
             a.extend(["-t", t]);
@@ -217,17 +227,8 @@ fn every_model_command_checks_threads_the_same_way() {
 
 #[test]
 fn cache_types_are_taken_by_llama_cpp_names_on_every_model_command() {
-    let smol = testdata("SmolLM2-135M-Instruct.Q4_1.gguf");
-    let smol = smol.to_str().expect("utf-8");
-    let text = testdata("shakespeare-hamlet.txt");
-    let text = text.to_str().expect("utf-8");
-    for args in [
-        vec!["run", "-m", smol, "-p", "x"],
-        vec!["chat", "-m", smol],
-        vec!["serve", "-m", smol],
-        vec!["bench", "-m", smol],
-        vec!["perplexity", "-m", smol, "-f", text],
-    ] {
+    for args in model_commands().into_iter().filter(|a| a[0] != "guard") {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         for flag in ["-ctk", "-ctv", "--cache-type-k"] {
             let mut a = args.clone();
             a.extend([flag, "q3_k"]);
@@ -235,6 +236,8 @@ fn cache_types_are_taken_by_llama_cpp_names_on_every_model_command() {
         }
     }
     // A quantized cache answers, greedy, deterministically.
+    let smol = testdata("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let smol = smol.to_str().expect("utf-8");
     let run = |k: &str, v: &str| {
         let o = edgellama(&[
             "run",
