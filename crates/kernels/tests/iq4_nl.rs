@@ -259,25 +259,9 @@ fn table_entry_is_complete() {
 
 // ---- SIMD against the scalar twins ---------------------------------------------
 
-/// xorshift64* with Box-Muller (as in `simd_vs_scalar.rs`).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn normal(&mut self) -> f32 {
-        let u = |r: &mut Rng| (r.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let (u1, u2) = (u(self).max(1e-300), u(self));
-        ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    }
-    fn normals(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| scale * self.normal()).collect()
-    }
-}
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Block counts odd and even, below and above one AVX2 pair.
 const LENGTHS: [usize; 8] = [32, 64, 96, 128, 160, 224, 1056, 4096];
