@@ -510,10 +510,14 @@ impl Backend for CpuBackend {
         // rounding included. Long runs take the f32 route one by one (each
         // is parallel inside); the short ones (decoding steps) share one
         // parallel step, one task per few (sequence, token, head) items.
-        let kvs: Vec<&KvSeq> = jobs.iter().map(|j| j.kv).collect();
-        let rows: Vec<(Rows<'_>, Rows<'_>)> = kvs
+        // The caches are borrowed for the jobs' lifetime, apart from the
+        // jobs themselves (whose outputs are written below).
+        let rows: Vec<(Rows<'_>, Rows<'_>)> = jobs
             .iter()
-            .map(|kv| (kv.rows(layer, Kind::K), kv.rows(layer, Kind::V)))
+            .map(|j| {
+                let kv: &KvSeq = j.kv;
+                (kv.rows(layer, Kind::K), kv.rows(layer, Kind::V))
+            })
             .collect();
         let mut short = Vec::new();
         for (ji, j) in jobs.iter_mut().enumerate() {
