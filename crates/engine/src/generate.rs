@@ -1,4 +1,5 @@
 use crate::decode::{prime_penalties, ReplyText};
+use crate::spec::{Draft, Drafter, SpecParams, SpecStats};
 use crate::{EngineError, FinishReason};
 use edgellama_models::{CausalLm, Logits, SeqState};
 use edgellama_sampler::{Sampler, SamplingParams};
@@ -39,6 +40,8 @@ pub struct GenerationStats {
     pub tokens: Vec<u32>,
     /// The text passed to the callback, all of it.
     pub text: String,
+    /// Drafts checked and kept (all 0 without speculative decoding).
+    pub spec: SpecStats,
 }
 
 impl GenerationStats {
@@ -63,7 +66,7 @@ pub fn generate(
     params: &GenerateParams,
     on_text: impl FnMut(&str) -> bool,
 ) -> Result<GenerationStats, EngineError> {
-    generate_after(model, state, tokenizer, &[], prompt, params, on_text)
+    run(model, state, tokenizer, &[], prompt, params, None, on_text)
 }
 
 /// [`generate`] on a state that already holds `cached` (the tokens before
@@ -77,7 +80,92 @@ pub fn generate_after(
     cached: &[u32],
     prompt: &[u32],
     params: &GenerateParams,
-    mut on_text: impl FnMut(&str) -> bool,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<GenerationStats, EngineError> {
+    run(
+        model, state, tokenizer, cached, prompt, params, None, on_text,
+    )
+}
+
+/// [`generate_after`] with speculative decoding: `drafter` proposes tokens,
+/// the model checks them in one batched forward pass per step. The output is
+/// the one [`generate_after`] gives: for greedy decoding token for token,
+/// for sampling in distribution (see [`crate::spec`]).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_speculative(
+    model: &dyn CausalLm,
+    state: &mut SeqState,
+    tokenizer: &Tokenizer,
+    cached: &[u32],
+    prompt: &[u32],
+    params: &GenerateParams,
+    drafter: &mut dyn Drafter,
+    spec: SpecParams,
+    on_text: impl FnMut(&str) -> bool,
+) -> Result<GenerationStats, EngineError> {
+    run(
+        model,
+        state,
+        tokenizer,
+        cached,
+        prompt,
+        params,
+        Some((drafter, spec)),
+        on_text,
+    )
+}
+
+/// The reply so far and where it goes.
+struct Output<'t, F> {
+    tokenizer: &'t Tokenizer,
+    reply: ReplyText<&'t Tokenizer>,
+    text: String,
+    tokens: Vec<u32>,
+    on_text: F,
+    n_ctx: usize,
+}
+
+impl<F: FnMut(&str) -> bool> Output<'_, F> {
+    /// Takes the token generated for position `pos`; the reason to stop,
+    /// if it ends the reply.
+    fn take(&mut self, id: u32, pos: usize) -> Option<FinishReason> {
+        if self.tokenizer.is_eog(id) {
+            return Some(FinishReason::EndOfGeneration);
+        }
+        self.tokens.push(id);
+        let r = self.reply.push(id);
+        if !self.emit(&r.text) {
+            return Some(FinishReason::Cancelled);
+        }
+        if let Some(i) = r.stop {
+            return Some(FinishReason::StopString(i));
+        }
+        if pos >= self.n_ctx {
+            return Some(FinishReason::ContextFull);
+        }
+        None
+    }
+
+    /// Passes released text on; false when the caller wants no more.
+    fn emit(&mut self, piece: &str) -> bool {
+        if piece.is_empty() {
+            return true;
+        }
+        self.text.push_str(piece);
+        (self.on_text)(piece)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    model: &dyn CausalLm,
+    state: &mut SeqState,
+    tokenizer: &Tokenizer,
+    cached: &[u32],
+    prompt: &[u32],
+    params: &GenerateParams,
+    mut drafter: Option<(&mut dyn Drafter, SpecParams)>,
+    on_text: impl FnMut(&str) -> bool,
 ) -> Result<GenerationStats, EngineError> {
     if prompt.is_empty() {
         return Err(EngineError::EmptyPrompt);
@@ -90,15 +178,14 @@ pub fn generate_after(
     }
     let mut sampler = Sampler::new(&params.sampling)?;
     prime_penalties(&mut sampler, params.sampling.penalty_last_n, cached, prompt);
-    let mut reply = ReplyText::new(tokenizer, params.special, params.stop.iter().cloned());
-    let mut text = String::new();
-    // Passes released text on; false when the caller wants no more.
-    let mut emit = |piece: &str, text: &mut String| -> bool {
-        if piece.is_empty() {
-            return true;
-        }
-        text.push_str(piece);
-        on_text(piece)
+    let n_ctx = state.n_ctx();
+    let mut out = Output {
+        tokenizer,
+        reply: ReplyText::new(tokenizer, params.special, params.stop.iter().cloned()),
+        text: String::new(),
+        tokens: Vec::new(),
+        on_text,
+        n_ctx,
     };
 
     let t0 = Instant::now();
@@ -122,40 +209,95 @@ pub fn generate_after(
     let prompt_time = t0.elapsed();
 
     let t1 = Instant::now();
-    let mut tokens = Vec::new();
-    let stop = loop {
-        if params.max_tokens.is_some_and(|m| tokens.len() >= m) {
+    let n_vocab = model.info().n_vocab;
+    let mut spec = SpecStats::default();
+    // Every token of the sequence, for the drafter.
+    let mut history = Vec::new();
+    if drafter.is_some() {
+        history.extend_from_slice(cached);
+        history.extend_from_slice(prompt);
+    }
+    // Each turn of 'gen starts with `logits` for the position after every
+    // token generated so far, all of them in the state.
+    let stop = 'gen: loop {
+        if params.max_tokens.is_some_and(|m| out.tokens.len() >= m) {
             break FinishReason::MaxTokens;
         }
         let id = sampler.sample(&logits)?;
-        if tokenizer.is_eog(id) {
-            break FinishReason::EndOfGeneration;
+        if let Some(reason) = out.take(id, state.n_past) {
+            break reason;
         }
-        tokens.push(id);
-        let r = reply.push(id);
-        if !emit(&r.text, &mut text) {
-            break FinishReason::Cancelled;
+        // A token generated but not yet evaluated, at position n_past.
+        let mut pending = id;
+        loop {
+            let draft = match drafter.as_mut() {
+                Some((d, sp)) => {
+                    history.push(pending);
+                    let room = (n_ctx - state.n_past - 1).min(
+                        params
+                            .max_tokens
+                            .map_or(usize::MAX, |m| m - out.tokens.len()),
+                    );
+                    if room == 0 {
+                        Draft::default()
+                    } else {
+                        sp.fit(d.draft(&history, room)?, room)
+                    }
+                }
+                None => Draft::default(),
+            };
+            if draft.is_empty() {
+                logits = model.forward(state, &[pending], Logits::Last)?;
+                continue 'gen;
+            }
+            // The drafts fit the context and the token budget (see `room`),
+            // so only a token's own verdict can end the reply below.
+            let base = state.n_past;
+            let k = draft.tokens.len();
+            let mut batch = Vec::with_capacity(k + 1);
+            batch.push(pending);
+            batch.extend_from_slice(&draft.tokens);
+            let rows = model.forward(state, &batch, Logits::All)?;
+            spec.n_steps += 1;
+            spec.n_drafted += k;
+            let mut kept_all = true;
+            for (j, row) in rows.chunks_exact(n_vocab).take(k).enumerate() {
+                let v = sampler.verify(row, draft.tokens[j], draft.dist(j))?;
+                let pos = base + 1 + j;
+                if let Some(reason) = out.take(v.token, pos) {
+                    state.truncate(pos);
+                    break 'gen reason;
+                }
+                if !v.accepted {
+                    // Nothing of the rejected drafts stays: the state ends
+                    // before the replacement, which is evaluated next.
+                    state.truncate(pos);
+                    pending = v.token;
+                    kept_all = false;
+                    break;
+                }
+                history.push(v.token);
+                spec.n_accepted += 1;
+            }
+            if kept_all {
+                logits = rows[k * n_vocab..(k + 1) * n_vocab].to_vec();
+                continue 'gen;
+            }
         }
-        if let Some(i) = r.stop {
-            break FinishReason::StopString(i);
-        }
-        if state.n_past >= state.n_ctx() {
-            break FinishReason::ContextFull;
-        }
-        logits = model.forward(state, &[id], Logits::Last)?;
     };
-    let (tail, mut stop) = reply.end(stop);
-    if !emit(&tail, &mut text) {
+    let (tail, mut stop) = out.reply.end(stop);
+    if !out.emit(&tail) {
         stop = FinishReason::Cancelled;
     }
     Ok(GenerationStats {
         n_prompt: prompt.len(),
         prompt_time,
-        n_generated: tokens.len(),
+        n_generated: out.tokens.len(),
         gen_time: t1.elapsed(),
         stop,
-        tokens,
-        text,
+        tokens: out.tokens,
+        text: out.text,
+        spec,
     })
 }
 

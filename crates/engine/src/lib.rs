@@ -6,9 +6,12 @@ pub mod decode;
 mod generate;
 pub mod guard;
 mod perplexity;
+pub mod spec;
 pub mod stop;
 
-pub use generate::{generate, generate_after, GenerateParams, GenerationStats};
+pub use generate::{
+    generate, generate_after, generate_speculative, GenerateParams, GenerationStats, PROMPT_CHUNK,
+};
 pub use perplexity::{perplexity, PerplexityResult};
 
 use thiserror::Error;

@@ -11,9 +11,11 @@
 
 pub mod processors;
 mod rng;
+mod speculative;
 
 pub use processors::{LogitBias, MinP, Penalties, Temperature, TopK, TopP, TypicalP};
 pub use rng::Rng;
+pub use speculative::Verdict;
 
 use thiserror::Error;
 
@@ -302,43 +304,48 @@ impl Sampler {
     /// Picks the next token from `logits` and records it in the history
     /// (as [`Sampler::accept`] does).
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, SamplerError> {
+        let id = if self.greedy {
+            self.pick_greedy(logits)?
+        } else {
+            if logits.is_empty() {
+                return Err(SamplerError::Empty);
+            }
+            self.process(logits);
+            let r = self.rng.next_f32();
+            draw(&self.cands, r, 1.0)?
+        };
+        self.accept(id);
+        Ok(id)
+    }
+
+    /// The greedy pick: the best candidate left by the chain.
+    fn pick_greedy(&mut self, logits: &[f32]) -> Result<u32, SamplerError> {
         if logits.is_empty() {
             return Err(SamplerError::Empty);
         }
-        if self.greedy && self.chain.is_empty() {
+        if self.chain.is_empty() {
             return Ok(argmax(logits));
         }
         self.cands.fill(logits);
         for p in self.chain.iter_mut() {
             p.apply(&mut self.cands);
         }
-        let id = if self.greedy {
-            let best = self.cands.best_index().ok_or(SamplerError::AllExcluded)?;
-            let c = self.cands.items[best];
-            if c.logit == f32::NEG_INFINITY || c.logit.is_nan() {
-                return Err(SamplerError::AllExcluded);
-            }
-            c.id
-        } else {
-            self.cands.softmax();
-            let r = self.rng.next_f32();
-            let mut acc = 0.0f32;
-            // Rounding can leave the sum of p just under r: then the last
-            // token that has any probability is taken, never a banned one.
-            let mut chosen = None;
-            for c in &self.cands.items {
-                if c.p > 0.0 {
-                    chosen = Some(c.id);
-                    acc += c.p;
-                    if r < acc {
-                        break;
-                    }
-                }
-            }
-            chosen.ok_or(SamplerError::AllExcluded)?
-        };
-        self.accept(id);
-        Ok(id)
+        let best = self.cands.best_index().ok_or(SamplerError::AllExcluded)?;
+        let c = self.cands.items[best];
+        if c.logit == f32::NEG_INFINITY || c.logit.is_nan() {
+            return Err(SamplerError::AllExcluded);
+        }
+        Ok(c.id)
+    }
+
+    /// Runs the chain on `logits` and leaves the candidates with their
+    /// probabilities.
+    fn process(&mut self, logits: &[f32]) {
+        self.cands.fill(logits);
+        for p in self.chain.iter_mut() {
+            p.apply(&mut self.cands);
+        }
+        self.cands.softmax();
     }
 
     /// Records a token in the history of the history-based steps
@@ -361,6 +368,26 @@ impl Sampler {
         v.push(if self.greedy { "greedy" } else { "dist" });
         v
     }
+}
+
+/// The candidate where the running sum of `p` first exceeds `r * total`
+/// (`total`: the sum of `p`). Rounding can leave the sum just under it:
+/// then the last token that has any probability is taken, never a banned
+/// one.
+fn draw(cands: &Candidates, r: f32, total: f32) -> Result<u32, SamplerError> {
+    let target = r * total;
+    let mut acc = 0.0f32;
+    let mut chosen = None;
+    for c in &cands.items {
+        if c.p > 0.0 {
+            chosen = Some(c.id);
+            acc += c.p;
+            if target < acc {
+                break;
+            }
+        }
+    }
+    chosen.ok_or(SamplerError::AllExcluded)
 }
 
 /// Index of the largest logit; the lowest index wins a tie, as in llama.cpp.

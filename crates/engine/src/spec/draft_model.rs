@@ -1,0 +1,123 @@
+//! Drafting with a small model of the same vocabulary (llama.cpp's
+//! `draft-simple`): it keeps its own sequence in step with the target's
+//! text and proposes the tokens it would generate next.
+
+use super::{Draft, Drafter};
+use crate::generate::PROMPT_CHUNK;
+use crate::EngineError;
+use edgellama_models::{CausalLm, Logits, SeqState};
+use edgellama_sampler::{Sampler, SamplingParams};
+use std::sync::Arc;
+
+pub struct DraftModel {
+    model: Arc<dyn CausalLm>,
+    state: SeqState,
+    /// The tokens in `state`, in order.
+    cached: Vec<u32>,
+    sampler: Sampler,
+    /// Tokens proposed per step at most (`--spec-draft-n-max`).
+    n_max: usize,
+    /// A greedy draft stops where its best token is less likely than this
+    /// (`--spec-draft-p-min`).
+    p_min: f32,
+    greedy: bool,
+}
+
+impl DraftModel {
+    /// A drafter over `state` (a sequence of the draft model's own). It
+    /// drafts greedily when `target` is greedy, and otherwise samples with
+    /// the target's temperature and truncation (not its penalties or
+    /// biases, which the target applies when it checks) so that its
+    /// distribution is close to the target's and many drafts are kept.
+    pub fn new(
+        model: Arc<dyn CausalLm>,
+        state: SeqState,
+        target: &SamplingParams,
+        n_max: usize,
+        p_min: f32,
+    ) -> Result<DraftModel, EngineError> {
+        let greedy = target.temperature <= 0.0;
+        let params = SamplingParams {
+            penalty_last_n: 0,
+            repeat_penalty: 1.0,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            logit_bias: Vec::new(),
+            // Not the target's seed: the drafts' randomness must be
+            // independent of the checks'.
+            seed: target.seed ^ 0x5eed_d4af_7000_0001,
+            ..target.clone()
+        };
+        Ok(DraftModel {
+            model,
+            state,
+            cached: Vec::new(),
+            sampler: Sampler::new(&params)?,
+            n_max,
+            p_min,
+            greedy,
+        })
+    }
+
+    /// Brings the draft's sequence to `history` and returns the logits
+    /// after its last token.
+    fn catch_up(&mut self, history: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let mut common = self
+            .cached
+            .iter()
+            .zip(history)
+            .take_while(|(a, b)| a == b)
+            .count();
+        // The last token is evaluated again when nothing else is new: its
+        // logits are what the draft starts from.
+        if common == history.len() {
+            common -= 1;
+        }
+        self.state.truncate(common);
+        self.cached.truncate(common);
+        let mut logits = Vec::new();
+        for chunk in history[common..].chunks(PROMPT_CHUNK) {
+            logits = self.model.forward(&mut self.state, chunk, Logits::Last)?;
+            self.cached.extend_from_slice(chunk);
+        }
+        Ok(logits)
+    }
+}
+
+impl Drafter for DraftModel {
+    fn draft(&mut self, history: &[u32], n_max: usize) -> Result<Draft, EngineError> {
+        let n_max = n_max.min(self.n_max);
+        let mut draft = Draft::default();
+        // The draft's context may be used up before the target's; it then
+        // proposes nothing and the target goes on alone.
+        if n_max == 0 || history.is_empty() || history.len() + n_max > self.state.n_ctx() {
+            return Ok(draft);
+        }
+        let mut logits = self.catch_up(history)?;
+        loop {
+            if self.greedy && self.p_min > 0.0 {
+                let (_, p) = self.sampler.top(&logits)?;
+                if p < self.p_min {
+                    break;
+                }
+            }
+            let (token, q) = self.sampler.draw_draft(&logits)?;
+            draft.tokens.push(token);
+            if !self.greedy {
+                draft.dists.push(q);
+            }
+            if draft.tokens.len() == n_max {
+                break;
+            }
+            logits = self
+                .model
+                .forward(&mut self.state, &[token], Logits::Last)?;
+            self.cached.push(token);
+        }
+        Ok(draft)
+    }
+
+    fn name(&self) -> &'static str {
+        "draft-simple"
+    }
+}
