@@ -166,8 +166,12 @@ const TC: usize = 4;
 /// chunk sized in bytes, on SmolLM2's 576- and 1536-element rows).
 const COL_CHUNK: usize = 8;
 /// Below this many activation rows, weights are widened in registers on
-/// the way (widening a weight row costs more than a few products with it).
-const FEW_COLS: usize = 3;
+/// the way, four rows against up to four activation rows at a time:
+/// decoding, and the short batches that check speculative drafts. Widening
+/// the weights into memory first pays only for longer batches (on SmolLM2,
+/// 3 to 8 rows cost what 1 does this way and twice that widened; the two
+/// are even at about 48 rows).
+const FEW_COLS: usize = 33;
 
 /// [`micro`] on the first `rr` rows of `w` and `cc` of `y`.
 #[inline]
@@ -228,19 +232,28 @@ pub unsafe fn vec_dot_tile_f16(n: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                 let [a, b, c, d] = quads.rows(k);
                 let row = |r: usize| &x[r * n..][..n];
                 let xr: [&[Half]; 4] = [row(a), row(b), row(c), row(d)];
-                let mut put = |v: &[[f32; 4]]| {
+                let mut put = |c0: usize, v: &[[f32; 4]]| {
                     for (c, col) in v.iter().enumerate() {
                         for (l, &o) in col.iter().enumerate() {
                             if let Some(r) = quads.lane(k, l) {
-                                out[r * cols + c] = o;
+                                out[r * cols + c0 + c] = o;
                             }
                         }
                     }
                 };
-                if cols == 1 {
-                    put(&rows4::<1>(n, xr, [&ya[..n]]));
-                } else {
-                    put(&rows4::<2>(n, xr, [&ya[..n], &ya[n..2 * n]]));
+                // Column groups of four while the quad of weight rows is in
+                // L1: registers hold four rows by four columns.
+                let col = |c: usize| &ya[c * n..(c + 1) * n];
+                let mut c0 = 0;
+                while c0 < cols {
+                    let v: &[[f32; 4]] = match cols - c0 {
+                        1 => &rows4::<1>(n, xr, [col(c0)]),
+                        2 => &rows4::<2>(n, xr, [col(c0), col(c0 + 1)]),
+                        3 => &rows4::<3>(n, xr, [col(c0), col(c0 + 1), col(c0 + 2)]),
+                        _ => &rows4::<4>(n, xr, [col(c0), col(c0 + 1), col(c0 + 2), col(c0 + 3)]),
+                    };
+                    put(c0, v);
+                    c0 += v.len();
                 }
             }
             return;

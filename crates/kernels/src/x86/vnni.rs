@@ -405,6 +405,43 @@ unsafe fn rows_dot4<W: WeightBlock>(x: [&[W]; 4], a: &[Packed]) -> [f32; 4] {
     out
 }
 
+/// [`row_dot`] against `C` packed activation rows at once (each `groups`
+/// long): every group of weights is packed in registers once for all of
+/// them, and each pair takes [`micro`]'s steps.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni")]
+#[allow(clippy::needless_range_loop)]
+unsafe fn row_dot_cols<W: WeightBlock, const C: usize>(x: &[W], a: [&[Packed]; C]) -> [f32; C] {
+    let mut acc = [_mm256_setzero_ps(); C];
+    let mut acc_m = [_mm256_setzero_ps(); C];
+    for (g, ch) in x.chunks(4).enumerate() {
+        prefetch_ahead::<2>(ch.as_ptr().cast());
+        let pw = pack_weights(ch);
+        for c in 0..C {
+            if W::SYM {
+                group_step::<true>(&pw, &a[c][g], &mut acc[c], &mut acc_m[c]);
+            } else {
+                group_step::<false>(&pw, &a[c][g], &mut acc[c], &mut acc_m[c]);
+            }
+        }
+    }
+    let mut out = [0f32; C];
+    for c in 0..C {
+        out[c] = if W::SYM {
+            finish::<true>(acc[c], acc_m[c])
+        } else {
+            finish::<false>(acc[c], acc_m[c])
+        };
+    }
+    out
+}
+
+/// Below this many activation rows (and above one), each weight row is
+/// packed in registers on the way and used for up to four activation rows
+/// at a time, instead of packing the weights into scratch first: the short
+/// batches that check speculative drafts cost about what decoding does.
+const FEW_COLS: usize = 9;
+
 thread_local! {
     /// Packed activations and weights of the current call, kept between
     /// calls so that a prompt's products do not allocate.
@@ -467,6 +504,28 @@ unsafe fn tile<W: WeightBlock, A: ActBlock>(n: usize, w: &[u8], a: &[u8], out: &
             } else {
                 for (r, o) in out[..rows].iter_mut().enumerate() {
                     *o = row_dot(&x[r * per_row..(r + 1) * per_row], pa);
+                }
+            }
+            return;
+        }
+        if cols < FEW_COLS {
+            for r in 0..rows {
+                let xr = &x[r * per_row..(r + 1) * per_row];
+                let act = |c: usize| &pa[c * groups..(c + 1) * groups];
+                let o = &mut out[r * cols..(r + 1) * cols];
+                let mut c0 = 0;
+                while c0 < cols {
+                    let v: &[f32] = match cols - c0 {
+                        1 => &row_dot_cols::<W, 1>(xr, [act(c0)]),
+                        2 => &row_dot_cols::<W, 2>(xr, [act(c0), act(c0 + 1)]),
+                        3 => &row_dot_cols::<W, 3>(xr, [act(c0), act(c0 + 1), act(c0 + 2)]),
+                        _ => &row_dot_cols::<W, 4>(
+                            xr,
+                            [act(c0), act(c0 + 1), act(c0 + 2), act(c0 + 3)],
+                        ),
+                    };
+                    o[c0..c0 + v.len()].copy_from_slice(v);
+                    c0 += v.len();
                 }
             }
             return;
