@@ -150,7 +150,7 @@ impl ModelArgs {
 }
 
 /// llama.cpp's multi-letter short flags (`-hf`, `-hfr`, `-hff`, `-hft`,
-/// `-ctk`, `-ctv`), which clap cannot declare, spelled as their long forms.
+/// `-ctk`, `-ctv`, `-md`, `-hfd`), which clap cannot declare, spelled as their long forms.
 /// Arguments after `--` are left alone.
 pub fn expand_shorthands(
     args: impl IntoIterator<Item = std::ffi::OsString>,
@@ -175,6 +175,8 @@ pub fn expand_shorthands(
                     "-hft" => Some("--hf-token"),
                     "-ctk" => Some("--cache-type-k"),
                     "-ctv" => Some("--cache-type-v"),
+                    "-md" => Some("--model-draft"),
+                    "-hfd" | "-hfrd" => Some("--hf-repo-draft"),
                     _ => None,
                 };
                 long.map(|l| match value {

@@ -4,6 +4,7 @@ mod commands;
 mod fetch;
 mod images;
 mod load;
+mod spec;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -2,10 +2,12 @@
 //! chat message that may call tools and print the parsed reply as JSON.
 
 use crate::commands::chat::load_template;
-use crate::{images, load};
+use crate::{images, load, spec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgellama_engine::{generate, FinishReason, GenerateParams, GenerationStats};
+use edgellama_engine::{
+    generate, generate_speculative, FinishReason, GenerateParams, GenerationStats,
+};
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::chat::tools::{parse_reply_with, ToolParseOptions};
 use edgellama_tokenizer::chat::{ChatMessage, RenderRequest};
@@ -165,6 +167,8 @@ pub struct RunArgs {
     pub kv: load::KvArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: spec::SpecArgs,
     /// Tool definitions (a JSON list of function schemas): the prompt goes
     /// through the chat template as a user message offering these tools,
     /// and the reply is printed as JSON {"content", "tool_calls"}.
@@ -191,6 +195,7 @@ struct RunConfig {
     tools: Option<Vec<Value>>,
     template_source: Option<String>,
     images: Vec<images::ImageFile>,
+    spec: Option<spec::SpecPlan>,
 }
 
 fn validate(a: &RunArgs) -> Result<RunConfig> {
@@ -207,6 +212,7 @@ fn validate(a: &RunArgs) -> Result<RunConfig> {
         })
         .transpose()?;
     let images = images::read(&a.images)?;
+    let spec = a.spec.plan()?;
     Ok(RunConfig {
         max_tokens,
         threads,
@@ -214,6 +220,7 @@ fn validate(a: &RunArgs) -> Result<RunConfig> {
         tools,
         template_source,
         images,
+        spec,
     })
 }
 
@@ -289,7 +296,8 @@ pub fn run(a: RunArgs) -> Result<()> {
             template.encode(&tok, &text)
         }
     };
-    let model = load::model(&file, &path, cfg.threads)?;
+    let backend = load::backend(cfg.threads)?;
+    let model = load::model_on(&file, &path, backend.clone())?;
     if !cfg.images.is_empty() {
         images::preprocess_config(model.info())?;
     }
@@ -319,7 +327,18 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut out = stdout.lock();
     let mut write_err = None;
     let streaming = cfg.tools.is_none();
-    let stats = generate(&*model, &mut state, &tok, &prompt, &params, |text| {
+    let mut drafter = match &cfg.spec {
+        Some(plan) => Some(a.spec.drafter(
+            plan,
+            &tok,
+            n_ctx,
+            &params.sampling,
+            &backend,
+            a.model.hf_token.as_deref(),
+        )?),
+        None => None,
+    };
+    let on_text = |text: &str| {
         if !streaming {
             return true;
         }
@@ -330,7 +349,21 @@ pub fn run(a: RunArgs) -> Result<()> {
                 false
             }
         }
-    })
+    };
+    let stats = match (&mut drafter, &cfg.spec) {
+        (Some(d), Some(plan)) => generate_speculative(
+            &*model,
+            &mut state,
+            &tok,
+            &[],
+            &prompt,
+            &params,
+            &mut **d,
+            plan.params,
+            on_text,
+        ),
+        _ => generate(&*model, &mut state, &tok, &prompt, &params, on_text),
+    }
     .context("generation failed")?;
     if let Some(tools) = &cfg.tools {
         let json = tool_reply_json(&stats.text, tools);
@@ -348,6 +381,9 @@ pub fn run(a: RunArgs) -> Result<()> {
         let _ = writeln!(out);
     }
     report(&stats, n_ctx);
+    if cfg.spec.is_some() {
+        eprintln!("{}", spec::describe(&stats.spec));
+    }
     Ok(())
 }
 
