@@ -59,11 +59,11 @@ pub struct SpecArgs {
         default_value_t = 0.0
     )]
     pub p_min: f32,
-    /// Tokens matched by ngram-simple
-    #[arg(long = "spec-ngram-simple-size-n", default_value_t = 12)]
+    /// Tokens matched by ngram-simple (llama.cpp's default: 12)
+    #[arg(long = "spec-ngram-simple-size-n", default_value_t = NgramSimple::default().size_n)]
     pub ngram_n: usize,
-    /// Tokens proposed by ngram-simple at most
-    #[arg(long = "spec-ngram-simple-size-m", default_value_t = 48)]
+    /// Tokens proposed by ngram-simple at most (llama.cpp's default: 48)
+    #[arg(long = "spec-ngram-simple-size-m", default_value_t = NgramSimple::default().size_m)]
     pub ngram_m: usize,
 }
 
@@ -76,8 +76,8 @@ impl Default for SpecArgs {
             n_max: 3,
             n_min: 0,
             p_min: 0.0,
-            ngram_n: 12,
-            ngram_m: 48,
+            ngram_n: NgramSimple::default().size_n,
+            ngram_m: NgramSimple::default().size_m,
         }
     }
 }
@@ -161,10 +161,9 @@ impl SpecArgs {
         let mut chain: Vec<Box<dyn Drafter>> = Vec::new();
         for t in &plan.types {
             match t {
-                SpecType::NgramSimple => chain.push(Box::new(NgramSimple {
-                    size_n: self.ngram_n,
-                    size_m: self.ngram_m,
-                })),
+                SpecType::NgramSimple => {
+                    chain.push(Box::new(NgramSimple::new(self.ngram_n, self.ngram_m)))
+                }
                 SpecType::DraftSimple => {
                     let Some(path) = self.draft_path(hf_token)? else {
                         bail!("draft-simple needs a draft model");
@@ -182,7 +181,7 @@ impl SpecArgs {
         }
         Ok(match chain.len() {
             1 => chain.remove(0),
-            _ => Box::new(DrafterChain(chain)),
+            _ => Box::new(DrafterChain::new(chain)),
         })
     }
 }

@@ -261,6 +261,7 @@ fn run(
             spec.n_steps += 1;
             spec.n_drafted += k;
             let mut kept_all = true;
+            let accepted_before = spec.n_accepted;
             for (j, row) in rows.chunks_exact(n_vocab).take(k).enumerate() {
                 let v = sampler.verify(row, draft.tokens[j], draft.dist(j))?;
                 let pos = base + 1 + j;
@@ -278,6 +279,9 @@ fn run(
                 }
                 history.push(v.token);
                 spec.n_accepted += 1;
+            }
+            if let Some((d, _)) = drafter.as_mut() {
+                d.feedback(k, spec.n_accepted - accepted_before);
             }
             if kept_all {
                 logits = rows[k * n_vocab..(k + 1) * n_vocab].to_vec();

@@ -245,10 +245,7 @@ fn sampled_drafts_leave_the_targets_distribution() {
 
 #[test]
 fn lookup_drafts_leave_the_targets_distribution() {
-    let size = NgramSimple {
-        size_n: 1,
-        size_m: 3,
-    };
+    let size = NgramSimple::new(1, 3);
     assert_target_distribution(|_| Box::new(size));
 }
 
@@ -265,10 +262,7 @@ fn point_drafts_with_a_seed_give_the_same_reply() {
             ..Default::default()
         };
         let plain = generate(&target, &params, &[0, 1, 2, 3, 0, 1], 64, None);
-        let mut ngram = NgramSimple {
-            size_n: 1,
-            size_m: 4,
-        };
+        let mut ngram = NgramSimple::new(1, 4);
         let spec = generate(&target, &params, &[0, 1, 2, 3, 0, 1], 64, Some(&mut ngram));
         assert_eq!(spec.tokens, plain.tokens, "seed {seed}");
         assert_eq!((spec.stop, spec.n_past), (plain.stop, plain.n_past));

