@@ -9,7 +9,6 @@ use edgellama_engine::spec::{
     check_vocab, DraftModel, Drafter, DrafterChain, NgramSimple, SpecParams, SpecStats, SpecType,
 };
 use edgellama_models::CausalLm;
-use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,14 +146,14 @@ impl SpecArgs {
     }
 
     /// The drafter of `plan` for sequences of up to `n_ctx` positions of a
-    /// target read by `target_tok`, drafting as `sampling` decodes. A draft
-    /// model runs on `backend`, sharing the target's threads.
+    /// target read by `target_tok`. A draft model runs on `backend`, sharing
+    /// the target's threads, and drafts its most likely tokens, so that a
+    /// seeded reply is the one decoding without drafts gives.
     pub fn drafter(
         &self,
         plan: &SpecPlan,
         target_tok: &Tokenizer,
         n_ctx: usize,
-        sampling: &SamplingParams,
         backend: &Arc<CpuBackend>,
         hf_token: Option<&str>,
     ) -> Result<Box<dyn Drafter>> {
@@ -173,7 +172,7 @@ impl SpecArgs {
                         format!("cannot make the draft model's KV cache of {n_ctx} positions")
                     })?;
                     chain.push(Box::new(DraftModel::new(
-                        model, state, sampling, self.n_max, self.p_min,
+                        model, state, self.n_max, self.p_min,
                     )?));
                 }
                 SpecType::None => {}

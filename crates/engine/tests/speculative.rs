@@ -167,10 +167,10 @@ fn generate(
     }
 }
 
-fn draft_model(params: &SamplingParams, n_max: usize) -> DraftModel {
+fn draft_model(n_max: usize) -> DraftModel {
     let model = Arc::new(Markov::new(DRAFT));
     let state = model.new_state(1 << 10).unwrap();
-    DraftModel::new(model, state, params, n_max, 0.0).unwrap()
+    DraftModel::new(model, state, n_max, 0.0).unwrap()
 }
 
 /// Counts of each three-letter reply over many seeds, against the exact
@@ -240,7 +240,7 @@ fn assert_target_distribution(mut drafter_for: impl FnMut(&SamplingParams) -> Bo
 
 #[test]
 fn sampled_drafts_leave_the_targets_distribution() {
-    assert_target_distribution(|s| Box::new(draft_model(s, 3)));
+    assert_target_distribution(|s| Box::new(draft_model(3).sampled(s).unwrap()));
 }
 
 #[test]
@@ -249,12 +249,18 @@ fn lookup_drafts_leave_the_targets_distribution() {
     assert_target_distribution(|_| Box::new(size));
 }
 
+#[test]
+fn greedy_drafts_leave_the_targets_distribution() {
+    assert_target_distribution(|_| Box::new(draft_model(2)));
+}
+
 /// A point draft (an n-gram lookup, a greedy draft model) is checked by
 /// drawing from the target and comparing, so with the same seed the reply
 /// is the one decoding without drafts gives, token for token.
 #[test]
 fn point_drafts_with_a_seed_give_the_same_reply() {
     let target = Markov::new(TARGET);
+    let mut drafted = 0;
     for seed in 0..200u64 {
         let params = GenerateParams {
             max_tokens: Some(24),
@@ -266,7 +272,18 @@ fn point_drafts_with_a_seed_give_the_same_reply() {
         let spec = generate(&target, &params, &[0, 1, 2, 3, 0, 1], 64, Some(&mut ngram));
         assert_eq!(spec.tokens, plain.tokens, "seed {seed}");
         assert_eq!((spec.stop, spec.n_past), (plain.stop, plain.n_past));
+        let mut greedy_drafts = draft_model(3);
+        let spec = generate(
+            &target,
+            &params,
+            &[0, 1, 2, 3, 0, 1],
+            64,
+            Some(&mut greedy_drafts),
+        );
+        assert_eq!(spec.tokens, plain.tokens, "seed {seed}");
+        drafted += spec.n_drafted;
     }
+    assert!(drafted > 1000, "{drafted}");
 }
 
 /// Greedy decoding with drafts that are often wrong gives the reply
@@ -300,7 +317,7 @@ fn greedy_with_drafts_is_greedy_without() {
     for (i, (params, n_ctx)) in cases.iter().enumerate() {
         let plain = generate(&target, params, &[0], *n_ctx, None);
         for n_max in [1, 3, 8] {
-            let mut d = draft_model(&params.sampling, n_max);
+            let mut d = draft_model(n_max);
             let spec = generate(&target, params, &[0], *n_ctx, Some(&mut d));
             assert_eq!(spec.tokens, plain.tokens, "case {i}, n_max {n_max}");
             assert_eq!(spec.stop, plain.stop, "case {i}, n_max {n_max}");

@@ -107,7 +107,7 @@ fn a_quantized_draft_model_changes_no_token() {
     let (want, want_past) = plain(&*target, &tok, &prompt, &p);
     for n_max in [1, 3, 16] {
         let state = draft.new_state(1024).unwrap();
-        let mut d = DraftModel::new(draft.clone(), state, &p.sampling, n_max, 0.0).unwrap();
+        let mut d = DraftModel::new(draft.clone(), state, n_max, 0.0).unwrap();
         let (got, past) = speculative(&*target, &tok, &prompt, &p, &mut d);
         assert_eq!(got.tokens, want.tokens, "n_max {n_max}");
         assert_eq!((got.stop, past), (want.stop, want_past), "n_max {n_max}");

@@ -490,7 +490,6 @@ pub fn run(a: ChatArgs) -> Result<()> {
             plan,
             &tok,
             n_ctx,
-            &params.sampling,
             &backend,
             a.model.hf_token.as_deref(),
         )?),

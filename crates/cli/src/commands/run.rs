@@ -332,7 +332,6 @@ pub fn run(a: RunArgs) -> Result<()> {
             plan,
             &tok,
             n_ctx,
-            &params.sampling,
             &backend,
             a.model.hf_token.as_deref(),
         )?),

@@ -24,19 +24,40 @@ pub struct DraftModel {
 }
 
 impl DraftModel {
-    /// A drafter over `state` (a sequence of the draft model's own). It
-    /// drafts greedily when `target` is greedy, and otherwise samples with
-    /// the target's temperature and truncation (not its penalties or
-    /// biases, which the target applies when it checks) so that its
-    /// distribution is close to the target's and many drafts are kept.
+    /// A drafter over `state` (a sequence of the draft model's own) that
+    /// proposes its most likely tokens, stopping early where the best one
+    /// is less likely than `p_min`. Such drafts are functions of the text, so
+    /// the target checks them by drawing its own token and comparing
+    /// ([`edgellama_sampler::Sampler::verify`]): with a seed, a sampled reply
+    /// is then the one decoding without drafts gives, token for token.
     pub fn new(
         model: Arc<dyn CausalLm>,
         state: SeqState,
-        target: &SamplingParams,
         n_max: usize,
         p_min: f32,
     ) -> Result<DraftModel, EngineError> {
-        let greedy = target.temperature <= 0.0;
+        Ok(DraftModel {
+            model,
+            state,
+            cached: Vec::new(),
+            sampler: Sampler::new(&SamplingParams::greedy())?,
+            n_max,
+            p_min,
+            greedy: true,
+        })
+    }
+
+    /// Drafts drawn from the draft model's distribution under the target's
+    /// temperature and truncation (not its penalties or biases, which the
+    /// target applies when it checks), checked by the speculative sampling
+    /// rule. Where the two models' distributions are close this keeps more
+    /// drafts than greedy ones; a reply's tokens then depend on which
+    /// positions were drafted, though their distribution does not. A greedy
+    /// `target` keeps greedy drafts.
+    pub fn sampled(mut self, target: &SamplingParams) -> Result<DraftModel, EngineError> {
+        if target.temperature <= 0.0 {
+            return Ok(self);
+        }
         let params = SamplingParams {
             penalty_last_n: 0,
             repeat_penalty: 1.0,
@@ -48,15 +69,9 @@ impl DraftModel {
             seed: target.seed ^ 0x5eed_d4af_7000_0001,
             ..target.clone()
         };
-        Ok(DraftModel {
-            model,
-            state,
-            cached: Vec::new(),
-            sampler: Sampler::new(&params)?,
-            n_max,
-            p_min,
-            greedy,
-        })
+        self.sampler = Sampler::new(&params)?;
+        self.greedy = false;
+        Ok(self)
     }
 
     /// Brings the draft's sequence to `history` and returns the logits
