@@ -58,6 +58,10 @@ pub struct SpecArgs {
         default_value_t = 0.0
     )]
     pub p_min: f32,
+    /// Draft at every step, even while drafting loses to plain decoding
+    /// (by default drafting pauses then; for measuring)
+    #[arg(long = "spec-always")]
+    pub always: bool,
     /// Tokens matched by ngram-simple (llama.cpp's default: 12)
     #[arg(long = "spec-ngram-simple-size-n", default_value_t = NgramSimple::default().size_n)]
     pub ngram_n: usize,
@@ -75,6 +79,7 @@ impl Default for SpecArgs {
             n_max: 3,
             n_min: 0,
             p_min: 0.0,
+            always: false,
             ngram_n: NgramSimple::default().size_n,
             ngram_m: NgramSimple::default().size_m,
         }
@@ -130,7 +135,10 @@ impl SpecArgs {
         types.sort_by_key(|t| *t != SpecType::NgramSimple);
         Ok(Some(SpecPlan {
             types,
-            params: SpecParams { n_min: self.n_min },
+            params: SpecParams {
+                n_min: self.n_min,
+                paced: !self.always,
+            },
         }))
     }
 

@@ -1,5 +1,5 @@
 use crate::decode::{prime_penalties, ReplyText};
-use crate::spec::{Draft, Drafter, SpecParams, SpecStats};
+use crate::spec::{Draft, Drafter, Pacer, SpecParams, SpecStats};
 use crate::{EngineError, FinishReason};
 use edgellama_models::{CausalLm, Logits, SeqState};
 use edgellama_sampler::{Sampler, SamplingParams};
@@ -211,6 +211,7 @@ fn run(
     let t1 = Instant::now();
     let n_vocab = model.info().n_vocab;
     let mut spec = SpecStats::default();
+    let mut pacer = Pacer::default();
     // Every token of the sequence, for the drafter.
     let mut history = Vec::new();
     if drafter.is_some() {
@@ -230,6 +231,8 @@ fn run(
         // A token generated but not yet evaluated, at position n_past.
         let mut pending = id;
         loop {
+            let step = Instant::now();
+            let mut consulted = false;
             let draft = match drafter.as_mut() {
                 Some((d, sp)) => {
                     history.push(pending);
@@ -238,16 +241,22 @@ fn run(
                             .max_tokens
                             .map_or(usize::MAX, |m| m - out.tokens.len()),
                     );
-                    if room == 0 {
-                        Draft::default()
-                    } else {
+                    if room > 0 && (!sp.paced || pacer.draft_now()) {
+                        consulted = true;
                         sp.fit(d.draft(&history, room)?, room)
+                    } else {
+                        Draft::default()
                     }
                 }
                 None => Draft::default(),
             };
             if draft.is_empty() {
                 logits = model.forward(state, &[pending], Logits::Last)?;
+                if consulted {
+                    pacer.spec_step(step.elapsed(), 1);
+                } else {
+                    pacer.plain_step(step.elapsed());
+                }
                 continue 'gen;
             }
             // The drafts fit the context and the token budget (see `room`),
@@ -280,9 +289,11 @@ fn run(
                 history.push(v.token);
                 spec.n_accepted += 1;
             }
+            let kept = spec.n_accepted - accepted_before;
             if let Some((d, _)) = drafter.as_mut() {
-                d.feedback(k, spec.n_accepted - accepted_before);
+                d.feedback(k, kept);
             }
+            pacer.spec_step(step.elapsed(), 1 + kept);
             if kept_all {
                 logits = rows[k * n_vocab..(k + 1) * n_vocab].to_vec();
                 continue 'gen;

@@ -141,6 +141,18 @@ fn generate(
     n_ctx: usize,
     drafter: Option<&mut dyn Drafter>,
 ) -> Reply {
+    generate_paced(target, params, prompt, n_ctx, drafter, false)
+}
+
+/// [`generate`], drafting only while drafts pay when `paced`.
+fn generate_paced(
+    target: &Markov,
+    params: &GenerateParams,
+    prompt: &[u32],
+    n_ctx: usize,
+    drafter: Option<&mut dyn Drafter>,
+    paced: bool,
+) -> Reply {
     let tok = tokenizer();
     let mut state = target.new_state(n_ctx).unwrap();
     let stats = match drafter {
@@ -153,7 +165,10 @@ fn generate(
             prompt,
             params,
             d,
-            SpecParams::default(),
+            SpecParams {
+                paced,
+                ..SpecParams::default()
+            },
             |_| true,
         ),
     }
@@ -325,6 +340,36 @@ fn greedy_with_drafts_is_greedy_without() {
             if plain.tokens.len() > 2 {
                 assert!(spec.n_drafted > 0, "case {i}");
             }
+            // Pausing drafts where they lose changes no token either.
+            let mut d = draft_model(n_max);
+            let paced = generate_paced(&target, params, &[0], *n_ctx, Some(&mut d), true);
+            assert_eq!(paced.tokens, plain.tokens, "case {i}, n_max {n_max}");
+            assert_eq!(paced.n_past, plain.n_past, "case {i}, n_max {n_max}");
         }
     }
+}
+
+/// A prompt longer than the draft model's catch-up window: the draft reads
+/// only its end, and the reply is still the target's.
+#[test]
+fn a_long_prompt_is_drafted_from_its_end() {
+    let target = Markov::new(TARGET);
+    let prompt: Vec<u32> = (0..700u32).map(|i| (i * 7 + i / 3) % 4).collect();
+    let params = GenerateParams {
+        max_tokens: Some(300),
+        sampling: SamplingParams {
+            repeat_penalty: 1.3,
+            ..SamplingParams::greedy()
+        },
+        ..Default::default()
+    };
+    let plain = generate(&target, &params, &prompt, 1024, None);
+    // A draft context of 300: the window, then the text it grows by,
+    // starts over more than once.
+    let model = Arc::new(Markov::new(DRAFT));
+    let mut d = DraftModel::new(model.clone(), model.new_state(300).unwrap(), 4, 0.0).unwrap();
+    let spec = generate(&target, &params, &prompt, 1024, Some(&mut d));
+    assert_eq!(spec.tokens, plain.tokens);
+    assert_eq!(spec.n_past, plain.n_past);
+    assert!(spec.n_drafted > 100, "{}", spec.n_drafted);
 }

@@ -57,7 +57,11 @@ fn speculative(
         prompt,
         p,
         drafter,
-        SpecParams::default(),
+        // Every step drafts: the tests count on drafts being checked.
+        SpecParams {
+            paced: false,
+            ..SpecParams::default()
+        },
         |_| true,
     )
     .unwrap();

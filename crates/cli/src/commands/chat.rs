@@ -486,13 +486,12 @@ pub fn run(a: ChatArgs) -> Result<()> {
     };
     let state = a.kv.new_state(&*model, n_ctx)?;
     let drafter = match &spec_plan {
-        Some(plan) => Some(a.spec.drafter(
-            plan,
-            &tok,
-            n_ctx,
-            &backend,
-            a.model.hf_token.as_deref(),
-        )?),
+        Some(plan) => {
+            Some(
+                a.spec
+                    .drafter(plan, &tok, n_ctx, &backend, a.model.hf_token.as_deref())?,
+            )
+        }
         None => None,
     };
     let mut session = ChatSession::new(&*model, &tok, &template, state, a.system.clone(), params)?;

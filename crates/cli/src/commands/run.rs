@@ -328,13 +328,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     let mut write_err = None;
     let streaming = cfg.tools.is_none();
     let mut drafter = match &cfg.spec {
-        Some(plan) => Some(a.spec.drafter(
-            plan,
-            &tok,
-            n_ctx,
-            &backend,
-            a.model.hf_token.as_deref(),
-        )?),
+        Some(plan) => {
+            Some(
+                a.spec
+                    .drafter(plan, &tok, n_ctx, &backend, a.model.hf_token.as_deref())?,
+            )
+        }
         None => None,
     };
     let on_text = |text: &str| {

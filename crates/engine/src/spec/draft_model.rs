@@ -9,11 +9,15 @@ use edgellama_models::{CausalLm, Logits, SeqState};
 use edgellama_sampler::{Sampler, SamplingParams};
 use std::sync::Arc;
 
+/// The most tokens a draft model reads to catch up with the text.
+pub const WINDOW: usize = 64;
+
 pub struct DraftModel {
     model: Arc<dyn CausalLm>,
     state: SeqState,
-    /// The tokens in `state`, in order.
+    /// The tokens in `state`, in order: those of the text from `offset` on.
     cached: Vec<u32>,
+    offset: usize,
     sampler: Sampler,
     /// Tokens proposed per step at most (`--spec-draft-n-max`).
     n_max: usize,
@@ -40,6 +44,7 @@ impl DraftModel {
             model,
             state,
             cached: Vec::new(),
+            offset: 0,
             sampler: Sampler::new(&SamplingParams::greedy())?,
             n_max,
             p_min,
@@ -75,23 +80,45 @@ impl DraftModel {
     }
 
     /// Brings the draft's sequence to `history` and returns the logits
-    /// after its last token.
-    fn catch_up(&mut self, history: &[u32]) -> Result<Vec<f32>, EngineError> {
-        let mut common = self
-            .cached
-            .iter()
-            .zip(history)
-            .take_while(|(a, b)| a == b)
-            .count();
+    /// after its last token, leaving room for `n_max` drafts. When that
+    /// would mean reading more than [`WINDOW`] tokens (a prompt, the text
+    /// of a pause in drafting) or the draft's context is full, the draft
+    /// starts over on the last [`WINDOW`] tokens alone: its drafts are only
+    /// proposals, and a bounded catch-up keeps a pause cheap.
+    fn catch_up(&mut self, history: &[u32], n_max: usize) -> Result<Vec<f32>, EngineError> {
+        let n_ctx = self.state.n_ctx();
+        let window = WINDOW.min(n_ctx - n_max);
+        let start = self.offset.min(history.len());
+        let mut common = if start == self.offset {
+            self.cached
+                .iter()
+                .zip(&history[start..])
+                .take_while(|(a, b)| a == b)
+                .count()
+        } else {
+            0
+        };
+        let new = history.len() - start - common;
+        if start != self.offset || new > window || history.len() - start + n_max > n_ctx {
+            self.offset = history.len().saturating_sub(window);
+            self.state.truncate(0);
+            self.cached.clear();
+            return self.feed(&history[self.offset..]);
+        }
         // The last token is evaluated again when nothing else is new: its
         // logits are what the draft starts from.
-        if common == history.len() {
+        if new == 0 {
             common -= 1;
         }
         self.state.truncate(common);
         self.cached.truncate(common);
+        self.feed(&history[start + common..])
+    }
+
+    /// Appends `tokens` to the draft's sequence; the logits after the last.
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         let mut logits = Vec::new();
-        for chunk in history[common..].chunks(PROMPT_CHUNK) {
+        for chunk in tokens.chunks(PROMPT_CHUNK) {
             logits = self.model.forward(&mut self.state, chunk, Logits::Last)?;
             self.cached.extend_from_slice(chunk);
         }
@@ -103,12 +130,10 @@ impl Drafter for DraftModel {
     fn draft(&mut self, history: &[u32], n_max: usize) -> Result<Draft, EngineError> {
         let n_max = n_max.min(self.n_max);
         let mut draft = Draft::default();
-        // The draft's context may be used up before the target's; it then
-        // proposes nothing and the target goes on alone.
-        if n_max == 0 || history.is_empty() || history.len() + n_max > self.state.n_ctx() {
+        if n_max == 0 || history.is_empty() || n_max >= self.state.n_ctx() {
             return Ok(draft);
         }
-        let mut logits = self.catch_up(history)?;
+        let mut logits = self.catch_up(history, n_max)?;
         loop {
             if self.greedy && self.p_min > 0.0 {
                 let (_, p) = self.sampler.top(&logits)?;

@@ -12,9 +12,11 @@
 
 mod draft_model;
 mod ngram;
+mod pacer;
 
 pub use draft_model::DraftModel;
 pub use ngram::NgramSimple;
+pub use pacer::Pacer;
 
 use crate::EngineError;
 use edgellama_tokenizer::Tokenizer;
@@ -113,10 +115,21 @@ impl Drafter for DrafterChain {
 /// How a generation loop uses its drafter (each drafter has its own
 /// length limit: `--spec-draft-n-max` for a draft model, the m-gram size for
 /// a lookup).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpecParams {
     /// Drafts shorter than this are not checked (`--spec-draft-n-min`).
     pub n_min: usize,
+    /// Draft only while drafting pays ([`Pacer`]); otherwise at every step.
+    pub paced: bool,
+}
+
+impl Default for SpecParams {
+    fn default() -> Self {
+        SpecParams {
+            n_min: 0,
+            paced: true,
+        }
+    }
 }
 
 impl SpecParams {
