@@ -143,7 +143,7 @@ impl SpecArgs {
     }
 
     /// The draft model's file, downloaded first when it comes from the hub.
-    fn draft_path(&self, hf_token: Option<&str>) -> Result<Option<PathBuf>> {
+    pub fn draft_path(&self, hf_token: Option<&str>) -> Result<Option<PathBuf>> {
         match (&self.model_draft, &self.hf_repo_draft) {
             (Some(p), _) => Ok(Some(p.clone())),
             (None, Some(repo)) => {

@@ -39,6 +39,8 @@ pub struct Plan {
     pub echo: Vec<String>,
     /// The prompt's images, in the order of its image tokens.
     pub images: Vec<Arc<PreparedImage>>,
+    /// Whether the engine may draft for this request.
+    pub speculative: bool,
 }
 
 #[derive(Clone)]
@@ -230,6 +232,7 @@ pub fn submit(plan: &Plan) -> Result<Vec<UnboundedReceiver<Event>>, ApiError> {
                 None => None,
             },
             images: plan.images.clone(),
+            speculative: plan.speculative,
         };
         let rx = plan.target.engine.submit(req)?;
         rxs.push(rx);

@@ -304,6 +304,7 @@ fn common_plan(m: &Arc<ServedModel>, c: &Common, prompt: Vec<u32>) -> AppResult<
         tools: None,
         echo: Vec::new(),
         images: Vec::new(),
+        speculative: c.speculative.unwrap_or(true),
     })
 }
 

@@ -169,6 +169,54 @@ pub fn render(m: &EngineMetrics, http: &HttpCounters) -> String {
         "Requests ended because the KV pool could not hold them.",
         l(&m.kv_full_total),
     );
+    counter(
+        &mut o,
+        "edgellama_spec_checks_total",
+        "Steps of a sequence that checked drafted tokens (speculative decoding).",
+        l(&m.spec_checks_total),
+    );
+    counter(
+        &mut o,
+        "edgellama_spec_draft_tokens_total",
+        "Tokens drafted and checked.",
+        l(&m.spec_drafted_total),
+    );
+    counter(
+        &mut o,
+        "edgellama_spec_accepted_tokens_total",
+        "Drafted tokens the model kept.",
+        l(&m.spec_accepted_total),
+    );
+    let drafted = m.spec_drafted_total.load(Ordering::Relaxed);
+    gauge(
+        &mut o,
+        "edgellama_spec_acceptance_rate",
+        "Drafted tokens kept over drafted tokens, since the start (0 before any draft).",
+        if drafted == 0 {
+            0.0
+        } else {
+            m.spec_accepted_total.load(Ordering::Relaxed) as f64 / drafted as f64
+        },
+    );
+    // vLLM's names for the same counts.
+    counter(
+        &mut o,
+        "vllm:spec_decode_num_drafts",
+        "Steps of a sequence that checked drafted tokens.",
+        l(&m.spec_checks_total),
+    );
+    counter(
+        &mut o,
+        "vllm:spec_decode_num_draft_tokens",
+        "Tokens drafted and checked.",
+        l(&m.spec_drafted_total),
+    );
+    counter(
+        &mut o,
+        "vllm:spec_decode_num_accepted_tokens",
+        "Drafted tokens the model kept.",
+        l(&m.spec_accepted_total),
+    );
     // The names the Kubernetes Gateway API inference extension's endpoint
     // picker reads by default (vLLM's), with their meaning: requests
     // waiting, requests running, and the share of the pool that running

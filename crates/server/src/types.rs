@@ -54,6 +54,10 @@ pub struct Common {
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
+    /// edgellama's extension: `false` keeps the server from drafting for
+    /// this request (the reply is the same either way; only its speed
+    /// changes).
+    pub speculative: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,11 +1,12 @@
 //! `edgellama serve`: the OpenAI-compatible HTTP server.
 
 use crate::commands::chat::load_template;
-use crate::load;
+use crate::{load, spec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgellama_engine::batch::{Engine, EngineConfig};
+use edgellama_engine::batch::{Engine, EngineConfig, SpecConfig};
 use edgellama_engine::guard::Guard;
+use edgellama_engine::spec::{NgramSimple, SpecType};
 use edgellama_server::{router, AppState, ImageSupport, ServedModel, ServerConfig, ShieldSettings};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +64,13 @@ pub struct ServeArgs {
     pub allow_image_urls: bool,
     #[command(flatten)]
     pub guard: GuardServeArgs,
+    #[command(flatten)]
+    pub spec: spec::SpecArgs,
+    /// Speculative decoding: drafts are added to a step only while its
+    /// decoding rows, drafts included, stay within this (many sequences
+    /// decoding together leave no room: the step is bound by arithmetic)
+    #[arg(long = "spec-max-rows", default_value_t = edgellama_engine::batch::SPEC_MAX_ROWS)]
+    pub spec_max_rows: usize,
 }
 
 /// The guard model served beside the main one.
@@ -177,10 +185,12 @@ fn read_template(path: Option<&std::path::Path>) -> Result<Option<String>> {
 
 /// How a served model's engine is sized: its KV pool's positions from the
 /// model's training context, its sequences, and its cache types.
-struct Sizing<F> {
+struct Sizing<'p, F> {
     n_ctx: F,
     n_parallel: usize,
     cache: load::KvArgs,
+    /// Speculative decoding for this model's sequences.
+    spec: Option<&'p spec::SpecPlan>,
 }
 
 /// A model file made ready to serve, the main model and the guard alike:
@@ -193,12 +203,13 @@ fn load_served(
     template_src: Option<&str>,
     backend: &Arc<edgellama_backend::CpuBackend>,
     alias: Option<String>,
-    sizing: Sizing<impl Fn(usize) -> usize>,
+    sizing: Sizing<'_, impl Fn(usize) -> usize>,
 ) -> Result<ServedModel> {
     let Sizing {
         n_ctx,
         n_parallel,
         cache,
+        spec: spec_plan,
     } = sizing;
     let file = load::open_gguf(path, a.model.load.mode())?;
     let tokenizer = Arc::new(load::tokenizer(&file, path)?);
@@ -217,7 +228,12 @@ fn load_served(
         }),
         _ => None,
     };
+    let spec = match spec_plan {
+        Some(plan) => Some(spec_config(a, plan, &tokenizer, backend)?),
+        None => None,
+    };
     let config = EngineConfig {
+        spec,
         n_parallel,
         n_ctx: n_ctx(info.n_ctx_train),
         kv_unified: a.kv_unified,
@@ -239,6 +255,38 @@ fn load_served(
     })
 }
 
+/// The engine's speculative decoding from the command's flags.
+fn spec_config(
+    a: &ServeArgs,
+    plan: &spec::SpecPlan,
+    tokenizer: &edgellama_tokenizer::Tokenizer,
+    backend: &Arc<edgellama_backend::CpuBackend>,
+) -> Result<SpecConfig> {
+    let s = &a.spec;
+    let mut config = SpecConfig {
+        ngram: None,
+        draft: None,
+        n_min: plan.params.n_min,
+        max_rows: a.spec_max_rows,
+    };
+    for t in &plan.types {
+        match t {
+            SpecType::NgramSimple => config.ngram = Some(NgramSimple::new(s.ngram_n, s.ngram_m)),
+            SpecType::DraftSimple => {
+                let path = s.draft_path(a.model.hf_token.as_deref())?;
+                let Some(path) = path else {
+                    bail!("draft-simple needs a draft model");
+                };
+                let model = spec::load_draft(&path, tokenizer, backend)?;
+                eprintln!("edgellama serve: draft model {}", path.display());
+                config.draft = Some((model, s.n_max, s.p_min));
+            }
+            SpecType::None => {}
+        }
+    }
+    Ok(config)
+}
+
 pub fn run(a: ServeArgs) -> Result<()> {
     // Validate everything that needs no loading first.
     if a.parallel == 0 {
@@ -248,6 +296,10 @@ pub fn run(a: ServeArgs) -> Result<()> {
     let addr = format!("{}:{}", a.host, a.port);
     let template_src = read_template(a.chat_template_file.as_deref())?;
     a.guard.validate()?;
+    let spec_plan = a.spec.plan()?;
+    if spec_plan.is_some() && a.spec_max_rows < 2 {
+        bail!("--spec-max-rows must be at least 2 (a decoding token and a draft)");
+    }
     let guard_template_src = read_template(a.guard.guard_chat_template_file.as_deref())?;
     if let Some(dir) = &a.allow_image_path {
         if !dir.is_dir() {
@@ -267,6 +319,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
             n_ctx: |train: usize| if a.ctx_size == 0 { train } else { a.ctx_size },
             n_parallel: a.parallel,
             cache: a.kv,
+            spec: spec_plan.as_ref(),
         },
     )?;
     let cfg = main.engine.config().clone();
@@ -297,6 +350,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
                     // The guard's verdicts are scored with the cache they
                     // were measured with.
                     cache: load::KvArgs::default(),
+                    spec: None,
                 },
             )?;
             let guard = Guard::new(

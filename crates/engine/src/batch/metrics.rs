@@ -101,6 +101,11 @@ pub struct EngineMetrics {
     pub kv_types: (&'static str, &'static str),
     /// Requests ended because the KV pool could not hold them.
     pub kv_full_total: AtomicU64,
+    /// Speculative decoding: sequences' steps that checked drafts, drafted
+    /// tokens and the ones kept.
+    pub spec_checks_total: AtomicU64,
+    pub spec_drafted_total: AtomicU64,
+    pub spec_accepted_total: AtomicU64,
     pub time_to_first_token: Histogram,
     pub inter_token_latency: Histogram,
     /// Time of each batched forward pass.
@@ -143,6 +148,9 @@ impl EngineMetrics {
             kv_block_size,
             kv_types: (config.type_k.name(), config.type_v.name()),
             kv_full_total: AtomicU64::new(0),
+            spec_checks_total: AtomicU64::new(0),
+            spec_drafted_total: AtomicU64::new(0),
+            spec_accepted_total: AtomicU64::new(0),
             time_to_first_token: Histogram::new(TTFT_BOUNDS),
             inter_token_latency: Histogram::new(ITL_BOUNDS),
             step_time: Histogram::new(STEP_BOUNDS),

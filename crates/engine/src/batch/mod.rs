@@ -25,9 +25,10 @@ mod scheduler;
 pub use json::{JsonConstraint, JsonSchemaError};
 pub use metrics::{EngineMetrics, Histogram, MetricsSnapshot};
 
+use crate::spec::{DraftModel, Drafter, DrafterChain, NgramSimple};
 pub use crate::FinishReason;
 pub use edgellama_backend::{KvType, DEFAULT_BLOCK_SIZE};
-use edgellama_models::{CausalLm, PreparedImage};
+use edgellama_models::{CausalLm, ModelError, PreparedImage};
 use edgellama_sampler::SamplingParams;
 use edgellama_tokenizer::Tokenizer;
 use scheduler::{Pending, Shared};
@@ -43,6 +44,68 @@ use tokio::sync::mpsc;
 /// prefix is reused only when a fresh run of the new prompt would have
 /// taken the same route for every reused position.
 pub const ROUTE_SPLIT: usize = edgellama_backend::FA_TILE_Q;
+
+/// Speculative decoding in the server: how sequences draft, and when.
+#[derive(Clone)]
+pub struct SpecConfig {
+    /// Lookup drafting from each sequence's own text.
+    pub ngram: Option<NgramSimple>,
+    /// A draft model, with its most drafted tokens per step and the
+    /// probability below which it stops (`--spec-draft-n-max`,
+    /// `--spec-draft-p-min`). Each sequence gets a sequence of its own in
+    /// it.
+    pub draft: Option<(Arc<dyn CausalLm>, usize, f32)>,
+    /// Drafts shorter than this are not checked.
+    pub n_min: usize,
+    /// Drafts are added to a step only while its decoding rows, drafts
+    /// included, stay within this, and never to a step that also reads a
+    /// prompt: past a few rows a CPU step is bound by arithmetic, and more
+    /// rows cost as much as the tokens they might save.
+    pub max_rows: usize,
+}
+
+impl std::fmt::Debug for SpecConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpecConfig")
+            .field("ngram", &self.ngram)
+            .field(
+                "draft",
+                &self
+                    .draft
+                    .as_ref()
+                    .map(|d| (d.0.info().architecture.clone(), d.1, d.2)),
+            )
+            .field("n_min", &self.n_min)
+            .field("max_rows", &self.max_rows)
+            .finish()
+    }
+}
+
+/// Decoding rows per step up to which drafts are added by default: where
+/// a verification batch on this CPU backend costs about one decoding step
+/// (measured on SmolLM2: 3 to 8 rows cost what 1 does).
+pub const SPEC_MAX_ROWS: usize = 8;
+
+impl SpecConfig {
+    /// The drafter of one sequence of at most `n_ctx` positions.
+    fn drafter(&self, n_ctx: usize) -> Result<Option<Box<dyn Drafter>>, ModelError> {
+        let mut chain: Vec<Box<dyn Drafter>> = Vec::new();
+        if let Some(n) = self.ngram {
+            chain.push(Box::new(NgramSimple::new(n.size_n, n.size_m)));
+        }
+        if let Some((model, n_max, p_min)) = &self.draft {
+            let state = model.new_state(n_ctx)?;
+            let d = DraftModel::new(model.clone(), state, *n_max, *p_min)
+                .map_err(|e| ModelError::Config(e.to_string()))?;
+            chain.push(Box::new(d));
+        }
+        Ok(match chain.len() {
+            0 => None,
+            1 => chain.pop(),
+            _ => Some(Box::new(DrafterChain::new(chain))),
+        })
+    }
+}
 
 /// How the scheduler is sized.
 #[derive(Debug, Clone)]
@@ -70,6 +133,8 @@ pub struct EngineConfig {
     /// Tokens per forward step, decode tokens and prompt chunks together:
     /// bounds how long a long prompt can hold up the others.
     pub batch_tokens: usize,
+    /// Speculative decoding, when asked for.
+    pub spec: Option<SpecConfig>,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +149,7 @@ impl Default for EngineConfig {
             n_ctx_train: 0,
             max_queue: 64,
             batch_tokens: 512,
+            spec: None,
         }
     }
 }
@@ -147,6 +213,9 @@ pub struct Request {
     pub constraint: Option<Box<dyn Constraint>>,
     /// The images of the prompt's image tokens, in order (vision models).
     pub images: Vec<Arc<PreparedImage>>,
+    /// Whether the engine may draft for this request (when it drafts at
+    /// all); the reply is the same either way.
+    pub speculative: bool,
 }
 
 impl Request {
@@ -161,6 +230,7 @@ impl Request {
             logprobs: None,
             watch: Vec::new(),
             constraint: None,
+            speculative: true,
         }
     }
 }

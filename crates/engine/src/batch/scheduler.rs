@@ -6,6 +6,7 @@ use super::{
     TokenEvent, TokenLogprob, Usage, ROUTE_SPLIT,
 };
 use crate::decode::{prime_penalties, ReplyText};
+use crate::spec::Drafter;
 use crate::stop::Released;
 use edgellama_backend::{KvConfig, KvError, KvPool};
 use edgellama_models::{BatchItem, CausalLm, Logits, ModelError, SeqState};
@@ -120,6 +121,10 @@ struct Active {
     n_generated: usize,
     /// The sampled token to feed at the next step.
     next: Option<u32>,
+    /// What proposes this sequence's next tokens (speculative decoding),
+    /// and the tokens it proposed for the current step.
+    drafter: Option<Box<dyn Drafter>>,
+    drafts: Vec<u32>,
     submitted: Instant,
     first_token: Option<Duration>,
     last_token: Option<Instant>,
@@ -459,6 +464,17 @@ impl Scheduler {
                 return;
             }
         };
+        let drafter = match self.config.spec.as_ref().filter(|_| req.speculative) {
+            Some(spec) => match spec.drafter(self.config.n_ctx_seq()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.shared.release();
+                    let _ = tx.send(Event::Error(e.to_string()));
+                    return;
+                }
+            },
+            None => None,
+        };
         self.step += 1;
         let slot = &mut self.slots[i];
         slot.state.truncate(reuse);
@@ -492,6 +508,8 @@ impl Scheduler {
             end_logprob: None,
             n_generated: 0,
             next: None,
+            drafter,
+            drafts: Vec::new(),
             submitted,
             first_token: None,
             last_token: None,
@@ -544,6 +562,58 @@ impl Scheduler {
         }
     }
 
+    /// Adds drafted tokens to the feeds of decoding sequences whose
+    /// requests allow it, while the step's decoding rows stay within
+    /// [`super::SpecConfig::max_rows`] and the pool has room for them.
+    fn add_drafts(&mut self, order: &[usize]) {
+        let Some(max_rows) = self.config.spec.as_ref().map(|s| s.max_rows) else {
+            return;
+        };
+        let n_min = self.config.spec.as_ref().map_or(0, |s| s.n_min);
+        let mut rows: usize = self.slots.iter().map(|s| s.feed.len()).sum();
+        for &i in order {
+            let slot = &mut self.slots[i];
+            let Some(a) = slot.active.as_mut() else {
+                continue;
+            };
+            a.drafts.clear();
+            let (Some(next), Some(drafter)) = (a.next, a.drafter.as_mut()) else {
+                continue;
+            };
+            if slot.feed.len() != 1 {
+                continue;
+            }
+            // Drafts stay inside the context and the reply's token budget,
+            // so only a verdict can end the reply among them.
+            let room = max_rows
+                .saturating_sub(rows)
+                .min(slot.state.n_ctx().saturating_sub(slot.state.n_past + 1))
+                .min(
+                    a.max_tokens
+                        .map_or(usize::MAX, |m| m.saturating_sub(a.n_generated)),
+                )
+                .min(crate::spec::MAX_DRAFT);
+            if room < n_min.max(1) {
+                continue;
+            }
+            let mut history = Vec::with_capacity(slot.cached.len() + 1);
+            history.extend_from_slice(&slot.cached);
+            history.push(next);
+            let draft = match drafter.draft(&history, room) {
+                Ok(d) => d,
+                // A drafter that fails only costs its drafts.
+                Err(_) => continue,
+            };
+            let k = draft.tokens.len().min(room);
+            if k < n_min.max(1) || slot.state.reserve(1 + k).is_err() {
+                continue;
+            }
+            a.drafts.extend_from_slice(&draft.tokens[..k]);
+            slot.feed.extend_from_slice(&a.drafts);
+            rows += k;
+        }
+    }
+
     fn step_once(&mut self) {
         // Plan: decode tokens first (one per generating sequence), then
         // prompt chunks in admission order within what is left.
@@ -581,6 +651,13 @@ impl Scheduler {
             budget -= n;
         }
         self.reserve_feeds(&order);
+        let reads_prompt = order.iter().any(|&i| {
+            let slot = &self.slots[i];
+            slot.active.as_ref().is_some_and(|a| a.next.is_none()) && !slot.feed.is_empty()
+        });
+        if !reads_prompt {
+            self.add_drafts(&order);
+        }
         // In slot order, as the batch items are built.
         let fed: Vec<usize> = (0..self.slots.len())
             .filter(|&i| !self.slots[i].feed.is_empty() && self.slots[i].active.is_some())
@@ -595,10 +672,13 @@ impl Scheduler {
                 continue;
             }
             let n = slot.feed.len();
+            let drafted = slot.active.as_ref().is_some_and(|a| !a.drafts.is_empty());
             items.push(BatchItem {
                 state: &mut slot.state,
                 tokens: &slot.feed,
-                logits: if wants_logits[i] {
+                logits: if drafted {
+                    Logits::All
+                } else if wants_logits[i] {
                     Logits::Last
                 } else {
                     Logits::From(n)
@@ -658,13 +738,24 @@ impl Scheduler {
             if !wants_logits[i] {
                 continue;
             }
-            let outcome = sample_one(
-                a,
-                &self.tokenizer,
-                logits,
-                slot.state.n_past >= slot.state.n_ctx(),
-                &self.shared.metrics,
-            );
+            let outcome = if a.drafts.is_empty() {
+                sample_one(
+                    a,
+                    &self.tokenizer,
+                    logits,
+                    slot.state.n_past >= slot.state.n_ctx(),
+                    &self.shared.metrics,
+                )
+            } else {
+                check_drafts(
+                    slot,
+                    &self.tokenizer,
+                    logits,
+                    self.model.info().n_vocab,
+                    &self.shared.metrics,
+                )
+            };
+            let slot = &mut self.slots[i];
             match outcome {
                 Outcome::Continue => {}
                 Outcome::Finished(reason) => {
@@ -788,6 +879,62 @@ fn sample_one(
     }
     a.next = Some(id);
     Outcome::Continue
+}
+
+/// Checks the drafts a decoding sequence was fed with, one row of `logits`
+/// (`n_vocab` each: the fed token's, then each draft's) at a time: each row
+/// is sampled as a plain step would sample it, and while the token drawn is
+/// the draft already in the cache the next row is read. The first token
+/// that differs is fed at the next step; the cache keeps nothing of the
+/// rejected drafts.
+fn check_drafts(
+    slot: &mut Slot,
+    tokenizer: &Tokenizer,
+    logits: Vec<f32>,
+    n_vocab: usize,
+    metrics: &EngineMetrics,
+) -> Outcome {
+    let Some(a) = slot.active.as_mut() else {
+        return Outcome::Continue;
+    };
+    let drafts = std::mem::take(&mut a.drafts);
+    let k = drafts.len();
+    // Position of the row-0 token (the one sampled last step).
+    let base = slot.state.n_past - (k + 1);
+    let n_ctx = slot.state.n_ctx();
+    let mut kept = 0;
+    let mut outcome = Outcome::Continue;
+    for (j, row) in logits.chunks_exact(n_vocab).take(k + 1).enumerate() {
+        let pos = base + 1 + j;
+        outcome = sample_one(a, tokenizer, row.to_vec(), pos >= n_ctx, metrics);
+        let Outcome::Continue = outcome else {
+            break;
+        };
+        match (a.next, drafts.get(j)) {
+            (Some(t), Some(&d)) if t == d => {
+                // Already in the cache: nothing to feed for it.
+                a.next = None;
+                kept += 1;
+            }
+            _ => break,
+        }
+    }
+    // The state holds the row-0 token and the kept drafts; the token
+    // sampled last (if any) is fed at the next step.
+    let keep = base + 1 + kept;
+    slot.state.truncate(keep);
+    slot.cached.truncate(keep);
+    if let Some(d) = a.drafter.as_mut() {
+        d.feedback(k, kept);
+    }
+    metrics.spec_checks_total.fetch_add(1, Ordering::Relaxed);
+    metrics
+        .spec_drafted_total
+        .fetch_add(k as u64, Ordering::Relaxed);
+    metrics
+        .spec_accepted_total
+        .fetch_add(kept as u64, Ordering::Relaxed);
+    outcome
 }
 
 /// Sends what is held back and the final event.
