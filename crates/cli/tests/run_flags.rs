@@ -178,3 +178,62 @@ fn bad_sampling_and_tool_flags_are_clear_errors() {
     assert_clean_failure(&o, "/nonexistent.gguf");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Speculative decoding through the binary: the reply is the plain one,
+/// the closing line counts the drafts, and a draft of another vocabulary
+/// or contradictory flags are clear errors, on every command that decodes.
+#[test]
+fn speculative_flags() {
+    let model = smol();
+    let prompt = "Repeat: red green blue, red green blue, red green blue, red green blue";
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-m", &model, "-p", prompt, "-n", "24", "--temp", "0"];
+        args.extend_from_slice(extra);
+        let o = edgellama(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        (stdout(&o), stderr(&o))
+    };
+    let (plain, _) = run(&[]);
+    for extra in [
+        &["--spec-type", "ngram-simple", "--spec-always"][..],
+        &["-md", &model, "--draft-max", "4", "--spec-always"],
+        &["-md", &model, "--spec-type", "draft-simple,ngram-simple"],
+    ] {
+        let (text, err) = run(extra);
+        assert_eq!(text, plain, "{extra:?}");
+        assert!(err.contains("speculative: "), "{extra:?}: {err}");
+    }
+    let (_, err) = run(&["--spec-type", "ngram-simple", "--spec-always"]);
+    let line = err.lines().find(|l| l.starts_with("speculative:")).unwrap();
+    assert!(!line.starts_with("speculative: 0 drafted"), "{line}");
+
+    let llama = testdata("tiny-llama32-f32.gguf");
+    let llama = llama.to_str().unwrap();
+    for cmd in ["run", "serve"] {
+        let mut args = vec![cmd, "-m", llama, "-md", &model];
+        if cmd == "run" {
+            args.extend(["-p", "x"]);
+        }
+        assert_clean_failure(
+            &edgellama(&args),
+            "49152 tokens in the draft, 128256 in the target",
+        );
+    }
+    for (extra, needle) in [
+        (&["--spec-type", "draft-simple"][..], "needs a draft model"),
+        (
+            &["--spec-type", "medusa"],
+            "known: none, draft-simple, ngram-simple",
+        ),
+        (&["-md", "d.gguf", "--draft-max", "0"], "at least 1"),
+    ] {
+        for cmd in ["run", "chat", "serve"] {
+            let mut args = vec![cmd, "-m", "/nonexistent.gguf"];
+            if cmd == "run" {
+                args.extend(["-p", "x"]);
+            }
+            args.extend_from_slice(extra);
+            assert_clean_failure(&edgellama(&args), needle);
+        }
+    }
+}

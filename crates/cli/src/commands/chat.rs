@@ -457,6 +457,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let threads = a.threads.resolve()?;
     let max_tokens = max_tokens(a.n_predict)?;
     let sampling = a.sampling.params()?;
+    let spec_plan = a.spec.plan()?;
     let template_source = a
         .chat_template_file
         .as_deref()
@@ -470,7 +471,6 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let tok = load::tokenizer(&file, &path)?;
     check_logit_bias(&sampling, &tok)?;
     let template = load_template(&file, &path, template_source.as_deref())?;
-    let spec_plan = a.spec.plan()?;
     let backend = load::backend(threads)?;
     let model = load::model_on(&file, &path, backend.clone())?;
     let n_ctx = match a.ctx_size {
