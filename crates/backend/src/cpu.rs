@@ -534,20 +534,68 @@ impl Backend for CpuBackend {
         // depth of 4096, 3 groups on 2 threads decode at 35 tokens/s, 9
         // single heads at 29). With fewer such items than threads, single
         // heads instead (each head's arithmetic is the same either way).
+        // A decoding token over many F16 or f32 keys has its keys split
+        // into one run per thread, as llama.cpp splits them, each run's
+        // softmax state merged afterwards: a single long sequence then
+        // decodes on every thread. The split depends only on the thread
+        // count and the keys, so a sequence decoded beside others gets the
+        // bits it gets alone.
+        let n_threads = self.n_threads();
+        let splits: Vec<usize> = jobs
+            .iter()
+            .enumerate()
+            .map(|(ji, j)| {
+                let (rk, rv) = &rows[ji];
+                let seen = j.shape.pos0 + j.shape.n_tokens;
+                let splittable = j.shape.n_tokens == 1
+                    && rk.ty == rv.ty
+                    && matches!(rk.ty, KvType::F16 | KvType::F32)
+                    && seen >= SPLIT_KV_MIN_KEYS;
+                if splittable && n_threads > 1 && short.contains(&ji) {
+                    n_threads
+                } else {
+                    1
+                }
+            })
+            .collect();
         let groups: usize = short
             .iter()
-            .map(|&ji| jobs[ji].shape.n_tokens * jobs[ji].shape.n_head_kv)
+            .map(|&ji| jobs[ji].shape.n_tokens * jobs[ji].shape.n_head_kv * splits[ji])
             .sum();
-        let whole_groups = groups >= self.n_threads();
+        let whole_groups = groups >= n_threads;
+        // Partial softmax states of split jobs: per job, per run, per head
+        // [max, sum, values...].
+        let mut part_at = vec![0usize; jobs.len()];
+        let mut n_part = 0;
+        for &ji in &short {
+            if splits[ji] > 1 {
+                part_at[ji] = n_part;
+                let s = jobs[ji].shape;
+                n_part += splits[ji] * s.n_head * (2 + s.head_dim);
+            }
+        }
+        let mut partials = vec![0f32; n_part];
         let mut items = Vec::new();
         for &ji in &short {
             let s = jobs[ji].shape;
             let g = s.n_head / s.n_head_kv;
             for t in 0..s.n_tokens {
-                if whole_groups {
-                    items.extend((0..s.n_head_kv).map(|kvh| (ji, t, kvh * g, g)));
-                } else {
-                    items.extend((0..s.n_head).map(|h| (ji, t, h, 1)));
+                let seen = s.pos0 + t + 1;
+                let n_runs = splits[ji];
+                let run_len = seen.div_ceil(n_runs);
+                for run in 0..n_runs {
+                    let keys = (run * run_len).min(seen)..((run + 1) * run_len).min(seen);
+                    if n_runs > 1 && keys.is_empty() {
+                        continue;
+                    }
+                    let part = (n_runs > 1).then_some(run);
+                    if whole_groups {
+                        items.extend(
+                            (0..s.n_head_kv).map(|kvh| (ji, t, kvh * g, g, keys.clone(), part)),
+                        );
+                    } else {
+                        items.extend((0..s.n_head).map(|h| (ji, t, h, 1, keys.clone(), part)));
+                    }
                 }
             }
         }
@@ -558,25 +606,62 @@ impl Backend for CpuBackend {
             .iter_mut()
             .map(|j| SendPtr(j.out.as_mut_ptr()))
             .collect();
-        let per_task = items.len().div_ceil(self.n_threads() * 4).max(1);
+        let parts = SendPtr(partials.as_mut_ptr());
+        let per_task = items.len().div_ceil(n_threads * 4).max(1);
         let jobs = &*jobs;
         self.pool.run(items.len().div_ceil(per_task), &|task| {
             let mut sc = AttnScratch::default();
-            for &(ji, t, h0, nh) in items.iter().skip(task * per_task).take(per_task) {
+            for (ji, t, h0, nh, keys, part) in items.iter().skip(task * per_task).take(per_task) {
+                let (ji, t, h0, nh) = (*ji, *t, *h0, *nh);
                 let j = &jobs[ji];
                 let s = j.shape;
                 let hd = s.head_dim;
                 let kvh = h0 / (s.n_head / s.n_head_kv);
                 let at = t * s.n_head * hd + h0 * hd;
                 let (rk, rv) = &rows[ji];
-                // SAFETY: heads `h0..h0 + nh` of token `t` of job `ji`
-                // belong to this item alone, and the job's output outlives
-                // the step.
-                let o = unsafe { std::slice::from_raw_parts_mut(outs[ji].get().add(at), nh * hd) };
-                let (q, seen) = (&j.q[at..at + nh * hd], s.pos0 + t + 1);
-                attend_heads(q, hd, seen, rk, rv, kvh, s.scale, &mut sc, o);
+                let q = &j.q[at..at + nh * hd];
+                let dest = match part {
+                    None => {
+                        // SAFETY: heads `h0..h0 + nh` of token `t` of job
+                        // `ji` belong to this item alone, and the job's
+                        // output outlives the step.
+                        Dest::Out(unsafe {
+                            std::slice::from_raw_parts_mut(outs[ji].get().add(at), nh * hd)
+                        })
+                    }
+                    Some(run) => {
+                        let w = 2 + hd;
+                        let off = part_at[ji] + (run * s.n_head + h0) * w;
+                        // SAFETY: the partial states of heads `h0..h0 + nh`
+                        // of this run of job `ji` belong to this item alone.
+                        Dest::Partial(unsafe {
+                            std::slice::from_raw_parts_mut(parts.get().add(off), nh * w)
+                        })
+                    }
+                };
+                attend_heads(q, hd, keys.clone(), rk, rv, kvh, s.scale, &mut sc, dest);
             }
         });
+        for &ji in &short {
+            let n_runs = splits[ji];
+            if n_runs == 1 {
+                continue;
+            }
+            let s = jobs[ji].shape;
+            let (hd, w) = (s.head_dim, 2 + s.head_dim);
+            let seen = s.pos0 + 1;
+            let run_len = seen.div_ceil(n_runs);
+            let part = &partials[part_at[ji]..part_at[ji] + n_runs * s.n_head * w];
+            // SAFETY: the parallel step is over and wrote no split job's
+            // output; it is written here alone.
+            let out = unsafe { std::slice::from_raw_parts_mut(outs[ji].get(), s.n_head * hd) };
+            for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+                let runs = (0..n_runs)
+                    .filter(|r| r * run_len < seen)
+                    .map(|r| &part[(r * s.n_head + h) * w..(r * s.n_head + h + 1) * w]);
+                merge_runs(runs, o);
+            }
+        }
         Ok(())
     }
 }
@@ -666,6 +751,45 @@ fn check_attention(
 /// (`GGML_FA_TILE_Q`); smaller batches take its F16 route.
 pub const FA_TILE_Q: usize = 64;
 
+/// Keys from which a decoding token's attention over an F16 or f32 cache
+/// is split over the threads (llama.cpp's split-KV decoding threshold).
+pub const SPLIT_KV_MIN_KEYS: usize = 512;
+
+/// Where [`attend_heads`] leaves its result.
+enum Dest<'a> {
+    /// The heads' outputs, normalised.
+    Out(&'a mut [f32]),
+    /// Per head, the softmax state of its run of keys: the running maximum,
+    /// the sum of weights and the unnormalised values, in `f32`, for
+    /// [`merge_runs`].
+    Partial(&'a mut [f32]),
+}
+
+/// One head's output from its runs' softmax states (`[max, sum, values]`,
+/// in key order), as llama.cpp's `ggml_flash_attn_ext_reduce_partials`
+/// merges them.
+fn merge_runs<'p>(runs: impl Iterator<Item = &'p [f32]>, out: &mut [f32]) {
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    out.fill(0.0);
+    for p in runs {
+        let (m_run, s_run, v) = (p[0], p[1], &p[2..]);
+        if s_run == 0.0 {
+            continue;
+        }
+        let m_new = m.max(m_run);
+        let (so, sn) = ((m - m_new).exp(), (m_run - m_new).exp());
+        for (o, &x) in out.iter_mut().zip(v) {
+            *o = *o * so + x * sn;
+        }
+        sum = sum * so + s_run * sn;
+        m = m_new;
+    }
+    if sum != 0.0 {
+        let inv = 1.0 / sum;
+        out.iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
 /// Buffers of [`attend_heads`], grown to the largest group seen.
 #[derive(Default)]
 struct AttnScratch {
@@ -691,13 +815,13 @@ struct AttnScratch {
 fn attend_heads(
     q: &[f32],
     hd: usize,
-    seen: usize,
+    keys: std::ops::Range<usize>,
     rk: &Rows<'_>,
     rv: &Rows<'_>,
     kvh: usize,
     scale: f32,
     sc: &mut AttnScratch,
-    out: &mut [f32],
+    out: Dest<'_>,
 ) {
     let t = k::kernels();
     let nh = q.len() / hd;
@@ -728,7 +852,15 @@ fn attend_heads(
         let dot = t.dot_f16();
         let q16 = &*q16;
         let score = |k: &[u16], i: usize| dot(k, &q16[i * hd..(i + 1) * hd]) * scale;
-        accumulate(rk.heads_u16(kvh, seen), score, rv, kvh, seen, acc, out);
+        accumulate(
+            rk.heads_u16_in(kvh, keys.clone()),
+            score,
+            rv,
+            kvh,
+            keys,
+            acc,
+            out,
+        );
     } else {
         let kk = rk
             .ty
@@ -743,7 +875,15 @@ fn attend_heads(
         }
         let qq = &*qq;
         let score = |k: &[u8], i: usize| vec_dot(hd, k, &qq[i * qb..(i + 1) * qb]) * scale;
-        accumulate(rk.heads(kvh, seen), score, rv, kvh, seen, acc, out);
+        accumulate(
+            rk.heads_in(kvh, keys.clone()),
+            score,
+            rv,
+            kvh,
+            keys,
+            acc,
+            out,
+        );
     }
 }
 
@@ -774,17 +914,17 @@ fn softmax_step(s: f32, m: &mut f32, sum: &mut f32) -> (f32, f32) {
     (ms, vs)
 }
 
-/// The online softmax of [`attend_heads`] over `keys` (positions `0..seen`
-/// of KV head `kvh`, in order), `score(key, head)` (scale applied), values
-/// from `rv`.
+/// The online softmax of [`attend_heads`] over `keys` (the positions of
+/// `range` of KV head `kvh`, in order), `score(key, head)` (scale applied),
+/// values from `rv`.
 fn accumulate<'k, K: Copy + 'k>(
     keys: impl Iterator<Item = K>,
     score: impl Fn(K, usize) -> f32,
     rv: &Rows<'k>,
     kvh: usize,
-    seen: usize,
+    range: std::ops::Range<usize>,
     acc: Acc<'_>,
-    out: &mut [f32],
+    out: Dest<'_>,
 ) {
     let t = k::kernels();
     let Acc {
@@ -800,7 +940,7 @@ fn accumulate<'k, K: Copy + 'k>(
         let (scale_acc, mad) = (t.scale_f16(), t.mad_f16());
         acc16.clear();
         acc16.resize(nh * hd, 0);
-        for (k, v) in keys.zip(rv.heads_u16(kvh, seen)) {
+        for (k, v) in keys.zip(rv.heads_u16_in(kvh, range)) {
             for (i, a) in acc16.chunks_exact_mut(hd).enumerate() {
                 let (ms, vs) = softmax_step(score(k, i), &mut m[i], &mut sum[i]);
                 if ms != 1.0 {
@@ -809,16 +949,14 @@ fn accumulate<'k, K: Copy + 'k>(
                 mad(a, v, vs);
             }
         }
-        for (i, (o, a)) in out
-            .chunks_exact_mut(hd)
-            .zip(acc16.chunks_exact(hd))
-            .enumerate()
-        {
-            let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
-            for (o, &a) in o.iter_mut().zip(a) {
-                *o = k::convert::f16_to_f32(a) * inv;
-            }
-        }
+        finish_heads(
+            hd,
+            m,
+            sum,
+            acc16.chunks_exact(hd),
+            |a: &[u16], d| k::convert::f16_to_f32(a[d]),
+            out,
+        );
         return;
     }
     let widen = rv
@@ -829,7 +967,7 @@ fn accumulate<'k, K: Copy + 'k>(
     acc32.clear();
     acc32.resize(nh * hd, 0.0);
     v32.resize(hd, 0.0);
-    for (k, v) in keys.zip(rv.heads(kvh, seen)) {
+    for (k, v) in keys.zip(rv.heads_in(kvh, range)) {
         widen(v, v32);
         for (i, a) in acc32.chunks_exact_mut(hd).enumerate() {
             let (ms, vs) = softmax_step(score(k, i), &mut m[i], &mut sum[i]);
@@ -839,14 +977,37 @@ fn accumulate<'k, K: Copy + 'k>(
             k::ops::add_scaled(a, vs, v32);
         }
     }
-    for (i, (o, a)) in out
-        .chunks_exact_mut(hd)
-        .zip(acc32.chunks_exact(hd))
-        .enumerate()
-    {
-        let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
-        for (o, &a) in o.iter_mut().zip(a) {
-            *o = a * inv;
+    finish_heads(hd, m, sum, acc32.chunks_exact(hd), |a: &[f32], d| a[d], out);
+}
+
+/// Writes each head's accumulated values (`acc`, read as `f32` by `get`):
+/// normalised into the output, or with the softmax state as a run's
+/// partial result.
+fn finish_heads<'a, T: 'a>(
+    hd: usize,
+    m: &[f32],
+    sum: &[f32],
+    acc: impl Iterator<Item = &'a [T]>,
+    get: impl Fn(&[T], usize) -> f32,
+    out: Dest<'_>,
+) {
+    match out {
+        Dest::Out(out) => {
+            for (i, (o, a)) in out.chunks_exact_mut(hd).zip(acc).enumerate() {
+                let inv = if sum[i] == 0.0 { 0.0 } else { 1.0 / sum[i] };
+                for (d, o) in o.iter_mut().enumerate() {
+                    *o = get(a, d) * inv;
+                }
+            }
+        }
+        Dest::Partial(p) => {
+            for (i, (p, a)) in p.chunks_exact_mut(2 + hd).zip(acc).enumerate() {
+                p[0] = m[i];
+                p[1] = sum[i];
+                for (d, x) in p[2..].iter_mut().enumerate() {
+                    *x = get(a, d);
+                }
+            }
         }
     }
 }

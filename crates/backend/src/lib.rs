@@ -9,7 +9,7 @@ pub mod kv;
 mod pool;
 mod threads;
 
-pub use cpu::{CpuBackend, FA_TILE_Q};
+pub use cpu::{CpuBackend, FA_TILE_Q, SPLIT_KV_MIN_KEYS};
 pub use kv::{Kind, KvConfig, KvError, KvLayout, KvPool, KvSeq, KvType, Rows, DEFAULT_BLOCK_SIZE};
 pub use threads::default_threads;
 

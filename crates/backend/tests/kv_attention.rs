@@ -237,3 +237,76 @@ fn heads_of_a_kv_group_read_together_give_each_heads_bits_alone() {
         );
     }
 }
+
+#[test]
+fn a_long_decode_split_over_the_threads_is_a_plain_softmax_and_batches_alike() {
+    // 700 keys: past the split threshold; runs of 350 on 2 threads and
+    // 234 on 3, crossing blocks of 64 inside.
+    let n = 700;
+    assert!(n >= edgellama_backend::SPLIT_KV_MIN_KEYS);
+    for (tk, tol) in [(KvType::F16, 6e-3), (KvType::F32, 1e-5)] {
+        let s = filled(tk, tk, n);
+        let q = floats(N_HEAD * HD, 31);
+        let want = reference(&s, &q, n - 1, 1.0 / (HD as f64).sqrt());
+        for threads in [1, 2, 3] {
+            let be = CpuBackend::new(threads).unwrap();
+            let got = attend(&be, &s, &q, n - 1);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst <= tol, "{tk}, {threads} threads: off by {worst}");
+        }
+        // Beside a short sequence and a quantized one, each gets its bits
+        // alone.
+        let be = CpuBackend::new(2).unwrap();
+        let short = filled(tk, tk, 40);
+        let quant = filled(KvType::Q8_0, KvType::Q8_0, 600);
+        let (qb, qc) = (floats(N_HEAD * HD, 32), floats(N_HEAD * HD, 33));
+        let alone = [
+            attend(&be, &s, &q, n - 1),
+            attend(&be, &short, &qb, 39),
+            attend(&be, &quant, &qc, 599),
+        ];
+        let mut outs = [
+            vec![0f32; q.len()],
+            vec![0f32; q.len()],
+            vec![0f32; q.len()],
+        ];
+        let shape = |pos0| AttnShape {
+            n_head: N_HEAD,
+            n_head_kv: LAYOUT.n_head_kv,
+            head_dim: HD,
+            pos0,
+            n_tokens: 1,
+            scale: 1.0 / (HD as f32).sqrt(),
+        };
+        let [oa, ob, oc] = &mut outs;
+        be.attention_many(
+            1,
+            &mut [
+                AttnJob {
+                    q: &q,
+                    kv: &s,
+                    shape: shape(n - 1),
+                    out: oa,
+                },
+                AttnJob {
+                    q: &qb,
+                    kv: &short,
+                    shape: shape(39),
+                    out: ob,
+                },
+                AttnJob {
+                    q: &qc,
+                    kv: &quant,
+                    shape: shape(599),
+                    out: oc,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(outs, alone, "{tk}");
+    }
+}

@@ -523,27 +523,49 @@ impl<'a> Rows<'a> {
     /// Head `h` of positions `0..n` in order, walking block by block (the
     /// fast way to read a run of positions).
     pub fn heads(&self, h: usize, n: usize) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.heads_in(h, 0..n)
+    }
+
+    /// Head `h` of the positions of `range` in order, block by block.
+    pub fn heads_in(
+        &self,
+        h: usize,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = &'a [u8]> + '_ {
         let (row, head) = (self.row, self.head);
-        self.blocks
+        let first = (range.start >> self.shift).min(self.blocks.len());
+        self.blocks[first..]
             .iter()
             .flat_map(move |b| {
                 b.chunks_exact(row)
                     .map(move |r| &r[h * head..(h + 1) * head])
             })
-            .take(n)
+            .skip(range.start & self.mask)
+            .take(range.len())
     }
 
     /// [`Rows::heads`] as F16 bits (for F16 and BF16 caches).
     pub fn heads_u16(&self, h: usize, n: usize) -> impl Iterator<Item = &'a [u16]> + '_ {
+        self.heads_u16_in(h, 0..n)
+    }
+
+    /// [`Rows::heads_in`] as F16 bits (for F16 and BF16 caches).
+    pub fn heads_u16_in(
+        &self,
+        h: usize,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = &'a [u16]> + '_ {
         let (row, head) = (self.row / 2, self.head / 2);
-        self.blocks
+        let first = (range.start >> self.shift).min(self.blocks.len());
+        self.blocks[first..]
             .iter()
             .flat_map(move |b| {
                 let b: &'a [u16] = bytemuck::cast_slice(b);
                 b.chunks_exact(row)
                     .map(move |r| &r[h * head..(h + 1) * head])
             })
-            .take(n)
+            .skip(range.start & self.mask)
+            .take(range.len())
     }
 
     /// The positions a block holds.
