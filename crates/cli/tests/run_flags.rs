@@ -207,6 +207,33 @@ fn speculative_flags() {
     let line = err.lines().find(|l| l.starts_with("speculative:")).unwrap();
     assert!(!line.starts_with("speculative: 0 drafted"), "{line}");
 
+    // bench: a text test without drafts and one with them.
+    let o = edgellama(&[
+        "bench",
+        "-m",
+        &model,
+        "-p",
+        "0",
+        "-n",
+        "24",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--spec-type",
+        "ngram-simple",
+        "--spec-always",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let tests: Vec<&str> = rows
+        .iter()
+        .map(|r| r["test"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(tests, ["", "text", "text+spec"]);
+    assert!(rows[2]["spec_drafted"].as_u64().unwrap() > 0, "{}", rows[2]);
+    assert_eq!(rows[1]["spec_drafted"].as_u64(), Some(0));
+
     let llama = testdata("tiny-llama32-f32.gguf");
     let llama = llama.to_str().unwrap();
     for cmd in ["run", "serve"] {

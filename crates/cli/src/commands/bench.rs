@@ -3,14 +3,18 @@
 //! `--image`, the time to encode one image with a vision model's tower and
 //! projector instead.
 
-use crate::{images, load};
+use crate::{images, load, spec};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use edgellama_backend::CpuBackend;
+use edgellama_engine::spec::{Drafter, SpecParams, SpecStats};
+use edgellama_engine::{generate, generate_speculative, GenerateParams};
 use edgellama_gguf::{GgmlType, GgufFile};
 use edgellama_models::mllama::preprocess::{self, ImageLimits};
 use edgellama_models::mllama::Mllama;
 use edgellama_models::{CausalLm, Logits};
+use edgellama_sampler::SamplingParams;
+use edgellama_tokenizer::Tokenizer;
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,13 +62,28 @@ pub struct BenchArgs {
     /// `[tiles, tokens per tile, text width]`.
     #[arg(long = "dump-features", value_name = "FILE", requires = "image")]
     pub dump_features: Option<PathBuf>,
+    /// With drafting flags (-md, --spec-type): two more generation tests
+    /// of -n tokens, greedy, after this text instead of arbitrary tokens:
+    /// without drafts and with them (llama-bench has no such test)
+    #[arg(long = "spec-prompt", value_name = "TEXT", default_value = SPEC_PROMPT)]
+    pub spec_prompt: String,
+    #[command(flatten)]
+    pub spec: spec::SpecArgs,
 }
+
+/// A text whose continuation copies much of it, as rewriting does.
+const SPEC_PROMPT: &str = "Rewrite the following text with the spelling corrected.\n\nText: The old \
+lighthouse stood at the edge of the cliff for more than two hundred years. Every night the keeper \
+climbed the narow stairs to light the lamp, and every morning he wrote in his log book about the ships \
+that had passed.\n\nCorrected text: The old lighthouse";
 
 struct TestResult {
     n_prompt: usize,
     n_gen: usize,
     n_depth: usize,
     samples_ns: Vec<u128>,
+    /// For the text tests: `text` or `text+spec`, and the drafts.
+    text: Option<(&'static str, SpecStats)>,
 }
 
 impl TestResult {
@@ -148,6 +167,82 @@ fn run_test(model: &dyn CausalLm, kv: &load::KvArgs, t: Test, reps: usize) -> Re
         n_gen,
         n_depth,
         samples_ns,
+        text: None,
+    })
+}
+
+/// `n_gen` tokens generated greedily after `prompt` (end-of-generation
+/// banned, so every run makes them all), with a fresh drafter from
+/// `drafter()` each run when given; the time of generation alone.
+fn run_text_test(
+    model: &dyn CausalLm,
+    tok: &Tokenizer,
+    kv: &load::KvArgs,
+    prompt: &[u32],
+    n_gen: usize,
+    reps: usize,
+    mut drafter: Option<(&mut dyn FnMut() -> Result<Box<dyn Drafter>>, SpecParams)>,
+) -> Result<TestResult> {
+    let params = GenerateParams {
+        max_tokens: Some(n_gen),
+        sampling: SamplingParams {
+            logit_bias: tok
+                .eog_ids()
+                .iter()
+                .map(|&id| (id, f32::NEG_INFINITY))
+                .collect(),
+            ..SamplingParams::greedy()
+        },
+        ..Default::default()
+    };
+    let mut samples_ns = Vec::with_capacity(reps);
+    let mut total = SpecStats::default();
+    // One warm-up run, untimed.
+    for rep in 0..=reps {
+        let mut state = kv.new_state(model, prompt.len() + n_gen + 1)?;
+        let stats = match drafter.as_mut() {
+            Some((make, sp)) => {
+                let mut d = make()?;
+                generate_speculative(
+                    model,
+                    &mut state,
+                    tok,
+                    &[],
+                    prompt,
+                    &params,
+                    &mut *d,
+                    *sp,
+                    |_| true,
+                )?
+            }
+            None => generate(model, &mut state, tok, prompt, &params, |_| true)?,
+        };
+        if stats.n_generated != n_gen {
+            bail!(
+                "the text test generated {} tokens of {n_gen}",
+                stats.n_generated
+            );
+        }
+        if rep > 0 {
+            samples_ns.push(stats.gen_time.as_nanos());
+            total.n_steps += stats.spec.n_steps;
+            total.n_drafted += stats.spec.n_drafted;
+            total.n_accepted += stats.spec.n_accepted;
+        }
+    }
+    Ok(TestResult {
+        n_prompt: 0,
+        n_gen,
+        n_depth: 0,
+        samples_ns,
+        text: Some((
+            if drafter.is_some() {
+                "text+spec"
+            } else {
+                "text"
+            },
+            total,
+        )),
     })
 }
 
@@ -162,9 +257,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.n_prompt == 0 && a.n_gen == 0 {
         bail!("nothing to measure: -p and -n are both 0");
     }
+    let plan = a.spec.plan()?;
     let path = a.model.resolve()?;
     let file = load::open_gguf(&path, a.model.load.mode())?;
-    let model = load::model(&file, &path, threads)?;
+    let backend = load::backend(threads)?;
+    let model = load::model_on(&file, &path, backend.clone())?;
     if a.n_depth + a.n_prompt.max(a.n_gen) > model.info().n_ctx_train.max(1 << 20) {
         bail!("test sizes exceed what the model can hold");
     }
@@ -182,6 +279,34 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.n_gen > 0 {
         results.push(
             run_test(&*model, &a.kv, test(0, a.n_gen), a.reps).context("generation test failed")?,
+        );
+    }
+    if let (Some(plan), true) = (&plan, a.n_gen > 0) {
+        let tok = load::tokenizer(&file, &path)?;
+        let prompt = tok.encode(&a.spec_prompt, tok.adds_bos(), true);
+        if prompt.is_empty() {
+            bail!("--spec-prompt is empty");
+        }
+        results.push(
+            run_text_test(&*model, &tok, &a.kv, &prompt, a.n_gen, a.reps, None)
+                .context("text generation test failed")?,
+        );
+        let n_ctx = prompt.len() + a.n_gen + 1;
+        let mut make = || {
+            a.spec
+                .drafter(plan, &tok, n_ctx, &backend, a.model.hf_token.as_deref())
+        };
+        results.push(
+            run_text_test(
+                &*model,
+                &tok,
+                &a.kv,
+                &prompt,
+                a.n_gen,
+                a.reps,
+                Some((&mut make, plan.params)),
+            )
+            .context("speculative generation test failed")?,
         );
     }
     let info = model.info();
@@ -218,6 +343,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                         "stddev_ts": stddev_ts,
                         "samples_ns": r.samples_ns.iter().map(|&v| v as u64).collect::<Vec<_>>(),
                         "samples_ts": ts,
+                        "test": r.text.map(|t| t.0),
+                        "spec_drafted": r.text.map(|t| t.1.n_drafted),
+                        "spec_accepted": r.text.map(|t| t.1.n_accepted),
                     })
                 })
                 .collect();
@@ -235,6 +363,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 };
                 if r.n_depth > 0 {
                     test += &format!(" @ d{}", r.n_depth);
+                }
+                if let Some((kind, st)) = r.text {
+                    test += &format!(" {kind}");
+                    if st.n_drafted > 0 {
+                        test += &format!(" ({:.0}% kept)", 100.0 * st.acceptance());
+                    }
                 }
                 println!(
                     "| {} | {:.2} MiB | {:.2} M | CPU ({}) | {} | {} | {:.2} ± {:.2} |",
