@@ -171,6 +171,9 @@ fn run_test(model: &dyn CausalLm, kv: &load::KvArgs, t: Test, reps: usize) -> Re
     })
 }
 
+/// Makes a fresh drafter for each run of a text test.
+type MakeDrafter<'a> = dyn FnMut() -> Result<Box<dyn Drafter>> + 'a;
+
 /// `n_gen` tokens generated greedily after `prompt` (end-of-generation
 /// banned, so every run makes them all), with a fresh drafter from
 /// `drafter()` each run when given; the time of generation alone.
@@ -181,7 +184,7 @@ fn run_text_test(
     prompt: &[u32],
     n_gen: usize,
     reps: usize,
-    mut drafter: Option<(&mut dyn FnMut() -> Result<Box<dyn Drafter>>, SpecParams)>,
+    mut drafter: Option<(&mut MakeDrafter<'_>, SpecParams)>,
 ) -> Result<TestResult> {
     let params = GenerateParams {
         max_tokens: Some(n_gen),
