@@ -89,6 +89,18 @@ fn reference(s: &KvSeq, q: &[f32], pos0: usize, scale: f64) -> Vec<f32> {
     out
 }
 
+/// The shape of one decoding token at `pos0`.
+fn shape(pos0: usize) -> AttnShape {
+    AttnShape {
+        n_head: N_HEAD,
+        n_head_kv: LAYOUT.n_head_kv,
+        head_dim: HD,
+        pos0,
+        n_tokens: 1,
+        scale: 1.0 / (HD as f32).sqrt(),
+    }
+}
+
 fn attend(be: &CpuBackend, s: &KvSeq, q: &[f32], pos0: usize) -> Vec<f32> {
     let n_tokens = q.len() / (N_HEAD * HD);
     let mut out = vec![0f32; q.len()];
@@ -175,14 +187,6 @@ fn paged_f16_routes_agree_with_the_reference_and_batch_without_changing_bits() {
     let (qa, qb) = (floats(N_HEAD * HD, 11), floats(N_HEAD * HD, 12));
     let (alone_a, alone_b) = (attend(&be, &s, &qa, n - 1), attend(&be, &other, &qb, 89));
     let (mut oa, mut ob) = (vec![0f32; qa.len()], vec![0f32; qb.len()]);
-    let shape = |pos0| AttnShape {
-        n_head: N_HEAD,
-        n_head_kv: LAYOUT.n_head_kv,
-        head_dim: HD,
-        pos0,
-        n_tokens: 1,
-        scale: 1.0 / (HD as f32).sqrt(),
-    };
     be.attention_many(
         1,
         &mut [
@@ -274,14 +278,6 @@ fn a_long_decode_split_over_the_threads_is_a_plain_softmax_and_batches_alike() {
             vec![0f32; q.len()],
             vec![0f32; q.len()],
         ];
-        let shape = |pos0| AttnShape {
-            n_head: N_HEAD,
-            n_head_kv: LAYOUT.n_head_kv,
-            head_dim: HD,
-            pos0,
-            n_tokens: 1,
-            scale: 1.0 / (HD as f32).sqrt(),
-        };
         let [oa, ob, oc] = &mut outs;
         be.attention_many(
             1,
