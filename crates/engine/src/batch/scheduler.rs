@@ -569,6 +569,7 @@ impl Scheduler {
         let Some(max_rows) = self.config.spec.as_ref().map(|s| s.max_rows) else {
             return;
         };
+        let max_rows = max_rows.min(self.config.batch_tokens);
         let n_min = self.config.spec.as_ref().map_or(0, |s| s.n_min);
         let mut rows: usize = self.slots.iter().map(|s| s.feed.len()).sum();
         for &i in order {
