@@ -300,3 +300,34 @@ def test_chat_page_sends_images(vision_server, browser):
     assert reply == (" weap Src weap Src(Action Trader/"
                      "***************************************************************************"
                      "\n malicious")
+
+
+def test_chat_page_drops_old_turns_when_the_conversation_outgrows_the_context(server, browser):
+    # 1024 positions per sequence: two long messages fit, a third does not.
+    open_page(browser, server)
+    add_to_requests(browser, {"max_tokens": 8, "temperature": 0})
+    long = "Please remember this list of words: " + " ".join(["apple banana cherry"] * 130)
+
+    def say(text, n_done):
+        browser.eval(f"document.getElementById('input').value = {json.dumps(text)}; true")
+        browser.eval("document.getElementById('input').focus()")
+        browser.press_enter()
+        wait_for(browser, "(() => { const m = [...document.querySelectorAll('.msg.assistant, .msg.error')];"
+                 f" return m.length === {n_done} && m[{n_done - 1}].dataset.state !== 'streaming' }})()",
+                 60, f"reply {n_done}")
+
+    say(long + " (first)", 1)
+    say(long + " (second)", 2)
+    say(long + " (third)", 3)
+    state = browser.eval("(() => { const m = document.querySelector('.msg.error');"
+                         " return m ? m.textContent : null })()")
+    assert state and "context" in state.lower(), state
+    assert browser.eval("!!document.getElementById('drop-retry')")
+    browser.eval("document.getElementById('drop-retry').click(); true")
+    wait_for(browser, "(() => { const m = [...document.querySelectorAll('.msg.assistant')];"
+             " return m.length === 3 && m[2].dataset.state === 'done' })()", 60, "the resent reply")
+    # The oldest turn is greyed and left out of what was sent.
+    assert browser.eval("document.querySelectorAll('.msg.dropped').length") == 2
+    assert not browser.eval("document.querySelector('.msg.error')")
+    last = browser.eval("window.sentBodies[window.sentBodies.length - 1].messages.map(m => m.content)")
+    assert len(last) == 3 and last[0].endswith("(second)") and last[-1].endswith("(third)"), last
