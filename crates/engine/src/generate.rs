@@ -243,7 +243,9 @@ fn run(
                     );
                     if room > 0 && (!sp.paced || pacer.draft_now()) {
                         consulted = true;
-                        sp.fit(d.draft(&history, room)?, room)
+                        let mut draft = d.draft(&history, room)?;
+                        draft.cut_at(model.info().image_token);
+                        sp.fit(draft, room)
                     } else {
                         Draft::default()
                     }

@@ -87,6 +87,14 @@ impl CausalLm for Markov {
         tokens: &[u32],
         which: Logits,
     ) -> Result<Vec<f32>, ModelError> {
+        // An image token stands for an image: one the prompt brings comes
+        // with it, one among drafted tokens (after the first of a later
+        // step, the token sampled last) has none.
+        if let Some(img) = self.info.image_token {
+            if tokens.iter().skip(1).any(|&t| t == img) && tokens.len() > 1 && state.n_past > 0 {
+                return Err(ModelError::Config("an image token was drafted".into()));
+            }
+        }
         state.reserve(tokens.len())?;
         state.n_past += tokens.len();
         let mut out = Vec::new();
@@ -372,4 +380,26 @@ fn a_long_prompt_is_drafted_from_its_end() {
     assert_eq!(spec.tokens, plain.tokens);
     assert_eq!(spec.n_past, plain.n_past);
     assert!(spec.n_drafted > 100, "{}", spec.n_drafted);
+}
+
+/// A lookup that would copy a vision model's image token from the prompt
+/// stops before it: the model could not take it without its image.
+#[test]
+fn lookups_never_propose_the_image_token() {
+    let mut target = Markov::new(TARGET);
+    // 'd' stands for the image token here. Greedy decoding generates it
+    // (the argmax chain is a b c d a ...); this stand-in takes it as the
+    // token sampled last, fed first, but not as a draft.
+    target.info.image_token = Some(3);
+    let params = GenerateParams {
+        max_tokens: Some(40),
+        sampling: SamplingParams::greedy(),
+        ..Default::default()
+    };
+    let prompt = [0u32, 1, 2, 3, 0, 1, 2, 3, 0];
+    let plain = generate(&target, &params, &prompt, 128, None);
+    let mut ngram = NgramSimple::new(1, 8);
+    let spec = generate(&target, &params, &prompt, 128, Some(&mut ngram));
+    assert_eq!(spec.tokens, plain.tokens);
+    assert!(spec.n_drafted > 0);
 }

@@ -600,11 +600,12 @@ impl Scheduler {
             let mut history = Vec::with_capacity(slot.cached.len() + 1);
             history.extend_from_slice(&slot.cached);
             history.push(next);
-            let draft = match drafter.draft(&history, room) {
+            let mut draft = match drafter.draft(&history, room) {
                 Ok(d) => d,
                 // A drafter that fails only costs its drafts.
                 Err(_) => continue,
             };
+            draft.cut_at(self.model.info().image_token);
             let k = draft.tokens.len().min(room);
             if k < n_min.max(1) || slot.state.reserve(1 + k).is_err() {
                 continue;

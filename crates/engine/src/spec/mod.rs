@@ -54,6 +54,15 @@ impl Draft {
         self.tokens.truncate(n);
         self.dists.truncate(n);
     }
+
+    /// Ends the draft before the first `token` (a model's image token: it
+    /// stands for an image, which only a prompt can bring, so a lookup that
+    /// copies one from the text must not propose it).
+    pub fn cut_at(&mut self, token: Option<u32>) {
+        if let Some(i) = token.and_then(|t| self.tokens.iter().position(|&x| x == t)) {
+            self.truncate(i);
+        }
+    }
 }
 
 /// Something that proposes the next tokens of a sequence.
