@@ -243,9 +243,8 @@ fn run(
                     );
                     if room > 0 && (!sp.paced || pacer.draft_now()) {
                         consulted = true;
-                        let mut draft = d.draft(&history, room)?;
-                        draft.cut_at(model.info().image_token);
-                        sp.fit(draft, room)
+                        d.draft(&history, room)?
+                            .fit(room, sp.n_min, model.info().image_token)
                     } else {
                         Draft::default()
                     }

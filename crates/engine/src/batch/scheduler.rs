@@ -592,25 +592,23 @@ impl Scheduler {
                 .min(
                     a.max_tokens
                         .map_or(usize::MAX, |m| m.saturating_sub(a.n_generated)),
-                )
-                .min(crate::spec::MAX_DRAFT);
+                );
             if room < n_min.max(1) {
                 continue;
             }
             let mut history = Vec::with_capacity(slot.cached.len() + 1);
             history.extend_from_slice(&slot.cached);
             history.push(next);
-            let mut draft = match drafter.draft(&history, room) {
-                Ok(d) => d,
+            let draft = match drafter.draft(&history, room) {
+                Ok(d) => d.fit(room, n_min, self.model.info().image_token),
                 // A drafter that fails only costs its drafts.
                 Err(_) => continue,
             };
-            draft.cut_at(self.model.info().image_token);
-            let k = draft.tokens.len().min(room);
-            if k < n_min.max(1) || slot.state.reserve(1 + k).is_err() {
+            let k = draft.tokens.len();
+            if k == 0 || slot.state.reserve(1 + k).is_err() {
                 continue;
             }
-            a.drafts.extend_from_slice(&draft.tokens[..k]);
+            a.drafts = draft.tokens;
             slot.feed.extend_from_slice(&a.drafts);
             rows += k;
         }

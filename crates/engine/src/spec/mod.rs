@@ -55,13 +55,18 @@ impl Draft {
         self.dists.truncate(n);
     }
 
-    /// Ends the draft before the first `token` (a model's image token: it
-    /// stands for an image, which only a prompt can bring, so a lookup that
-    /// copies one from the text must not propose it).
-    pub fn cut_at(&mut self, token: Option<u32>) {
-        if let Some(i) = token.and_then(|t| self.tokens.iter().position(|&x| x == t)) {
-            self.truncate(i);
+    /// The draft as a step may check it: at most `room` tokens and
+    /// [`MAX_DRAFT`], ended before the model's `image_token` (it stands for
+    /// an image, which only a prompt can bring, so a lookup that copies one
+    /// from the text must not propose it), and empty when fewer than
+    /// `n_min` (at least 1) are left.
+    pub fn fit(mut self, room: usize, n_min: usize, image_token: Option<u32>) -> Draft {
+        let image_at = image_token.and_then(|t| self.tokens.iter().position(|&x| x == t));
+        self.truncate(room.min(MAX_DRAFT).min(image_at.unwrap_or(usize::MAX)));
+        if self.tokens.len() < n_min.max(1) {
+            self.truncate(0);
         }
+        self
     }
 }
 
@@ -138,17 +143,6 @@ impl Default for SpecParams {
             n_min: 0,
             paced: true,
         }
-    }
-}
-
-impl SpecParams {
-    /// Cuts a draft to `room` tokens; an empty draft when it is too short.
-    pub(crate) fn fit(&self, mut draft: Draft, room: usize) -> Draft {
-        draft.truncate(room.min(MAX_DRAFT));
-        if draft.tokens.len() < self.n_min.max(1) {
-            draft.truncate(0);
-        }
-        draft
     }
 }
 
@@ -235,4 +229,27 @@ pub fn check_vocab(target: &Tokenizer, draft: &Tokenizer) -> Result<(), SpecErro
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draft(tokens: &[u32]) -> Draft {
+        Draft {
+            tokens: tokens.to_vec(),
+            dists: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_draft_fits_its_room_stops_before_an_image_and_may_be_too_short() {
+        let d = draft(&[1, 2, 3, 4, 5]);
+        assert_eq!(d.clone().fit(3, 0, None).tokens, [1, 2, 3]);
+        assert_eq!(d.clone().fit(9, 0, Some(4)).tokens, [1, 2, 3]);
+        assert_eq!(d.clone().fit(9, 4, Some(4)).tokens, [] as [u32; 0]);
+        assert_eq!(d.clone().fit(0, 0, None).tokens, [] as [u32; 0]);
+        let long = draft(&vec![7; MAX_DRAFT + 5]);
+        assert_eq!(long.fit(usize::MAX, 0, None).tokens.len(), MAX_DRAFT);
+    }
 }
