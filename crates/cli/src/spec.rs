@@ -5,9 +5,8 @@
 use crate::load;
 use anyhow::{bail, Context, Result};
 use edgellama_backend::CpuBackend;
-use edgellama_engine::spec::{
-    check_vocab, DraftModel, Drafter, DrafterChain, NgramSimple, SpecParams, SpecStats, SpecType,
-};
+use edgellama_engine::batch::{SpecConfig, SPEC_MAX_ROWS};
+use edgellama_engine::spec::{check_vocab, Drafter, NgramSimple, SpecParams, SpecStats, SpecType};
 use edgellama_models::CausalLm;
 use edgellama_tokenizer::Tokenizer;
 use std::path::PathBuf;
@@ -153,10 +152,49 @@ impl SpecArgs {
         }
     }
 
-    /// The drafter of `plan` for sequences of up to `n_ctx` positions of a
-    /// target read by `target_tok`. A draft model runs on `backend`, sharing
-    /// the target's threads, and drafts its most likely tokens, so that a
-    /// seeded reply is the one decoding without drafts gives.
+    /// The draft model of `plan`, if it has one, loaded on `backend` (it
+    /// shares the target's threads) and checked against `target_tok`, with
+    /// the file it came from.
+    pub fn draft_model(
+        &self,
+        plan: &SpecPlan,
+        target_tok: &Tokenizer,
+        backend: &Arc<CpuBackend>,
+        hf_token: Option<&str>,
+    ) -> Result<Option<(PathBuf, Arc<dyn CausalLm>)>> {
+        if !plan.types.contains(&SpecType::DraftSimple) {
+            return Ok(None);
+        }
+        let Some(path) = self.draft_path(hf_token)? else {
+            bail!("draft-simple needs a draft model");
+        };
+        let model = load_draft(&path, target_tok, backend)?;
+        Ok(Some((path, model)))
+    }
+
+    /// The engine's drafting for `plan`, with the `draft` model loaded by
+    /// [`SpecArgs::draft_model`] (its most likely tokens are drafted, so a
+    /// seeded reply is the one decoding without drafts gives); `max_rows`
+    /// bounds a server step's rows.
+    pub fn config(
+        &self,
+        plan: &SpecPlan,
+        draft: Option<Arc<dyn CausalLm>>,
+        max_rows: usize,
+    ) -> SpecConfig {
+        SpecConfig {
+            ngram: plan
+                .types
+                .contains(&SpecType::NgramSimple)
+                .then(|| NgramSimple::new(self.ngram_n, self.ngram_m)),
+            draft: draft.map(|m| (m, self.n_max, self.p_min)),
+            n_min: plan.params.n_min,
+            max_rows,
+        }
+    }
+
+    /// The drafter of `plan` for one sequence of up to `n_ctx` positions of
+    /// a target read by `target_tok`.
     pub fn drafter(
         &self,
         plan: &SpecPlan,
@@ -165,32 +203,18 @@ impl SpecArgs {
         backend: &Arc<CpuBackend>,
         hf_token: Option<&str>,
     ) -> Result<Box<dyn Drafter>> {
-        let mut chain: Vec<Box<dyn Drafter>> = Vec::new();
-        for t in &plan.types {
-            match t {
-                SpecType::NgramSimple => {
-                    chain.push(Box::new(NgramSimple::new(self.ngram_n, self.ngram_m)))
-                }
-                SpecType::DraftSimple => {
-                    let Some(path) = self.draft_path(hf_token)? else {
-                        bail!("draft-simple needs a draft model");
-                    };
-                    let model = load_draft(&path, target_tok, backend)?;
-                    let state = model.new_state(n_ctx).with_context(|| {
-                        format!("cannot make the draft model's KV cache of {n_ctx} positions")
-                    })?;
-                    chain.push(Box::new(DraftModel::new(
-                        model, state, self.n_max, self.p_min,
-                    )?));
-                }
-                SpecType::None => {}
-            }
-        }
-        Ok(match chain.len() {
-            1 => chain.remove(0),
-            _ => Box::new(DrafterChain::new(chain)),
-        })
+        let draft = self.draft_model(plan, target_tok, backend, hf_token)?;
+        let config = self.config(plan, draft.map(|d| d.1), SPEC_MAX_ROWS);
+        sequence_drafter(&config, n_ctx)
     }
+}
+
+/// A drafter of `config` for one sequence of up to `n_ctx` positions.
+pub fn sequence_drafter(config: &SpecConfig, n_ctx: usize) -> Result<Box<dyn Drafter>> {
+    config
+        .drafter(n_ctx)
+        .with_context(|| format!("cannot make the draft model's KV cache of {n_ctx} positions"))?
+        .context("speculative decoding was asked for without a drafter")
 }
 
 /// Loads a draft model and checks that its vocabulary is the target's.

@@ -7,6 +7,7 @@ use crate::{images, load, spec};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use edgellama_backend::CpuBackend;
+use edgellama_engine::batch::SPEC_MAX_ROWS;
 use edgellama_engine::spec::{Drafter, SpecParams, SpecStats};
 use edgellama_engine::{generate, generate_speculative, GenerateParams};
 use edgellama_gguf::{GgmlType, GgufFile};
@@ -295,10 +296,12 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 .context("text generation test failed")?,
         );
         let n_ctx = prompt.len() + a.n_gen + 1;
-        let mut make = || {
-            a.spec
-                .drafter(plan, &tok, n_ctx, &backend, a.model.hf_token.as_deref())
-        };
+        // The draft model is loaded once; each run gets a fresh sequence.
+        let draft = a
+            .spec
+            .draft_model(plan, &tok, &backend, a.model.hf_token.as_deref())?;
+        let config = a.spec.config(plan, draft.map(|d| d.1), SPEC_MAX_ROWS);
+        let mut make = || spec::sequence_drafter(&config, n_ctx);
         results.push(
             run_text_test(
                 &*model,

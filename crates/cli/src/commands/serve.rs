@@ -4,9 +4,8 @@ use crate::commands::chat::load_template;
 use crate::{load, spec};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use edgellama_engine::batch::{Engine, EngineConfig, SpecConfig};
+use edgellama_engine::batch::{Engine, EngineConfig};
 use edgellama_engine::guard::Guard;
-use edgellama_engine::spec::{NgramSimple, SpecType};
 use edgellama_server::{router, AppState, ImageSupport, ServedModel, ServerConfig, ShieldSettings};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -229,7 +228,15 @@ fn load_served(
         _ => None,
     };
     let spec = match spec_plan {
-        Some(plan) => Some(spec_config(a, plan, &tokenizer, backend)?),
+        Some(plan) => {
+            let draft =
+                a.spec
+                    .draft_model(plan, &tokenizer, backend, a.model.hf_token.as_deref())?;
+            if let Some((path, _)) = &draft {
+                eprintln!("edgellama serve: draft model {}", path.display());
+            }
+            Some(a.spec.config(plan, draft.map(|d| d.1), a.spec_max_rows))
+        }
         None => None,
     };
     let config = EngineConfig {
@@ -253,38 +260,6 @@ fn load_served(
         template: Arc::new(template),
         images,
     })
-}
-
-/// The engine's speculative decoding from the command's flags.
-fn spec_config(
-    a: &ServeArgs,
-    plan: &spec::SpecPlan,
-    tokenizer: &edgellama_tokenizer::Tokenizer,
-    backend: &Arc<edgellama_backend::CpuBackend>,
-) -> Result<SpecConfig> {
-    let s = &a.spec;
-    let mut config = SpecConfig {
-        ngram: None,
-        draft: None,
-        n_min: plan.params.n_min,
-        max_rows: a.spec_max_rows,
-    };
-    for t in &plan.types {
-        match t {
-            SpecType::NgramSimple => config.ngram = Some(NgramSimple::new(s.ngram_n, s.ngram_m)),
-            SpecType::DraftSimple => {
-                let path = s.draft_path(a.model.hf_token.as_deref())?;
-                let Some(path) = path else {
-                    bail!("draft-simple needs a draft model");
-                };
-                let model = spec::load_draft(&path, tokenizer, backend)?;
-                eprintln!("edgellama serve: draft model {}", path.display());
-                config.draft = Some((model, s.n_max, s.p_min));
-            }
-            SpecType::None => {}
-        }
-    }
-    Ok(config)
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {

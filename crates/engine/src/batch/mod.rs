@@ -87,8 +87,9 @@ impl std::fmt::Debug for SpecConfig {
 pub const SPEC_MAX_ROWS: usize = 8;
 
 impl SpecConfig {
-    /// The drafter of one sequence of at most `n_ctx` positions.
-    fn drafter(&self, n_ctx: usize) -> Result<Option<Box<dyn Drafter>>, ModelError> {
+    /// The drafter of one sequence of at most `n_ctx` positions (`None`
+    /// when the config drafts nothing).
+    pub fn drafter(&self, n_ctx: usize) -> Result<Option<Box<dyn Drafter>>, ModelError> {
         let mut chain: Vec<Box<dyn Drafter>> = Vec::new();
         if let Some(n) = self.ngram {
             chain.push(Box::new(NgramSimple::new(n.size_n, n.size_m)));
