@@ -156,8 +156,4 @@ impl Drafter for DraftModel {
         }
         Ok(draft)
     }
-
-    fn name(&self) -> &'static str {
-        "draft-simple"
-    }
 }

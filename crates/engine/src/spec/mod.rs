@@ -80,9 +80,6 @@ pub trait Drafter: Send {
     /// Told how many of the `n_drafted` tokens of its last draft the target
     /// kept, for drafters that size their drafts by how they fare.
     fn feedback(&mut self, _n_drafted: usize, _n_accepted: usize) {}
-
-    /// The name `--spec-type` gives it.
-    fn name(&self) -> &'static str;
 }
 
 /// Drafters tried in order; the first one that proposes anything wins (an
@@ -119,10 +116,6 @@ impl Drafter for DrafterChain {
         if let Some(i) = self.last {
             self.drafters[i].feedback(n_drafted, n_accepted);
         }
-    }
-
-    fn name(&self) -> &'static str {
-        "chain"
     }
 }
 

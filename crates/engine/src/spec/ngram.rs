@@ -78,10 +78,6 @@ impl Drafter for NgramSimple {
             n_accepted.max(START / 2)
         };
     }
-
-    fn name(&self) -> &'static str {
-        "ngram-simple"
-    }
 }
 
 #[cfg(test)]
