@@ -307,10 +307,7 @@ impl Sampler {
         let id = if self.greedy {
             self.pick_greedy(logits)?
         } else {
-            if logits.is_empty() {
-                return Err(SamplerError::Empty);
-            }
-            self.process(logits);
+            self.process(logits)?;
             let r = self.rng.next_f32();
             draw(&self.cands, r, 1.0)?
         };
@@ -340,12 +337,16 @@ impl Sampler {
 
     /// Runs the chain on `logits` and leaves the candidates with their
     /// probabilities.
-    fn process(&mut self, logits: &[f32]) {
+    fn process(&mut self, logits: &[f32]) -> Result<(), SamplerError> {
+        if logits.is_empty() {
+            return Err(SamplerError::Empty);
+        }
         self.cands.fill(logits);
         for p in self.chain.iter_mut() {
             p.apply(&mut self.cands);
         }
         self.cands.softmax();
+        Ok(())
     }
 
     /// Records a token in the history of the history-based steps

@@ -47,10 +47,7 @@ impl Sampler {
                 });
             }
         };
-        if logits.is_empty() {
-            return Err(SamplerError::Empty);
-        }
-        self.process(logits);
+        self.process(logits)?;
         let p_draft = self
             .cands
             .items
@@ -98,10 +95,7 @@ impl Sampler {
             let token = self.pick_greedy(logits)?;
             return Ok((token, Vec::new()));
         }
-        if logits.is_empty() {
-            return Err(SamplerError::Empty);
-        }
-        self.process(logits);
+        self.process(logits)?;
         let token = draw(&self.cands, self.rng.next_f32(), 1.0)?;
         let q = self
             .cands
@@ -116,10 +110,7 @@ impl Sampler {
     /// The probability of the most likely token after the chain, and that
     /// token: for a greedy draft model deciding whether to go on drafting.
     pub fn top(&mut self, logits: &[f32]) -> Result<(u32, f32), SamplerError> {
-        if logits.is_empty() {
-            return Err(SamplerError::Empty);
-        }
-        self.process(logits);
+        self.process(logits)?;
         let best = self
             .cands
             .items
