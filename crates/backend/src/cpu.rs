@@ -551,7 +551,8 @@ impl Backend for CpuBackend {
                     && rk.ty == rv.ty
                     && matches!(rk.ty, KvType::F16 | KvType::F32)
                     && seen >= SPLIT_KV_MIN_KEYS;
-                if splittable && n_threads > 1 && short.contains(&ji) {
+                // (Single tokens never take the f32 route: they are short.)
+                if splittable && n_threads > 1 {
                     n_threads
                 } else {
                     1
